@@ -1,0 +1,86 @@
+"""initlab: initialize deep networks correctly, predict and watch vanishing/exploding gradients.
+
+The public surface is everything in ``__all__``; modules whose names start with ``_`` are private.
+"""
+
+from __future__ import annotations
+
+from initlab import numpy_init as numpy
+from initlab._errors import InitlabError, TrainingDiverged
+from initlab.activations import Activation, activation, activation_names
+from initlab.fans import Fans, fans
+from initlab.gains import gain
+from initlab.init import (
+    constant_,
+    delta_orthogonal_,
+    dirac_,
+    glorot_normal_,
+    glorot_uniform_,
+    he_normal_,
+    he_uniform_,
+    identity_,
+    kaiming_normal_,
+    kaiming_uniform_,
+    lecun_normal_,
+    lecun_uniform_,
+    normal_,
+    ones_,
+    orthogonal_,
+    small_random_,
+    sparse_,
+    torch_default_,
+    truncated_normal_,
+    uniform_,
+    variance_scaling_,
+    xavier_normal_,
+    xavier_uniform_,
+    zeros_,
+)
+from initlab.model_init import InitReport, LayerInit, initialize
+from initlab.registry import Initializer, get, scheme_names, schemes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "Fans",
+    "InitReport",
+    "Initializer",
+    "InitlabError",
+    "LayerInit",
+    "TrainingDiverged",
+    "__version__",
+    "activation",
+    "activation_names",
+    "constant_",
+    "delta_orthogonal_",
+    "dirac_",
+    "fans",
+    "gain",
+    "get",
+    "glorot_normal_",
+    "glorot_uniform_",
+    "he_normal_",
+    "he_uniform_",
+    "identity_",
+    "initialize",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "lecun_normal_",
+    "lecun_uniform_",
+    "normal_",
+    "numpy",
+    "ones_",
+    "orthogonal_",
+    "scheme_names",
+    "schemes",
+    "small_random_",
+    "sparse_",
+    "torch_default_",
+    "truncated_normal_",
+    "uniform_",
+    "variance_scaling_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zeros_",
+]

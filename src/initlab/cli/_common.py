@@ -1,0 +1,56 @@
+"""What every subcommand shares: the output format option, printing results, and user errors.
+
+Results go to stdout (a rich table, or JSON with ``--format json``); progress, logs and warnings go to stderr.
+Exit codes: 0 ok, 1 the run failed, 2 a usage or config error (``Error: ...`` without a traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from initlab._errors import InitlabError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+stdout = Console()
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+FormatOption = typer.Option(Format.table, "--format", help="Output: a table for people, or json for programs.")
+
+
+def emit(result: Any, fmt: Format) -> None:
+    """Print a result on stdout as a table or as JSON."""
+    if fmt is Format.json:
+        payload = result.to_dict() if hasattr(result, "to_dict") else result
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    else:
+        stdout.print(result)
+
+
+def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn an InitlabError into ``Error: ...`` on stderr and exit code 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except InitlabError as error:
+            stderr.print(f"[bold red]Error:[/] {error}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper

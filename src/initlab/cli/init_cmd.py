@@ -1,0 +1,36 @@
+"""``initlab init``: build a model, initialize it with a scheme and print the InitReport."""
+
+from __future__ import annotations
+
+import torch
+import typer
+
+from initlab.cli._common import Format, FormatOption, emit, user_errors
+from initlab.model_init import initialize
+from initlab.models import ModelSpec, build
+
+
+@user_errors
+def init_command(
+    model: str = typer.Option("mlp", help="Model kind: mlp, cnn or rnn."),
+    depth: int = typer.Option(20, help="Hidden layers."),
+    width: int = typer.Option(256, help="Hidden units (channels for cnn)."),
+    activation: str = typer.Option("relu", help="Activation of the hidden layers."),
+    scheme: str = typer.Option("he_normal", help="Initialization scheme (see `initlab schemes`)."),
+    in_features: int = typer.Option(64, help="Input features (8×8 digits: 64)."),
+    classes: int = typer.Option(10, help="Output classes."),
+    residual: str = typer.Option("none", help="Residual rule: none, zero_last or fixup."),
+    seed: int = typer.Option(0, help="Seed of the generator."),
+    fmt: Format = FormatOption,
+) -> None:
+    """Initialize a model and show, per layer, its fans, scheme, std, gain and the activation it feeds."""
+    spec = ModelSpec(model, depth, width, activation, residual=residual != "none")
+    in_shape = (in_features,) if model == "mlp" else (1, 8, 8) if model == "cnn" else (8, in_features)
+    net = build(spec, in_shape, classes)
+    report = initialize(
+        net,
+        scheme,
+        generator=torch.Generator().manual_seed(seed),
+        residual=None if residual == "none" else residual,
+    )
+    emit(report, fmt)

@@ -1,0 +1,22 @@
+"""The ``initlab`` command: wiring only. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from initlab.cli.init_cmd import init_command
+from initlab.cli.schemes_cmd import schemes_command
+
+app = typer.Typer(
+    name="initlab",
+    help="Initialize deep networks correctly; predict and watch vanishing/exploding gradients; compare remedies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("schemes")(schemes_command)
+app.command("init")(init_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,399 @@
+"""Initialize a whole ``nn.Module`` in one call, with the right fans and gain for every layer.
+
+``initialize(model, "he_normal")`` walks the model, and for each layer:
+
+* Linear, ConvNd (any groups), ConvTransposeNd: the scheme on the weight with the layer's true fans
+  (:func:`initlab.fans`) and the gain of the activation that *follows* the layer, found by torch.fx tracing,
+  else by module order, else from ``activation=``; the bias by the scheme's bias rule (zeros, except
+  ``torch_default``, which reproduces torch's ``U(±1/√fan_in)``) unless ``bias=`` says otherwise.
+* Embedding: the scheme with ``fan_in = 1`` (a lookup), the padding row zero.
+* RNN/LSTM/GRU: input weights per gate block with the scheme, recurrent weights orthogonal per gate block
+  (Saxe et al. 2014; ``recurrent=`` to change), biases zero, LSTM forget-gate bias 1 (Jozefowicz et al. 2015).
+* BatchNorm/LayerNorm/GroupNorm/RMSNorm: γ = 1, β = 0. MultiheadAttention: q/k/v blocks like Linear layers.
+* ``residual="zero_last"``: the last parametric layer of each residual branch is zeroed (its norm's γ if it
+  ends in a norm: Goyal et al. 2017; its weight otherwise), so every block starts as the identity.
+  ``residual="fixup"`` also scales the branch's other layers by ``L^(-1/(2m-2))`` (Zhang et al. 2019, Fixup).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from initlab import _formulas as f
+from initlab._errors import fail, unknown_name
+from initlab._torch_draw import draw_
+from initlab._tracing import NORM_LAYERS, Found, find_activations, residual_branches, trace, weight_layers
+from initlab.activations import Activation, activation
+from initlab.fans import Fans, fans
+from initlab.gains import gain as gain_of
+from initlab.registry import Initializer, get
+from initlab.report_types import Rows
+
+__all__ = ["InitReport", "LayerInit", "initialize"]
+
+ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
+RESIDUAL_RULES = ("zero_last", "fixup")
+
+
+@dataclasses.dataclass
+class LayerInit:
+    """What ``initialize`` did to one parameter."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    fan_in: int | None
+    fan_out: int | None
+    scheme: str
+    std: float | None
+    gain: float | None
+    activation: str
+    source: str
+
+
+@dataclasses.dataclass
+class InitReport(Rows):
+    """Per-parameter record of an initialization: name, shape, fans, scheme, target std, gain, activation."""
+
+    rows: list[LayerInit]
+    scheme: str = ""
+    title: ClassVar[str] = "initlab.initialize"
+    columns: ClassVar[tuple[str, ...]] = (
+        "name",
+        "kind",
+        "shape",
+        "fan_in",
+        "fan_out",
+        "scheme",
+        "std",
+        "gain",
+        "activation",
+        "source",
+    )
+
+
+@dataclasses.dataclass
+class _Context:
+    init: Initializer
+    bias: Initializer | float | None
+    recurrent: Initializer
+    generator: torch.Generator | None
+    found: dict[str, Found]
+    rows: list[LayerInit] = dataclasses.field(default_factory=list)
+
+
+def initialize(
+    model: nn.Module,
+    scheme: str | Mapping[str, Any] | Initializer = "he_normal",
+    *,
+    bias: str | float | Mapping[str, Any] | Initializer | None = None,
+    generator: torch.Generator | None = None,
+    residual: str | None = None,
+    activation: ActivationSpec | Mapping[str, ActivationSpec] | None = None,
+    recurrent: str | Initializer = "orthogonal",
+) -> InitReport:
+    """Initialize every parameter of ``model`` in place and report what was done.
+
+    Args:
+        model: any ``nn.Module``.
+        scheme: a scheme name (``initlab schemes`` lists them), config dict or Initializer.
+        bias: ``None`` for the scheme's own rule (zeros, or torch's for ``torch_default``), a number for a
+            constant, or a scheme name for an initializer.
+        generator: a ``torch.Generator``; the same seed gives the same weights.
+        residual: ``None``, ``"zero_last"`` or ``"fixup"`` (see the module docs).
+        activation: one activation for every layer where none was detected (except the last layer), or a
+            dict ``{layer_name: activation}`` that overrides detection for the named layers.
+        recurrent: the scheme for RNN recurrent weights.
+
+    Returns:
+        An :class:`InitReport`.
+
+    Raises:
+        InitlabError: unknown scheme, bias rule, residual rule or activation.
+
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    >>> report = initialize(net, "he_normal", generator=torch.Generator().manual_seed(0))
+    >>> [(r.name, r.activation, round(r.gain, 3)) for r in report if r.kind == "Linear"]
+    [('0.weight', 'relu', 1.414), ('2.weight', 'linear', 1.0)]
+    """
+    if residual is not None and residual not in RESIDUAL_RULES:
+        raise unknown_name("residual rule", residual, RESIDUAL_RULES)
+    graph = trace(model)
+    ctx = _Context(
+        get(scheme),
+        _bias_rule(bias),
+        get(recurrent),
+        generator,
+        _with_overrides(model, find_activations(model, graph), activation),
+    )
+    for name, module in model.named_modules():
+        rule = _rule_for(module)
+        if rule is not None:
+            rule(name, module, ctx)
+    if residual is not None:
+        _residual(model, graph, residual, ctx)
+    return InitReport(ctx.rows, ctx.init.name)
+
+
+def _bias_rule(bias: str | float | Mapping[str, Any] | Initializer | None) -> Initializer | float | None:
+    if bias is None or isinstance(bias, int | float):
+        return None if bias is None else float(bias)
+    return get(bias)
+
+
+def _with_overrides(
+    model: nn.Module, found: dict[str, Found], override: ActivationSpec | Mapping[str, ActivationSpec] | None
+) -> dict[str, Found]:
+    if override is None:
+        return found
+    if isinstance(override, Mapping):
+        names = {n for n, _ in weight_layers(model)}
+        for layer, act in override.items():
+            if layer not in names:
+                raise unknown_name("layer", layer, names)
+            found[layer] = Found(activation(act), "override")
+        return found
+    layers = [n for n, _ in weight_layers(model)]
+    for layer in layers[:-1]:
+        if found.get(layer, Found(None, "none")).activation is None:
+            found[layer] = Found(activation(override), "override")
+    return found
+
+
+def _rule_for(module: nn.Module) -> Callable[[str, Any, _Context], None] | None:
+    if isinstance(module, nn.RNNBase):
+        return _recurrent
+    if isinstance(module, nn.Embedding | nn.EmbeddingBag):
+        return _embedding
+    if isinstance(module, nn.Linear | nn.Bilinear | nn.modules.conv._ConvNd):
+        return _dense
+    if isinstance(module, NORM_LAYERS):
+        return _norm
+    if isinstance(module, nn.MultiheadAttention):
+        return _attention
+    return None
+
+
+def _target_std(dist: f.Dist, shape: tuple[int, ...]) -> float | None:
+    if isinstance(dist, f.Orthogonal):
+        return math.sqrt(dist.variance_for(shape[0], math.prod(shape[1:])))
+    variance = getattr(dist, "variance", None)
+    return math.sqrt(variance) if isinstance(variance, float) else None
+
+
+def _weight_scheme(init: Initializer, rank: int) -> Initializer:
+    """Schemes defined for one rank mean their twin on the other (identity ↔ dirac, delta → orthogonal)."""
+    twin = {
+        ("identity", True): "dirac",
+        ("dirac", False): "identity",
+        ("delta_orthogonal", False): "orthogonal",
+    }
+    name = twin.get((init.name, rank > 2))
+    return init if name is None else get(name)
+
+
+def _fill(module: nn.Module, pname: str, tensor_fill: Callable[[Tensor], Tensor]) -> None:
+    """Fill ``module.<pname>``, also when a parametrization (weight norm) computes it."""
+    if parametrize.is_parametrized(module, pname):
+        value = getattr(module, pname).detach().clone()
+        tensor_fill(value)
+        with torch.no_grad():
+            setattr(module, pname, value)
+    else:
+        tensor_fill(getattr(module, pname))
+
+
+def _init_weight(
+    name: str,
+    module: nn.Module,
+    pname: str,
+    ctx: _Context,
+    fans_: Fans,
+    found: Found,
+    init: Initializer | None = None,
+    gain: float | None = None,
+) -> None:
+    init = _weight_scheme(init or ctx.init, getattr(module, pname).ndim)
+    act: Activation | None = found.activation
+    if gain is None:
+        rule = init.scheme.gain_rule
+        gain = rule(act) if rule is not None else gain_of(act if act is not None else "linear")
+    dist = init.dist(fans_, gain)
+    _fill(module, pname, lambda t: init(t, gain=gain, fans=fans_, generator=ctx.generator))
+    shape = tuple(getattr(module, pname).shape)
+    ctx.rows.append(
+        LayerInit(
+            _join(name, pname),
+            type(module).__name__,
+            shape,
+            fans_.fan_in,
+            fans_.fan_out,
+            init.name,
+            _target_std(dist, shape),
+            gain if init.scheme.gain_param else None,
+            act.name if act is not None else "linear",
+            found.source,
+        )
+    )
+
+
+def _init_bias(
+    name: str,
+    module: nn.Module,
+    pname: str,
+    ctx: _Context,
+    fans_: Fans,
+    found: Found,
+    value: float | None = None,
+) -> None:
+    tensor = getattr(module, pname, None)
+    if tensor is None:
+        return
+    rule = ctx.bias if value is None else value
+    if rule is None and ctx.init.scheme.bias_rule is not None:
+        dist = ctx.init.scheme.bias_rule(found.activation, fans_)
+        label = f"{ctx.init.name} bias"
+    elif isinstance(rule, Initializer):
+        dist, label = rule.dist(fans_), rule.name
+    else:
+        dist, label = f.Constant(rule or 0.0), "constant" if rule else "zeros"
+    draw_(tensor, dist, ctx.generator)
+    ctx.rows.append(
+        LayerInit(
+            _join(name, pname),
+            type(module).__name__,
+            tuple(tensor.shape),
+            None,
+            None,
+            label,
+            _target_std(dist, tuple(tensor.shape)),
+            None,
+            "-",
+            "bias",
+        )
+    )
+
+
+def _join(prefix: str, pname: str) -> str:
+    return f"{prefix}.{pname}" if prefix else pname
+
+
+def _dense(name: str, module: Any, ctx: _Context) -> None:
+    found = ctx.found.get(name, Found(None, "none"))
+    fans_ = fans(module.weight, layer=module)
+    _init_weight(name, module, "weight", ctx, fans_, found)
+    _init_bias(name, module, "bias", ctx, fans_, found)
+
+
+def _embedding(name: str, module: Any, ctx: _Context) -> None:
+    fans_ = fans(module.weight, layer=module)
+    _init_weight(name, module, "weight", ctx, fans_, Found(None, "lookup"), gain=1.0)
+    if getattr(module, "padding_idx", None) is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+
+
+def _recurrent(name: str, module: Any, ctx: _Context) -> None:
+    gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    found = ctx.found.get(name, Found(None, "recurrent cell"))
+    for pname, param in module.named_parameters(recurse=False):
+        if pname.startswith("bias"):
+            _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
+            if module.mode == "LSTM" and pname.startswith("bias_ih"):
+                with torch.no_grad():  # forget gate (torch order i, f, g, o) starts open
+                    param.chunk(4)[1].fill_(1.0)
+            continue
+        init = ctx.recurrent if pname.startswith("weight_hh") else ctx.init
+        blocks = param.chunk(gates) if not pname.startswith("weight_hr") else (param,)
+        rows_before = len(ctx.rows)
+        for block in blocks:
+            fans_ = fans(block)
+            gain = 1.0 if pname.startswith("weight_hh") else None
+            holder = _Holder(block)
+            _init_weight(name, holder, "weight", ctx, fans_, found, init=init, gain=gain)
+        first = ctx.rows[rows_before]
+        del ctx.rows[rows_before:]
+        ctx.rows.append(
+            dataclasses.replace(first, name=_join(name, pname), kind=type(module).__name__, shape=tuple(param.shape))
+        )
+
+
+class _Holder(nn.Module):
+    """Presents a view (one gate block) as a module's ``weight`` so the weight rule can fill it."""
+
+    def __init__(self, tensor: Tensor) -> None:
+        super().__init__()
+        self.weight = tensor
+
+
+def _norm(name: str, module: Any, ctx: _Context) -> None:
+    for pname, value in (("weight", 1.0), ("bias", 0.0)):
+        tensor = getattr(module, pname, None)
+        if isinstance(tensor, Tensor):
+            with torch.no_grad():
+                tensor.fill_(value)
+            ctx.rows.append(
+                LayerInit(
+                    _join(name, pname),
+                    type(module).__name__,
+                    tuple(tensor.shape),
+                    None,
+                    None,
+                    "ones" if value else "zeros",
+                    0.0,
+                    None,
+                    "-",
+                    "norm",
+                )
+            )
+
+
+def _attention(name: str, module: Any, ctx: _Context) -> None:
+    found = Found(None, "attention")
+    for pname, param in module.named_parameters(recurse=False):
+        if param.ndim == 2:
+            blocks = param.chunk(3) if pname == "in_proj_weight" else (param,)
+            rows_before = len(ctx.rows)
+            for block in blocks:
+                _init_weight(name, _Holder(block), "weight", ctx, fans(block), found)
+            first = ctx.rows[rows_before]
+            del ctx.rows[rows_before:]
+            ctx.rows.append(
+                dataclasses.replace(first, name=_join(name, pname), kind="MultiheadAttention", shape=tuple(param.shape))
+            )
+        else:
+            _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
+
+
+def _residual(model: nn.Module, graph: Any, rule: str, ctx: _Context) -> None:
+    if graph is None:
+        raise fail(
+            "residual rules need a model that torch.fx can trace, to find its residual additions",
+            fix="Zero the last layer of each block yourself, or make forward() traceable.",
+        )
+    branches = residual_branches(graph)
+    for branch in branches:
+        _zero_last(model.get_submodule(branch[-1]))
+        layers = [model.get_submodule(b) for b in branch[:-1]]
+        layers = [m for m in layers if not isinstance(m, NORM_LAYERS)]
+        if rule == "fixup" and layers:
+            # Fixup: m layers per branch, L branches -> scale the inner layers by L^(-1/(2m-2)).
+            scale = len(branches) ** (-1.0 / (2 * (len(layers) + 1) - 2))
+            for inner in layers:
+                _fill(inner, "weight", lambda t: t.mul_(scale))
+        for row in ctx.rows:
+            if row.name.startswith(f"{branch[-1]}."):
+                row.scheme, row.std = f"{row.scheme} → zero ({rule})", 0.0
+
+
+def _zero_last(module: nn.Module) -> None:
+    for pname in ("weight", "bias"):
+        if isinstance(getattr(module, pname, None), Tensor):
+            _fill(module, pname, lambda t: t.zero_())

@@ -1,0 +1,172 @@
+"""Configurable classifiers for experiments: ``mlp``, ``cnn`` and ``rnn``, each built from plain options.
+
+Every model keeps its activation as a module, so ``initialize`` and the monitor find it, and exposes
+``model.activation`` (the name) for reports.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor, nn
+from torch.nn.utils import parametrizations
+
+from initlab._errors import fail, unknown_name
+from initlab.activations import activation as resolve_activation
+
+__all__ = ["MODEL_KINDS", "NORMS", "ModelSpec", "build"]
+
+Norm = Literal["none", "batch", "layer"]
+NORMS: tuple[str, ...] = ("none", "batch", "layer")
+MODEL_KINDS: tuple[str, ...] = ("mlp", "cnn", "rnn")
+RNN_CELLS: tuple[str, ...] = ("rnn", "lstm", "gru")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build. ``in_shape`` is one example's shape: ``(features,)``, ``(C, H, W)`` or ``(T, features)``."""
+
+    kind: str = "mlp"
+    depth: int = 5  # hidden layers (mlp), conv layers (cnn) or recurrent layers (rnn)
+    width: int = 128  # hidden units, channels, or hidden size
+    activation: str = "relu"
+    norm: str = "none"  # "batch" or "layer" after each hidden linear/conv, before the activation
+    dropout: float = 0.0
+    weight_norm: bool = False  # Salimans & Kingma (2016)
+    residual: bool = False  # x + f(x) blocks of [linear/conv, norm, act] (He et al. 2016)
+    groups: int = 1  # cnn only
+    cell: str = "rnn"  # rnn only: rnn, lstm, gru
+
+
+def _act(name: str) -> nn.Module:
+    modules = {
+        "relu": nn.ReLU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "gelu": nn.GELU,
+        "elu": nn.ELU,
+        "selu": nn.SELU,
+        "silu": nn.SiLU,
+        "leaky_relu": nn.LeakyReLU,
+        "softplus": nn.Softplus,
+        "linear": nn.Identity,
+        "mish": nn.Mish,
+        "softsign": nn.Softsign,
+        "hardtanh": nn.Hardtanh,
+    }
+    resolve_activation(name)  # unknown names fail here with the did-you-mean message
+    if name not in modules:
+        raise unknown_name("model activation", name, modules)
+    return modules[name]()
+
+
+def _norm(norm: str, width: int, conv: bool) -> nn.Module | None:
+    if norm == "none":
+        return None
+    if norm == "batch":
+        return nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width)
+    if norm == "layer":
+        return nn.GroupNorm(1, width) if conv else nn.LayerNorm(width)
+    raise unknown_name("norm", norm, NORMS)
+
+
+def _layer(layer: nn.Module, spec: ModelSpec) -> nn.Module:
+    return parametrizations.weight_norm(layer) if spec.weight_norm else layer
+
+
+def _block(layer: nn.Module, spec: ModelSpec, conv: bool) -> list[nn.Module]:
+    parts: list[nn.Module] = [_layer(layer, spec)]
+    norm = _norm(spec.norm, spec.width, conv)
+    if norm is not None:
+        parts.append(norm)
+    parts.append(_act(spec.activation))
+    if spec.dropout > 0:
+        parts.append(nn.Dropout2d(spec.dropout) if conv else nn.Dropout(spec.dropout))
+    return parts
+
+
+class Residual(nn.Module):
+    """``x + f(x)``: the skip connection of He et al. (2016)."""
+
+    def __init__(self, *body: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*body)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def _stack(first: nn.Module, make: type[nn.Module], spec: ModelSpec, conv: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = _block(first, spec, conv)
+    for _ in range(spec.depth - 1):
+        layer = make(spec.width, spec.width, 3, padding=1, groups=spec.groups) if conv else make(spec.width, spec.width)
+        block = _block(layer, spec, conv)
+        layers.append(Residual(*block) if spec.residual else nn.Sequential(*block))
+    return layers
+
+
+def mlp(spec: ModelSpec, in_features: int, classes: int) -> nn.Sequential:
+    """``depth`` hidden layers of ``width`` units, then a linear classifier."""
+    hidden = _stack(nn.Linear(in_features, spec.width), nn.Linear, spec, conv=False)
+    return nn.Sequential(nn.Flatten(), *hidden, nn.Linear(spec.width, classes))
+
+
+def cnn(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) -> nn.Sequential:
+    """``depth`` 3×3 same-size convolutions of ``width`` channels, global average pooling, a linear classifier."""
+    if len(in_shape) == 2:
+        in_shape = (1, *in_shape)
+    if len(in_shape) != 3:
+        raise fail("a cnn needs image inputs", accepted="(H, W) or (C, H, W) per example", received=in_shape)
+    if spec.width % spec.groups:
+        raise fail(f"groups={spec.groups} does not divide width={spec.width}", accepted="a divisor of width")
+    first = nn.Conv2d(in_shape[0], spec.width, 3, padding=1)
+    hidden = _stack(first, nn.Conv2d, spec, conv=True)
+    return nn.Sequential(*hidden, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(spec.width, classes))
+
+
+class RecurrentClassifier(nn.Module):
+    """An RNN/LSTM/GRU over a sequence ``(batch, T, features)``; the last hidden state feeds a linear classifier."""
+
+    def __init__(self, spec: ModelSpec, features: int, classes: int) -> None:
+        super().__init__()
+        if spec.cell not in RNN_CELLS:
+            raise unknown_name("recurrent cell", spec.cell, RNN_CELLS)
+        cell = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[spec.cell]
+        kwargs = {"nonlinearity": spec.activation} if spec.cell == "rnn" else {}
+        if spec.cell == "rnn" and spec.activation not in ("tanh", "relu"):
+            raise fail(
+                "torch's nn.RNN supports tanh and relu only",
+                received=spec.activation,
+                fix="Use --activation tanh or relu, or cell lstm/gru.",
+            )
+        self.rnn = cell(features, spec.width, spec.depth, batch_first=True, dropout=spec.dropout, **kwargs)
+        self.head = nn.Linear(spec.width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+def build(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) -> nn.Module:
+    """Build the model a spec describes for inputs of ``in_shape`` (one example) and ``classes`` outputs.
+
+    >>> import torch
+    >>> build(ModelSpec("mlp", depth=2, width=8), (4,), 3)(torch.zeros(5, 4)).shape
+    torch.Size([5, 3])
+    """
+    if spec.depth < 1 or spec.width < 1:
+        raise fail("depth and width must be at least 1", received=(spec.depth, spec.width))
+    if not 0 <= spec.dropout < 1:
+        raise fail("dropout is a probability", accepted="0 <= dropout < 1", received=spec.dropout)
+    if spec.kind == "mlp":
+        model: nn.Module = mlp(spec, math.prod(in_shape), classes)
+    elif spec.kind == "cnn":
+        model = cnn(spec, in_shape, classes)
+    elif spec.kind == "rnn":
+        model = RecurrentClassifier(spec, in_shape[-1], classes)
+    else:
+        raise unknown_name("model", spec.kind, MODEL_KINDS)
+    model.activation = spec.activation  # type: ignore[assignment]
+    return model

@@ -1,0 +1,467 @@
+"""Every named initialization scheme: torch names, Keras names and class names, and their configs.
+
+``initlab.get`` turns a name, a Keras-style config dict or a callable into an :class:`Initializer`, an
+object that fills torch tensors (``init(tensor)``) and makes NumPy arrays (``init.numpy(shape)``) from the
+same formula in ``_formulas``. Keras semantics hold for Keras names (``he_normal`` and ``glorot_normal`` are
+truncated, ``random_normal`` has std 0.05); torch semantics for torch names (``kaiming_normal`` and
+``xavier_normal`` are untruncated, ``normal`` has std 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import DTypeLike, NDArray
+
+from initlab import _formulas as f
+from initlab._errors import fail, unknown_name
+from initlab._numpy_draw import draw
+from initlab._torch_draw import draw_
+from initlab.activations import Activation
+from initlab.fans import Fans, fans
+
+__all__ = ["Initializer", "Scheme", "get", "scheme_names", "schemes"]
+
+Plan = Callable[[Fans | None, Mapping[str, Any]], f.Dist]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A named scheme: how its parameters become a distribution, and what to tell a user about it."""
+
+    name: str
+    plan: Plan
+    defaults: Mapping[str, Any]
+    formula: str
+    paper: str
+    fan_based: bool = False
+    gain_param: str | None = None  # the parameter model-level initialization sets from the activation
+    aliases: tuple[str, ...] = ()
+    # Model-level rules: the gain for the activation after a layer (default: initlab.gain) and the
+    # distribution of that layer's bias (default: zeros).
+    gain_rule: Callable[[Activation | None], float] | None = None
+    bias_rule: Callable[[Activation | None, Fans], f.Dist] | None = None
+
+    @property
+    def class_name(self) -> str:
+        """Keras' CamelCase class name (``he_normal`` → ``HeNormal``)."""
+        return "".join(part.capitalize() for part in self.name.split("_"))
+
+
+def _vs(distribution: str, mode: str, default_gain: float) -> Plan:
+    def plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
+        assert fans_ is not None
+        g = default_gain if p.get("gain") is None else p["gain"]
+        return f.variance_scaling(fans_, f.kaiming_scale(g), p.get("mode", mode), distribution)
+
+    return plan
+
+
+def _scheme(name: str, plan: Plan, defaults: Mapping[str, Any], formula: str, paper: str, **kw: Any) -> Scheme:
+    return Scheme(name, plan, dict(defaults), formula, paper, **kw)
+
+
+_GLOROT = "Glorot & Bengio (2010), Understanding the difficulty of training deep feedforward neural networks"
+_HE = "He et al. (2015), Delving Deep into Rectifiers"
+_LECUN = "LeCun et al. (1998), Efficient BackProp"
+_KERAS = "Keras 3 default"
+_SQRT2 = math.sqrt(2.0)
+
+_SCHEMES: list[Scheme] = [
+    _scheme("zeros", lambda _, p: f.Constant(0.0), {}, "W = 0", "cannot break symmetry", aliases=("zero",)),
+    _scheme("ones", lambda _, p: f.Constant(1.0), {}, "W = 1", "norm-layer scale", aliases=("one",)),
+    _scheme("constant", lambda _, p: f.Constant(float(p["value"])), {"value": 0.0}, "W = value", "-"),
+    _scheme(
+        "normal",
+        lambda _, p: f.Normal(p["mean"], f.check_scale("std", p["std"])),
+        {"mean": 0.0, "std": 1.0},
+        "N(mean, std²)",
+        "torch.nn.init.normal_",
+    ),
+    _scheme(
+        "random_normal",
+        lambda _, p: f.Normal(p["mean"], f.check_scale("stddev", p["stddev"])),
+        {"mean": 0.0, "stddev": 0.05},
+        "N(mean, stddev²)",
+        _KERAS,
+    ),
+    _scheme(
+        "small_random",
+        lambda _, p: f.Normal(0.0, f.check_scale("std", p["std"])),
+        {"std": 0.01},
+        "N(0, 0.01²)",
+        "the classic small random init; vanishes in deep nets (Glorot & Bengio 2010)",
+    ),
+    _scheme(
+        "uniform",
+        lambda _, p: f.Uniform(p["a"], p["b"]),
+        {"a": 0.0, "b": 1.0},
+        "U(a, b)",
+        "torch.nn.init.uniform_",
+    ),
+    _scheme(
+        "random_uniform",
+        lambda _, p: f.Uniform(p["minval"], p["maxval"]),
+        {"minval": -0.05, "maxval": 0.05},
+        "U(minval, maxval)",
+        _KERAS,
+    ),
+    _scheme(
+        "truncated_normal",
+        lambda _, p: f.truncated(p["mean"], p["stddev"] * f.TRUNCATED_STD_2, -2.0, 2.0, "std"),
+        {"mean": 0.0, "stddev": 0.05},
+        "N(mean, stddev²) truncated to ±2·stddev (Keras: std 0.88·stddev)",
+        _KERAS,
+    ),
+    _scheme(
+        "variance_scaling",
+        lambda fn, p: f.variance_scaling(fn or Fans(1, 1), p["scale"], p["mode"], p["distribution"]),
+        {"scale": 1.0, "mode": "fan_in", "distribution": "truncated_normal"},
+        "Var W = scale / n",
+        "Keras VarianceScaling / JAX variance_scaling",
+        fan_based=True,
+    ),
+    _scheme(
+        "glorot_uniform",
+        _vs("uniform", "fan_avg", 1.0),
+        {"gain": None},
+        "U(±gain·√(6/(fan_in+fan_out)))",
+        _GLOROT,
+        fan_based=True,
+        gain_param="gain",
+        aliases=("xavier_uniform",),
+    ),
+    _scheme(
+        "glorot_normal",
+        _vs("truncated_normal", "fan_avg", 1.0),
+        {"gain": None},
+        "truncated N, std gain·√(2/(fan_in+fan_out))",
+        _GLOROT,
+        fan_based=True,
+        gain_param="gain",
+    ),
+    _scheme(
+        "xavier_normal",
+        _vs("normal", "fan_avg", 1.0),
+        {"gain": None},
+        "N(0, gain²·2/(fan_in+fan_out))",
+        _GLOROT,
+        fan_based=True,
+        gain_param="gain",
+    ),
+    _scheme(
+        "he_uniform",
+        _vs("uniform", "fan_in", _SQRT2),
+        {"mode": "fan_in", "gain": None},
+        "U(±gain·√(3/fan_in)), gain √2 for ReLU",
+        _HE,
+        fan_based=True,
+        gain_param="gain",
+        aliases=("kaiming_uniform",),
+    ),
+    _scheme(
+        "he_normal",
+        _vs("truncated_normal", "fan_in", _SQRT2),
+        {"mode": "fan_in", "gain": None},
+        "truncated N, std gain/√fan_in",
+        _HE,
+        fan_based=True,
+        gain_param="gain",
+    ),
+    _scheme(
+        "kaiming_normal",
+        _vs("normal", "fan_in", _SQRT2),
+        {"mode": "fan_in", "gain": None},
+        "N(0, gain²/fan_in)",
+        _HE,
+        fan_based=True,
+        gain_param="gain",
+    ),
+    _scheme(
+        "lecun_uniform",
+        lambda fn, p: f.variance_scaling(fn or Fans(1, 1), 1.0, "fan_in", "uniform"),
+        {},
+        "U(±√(3/fan_in))",
+        _LECUN,
+        fan_based=True,
+    ),
+    _scheme(
+        "lecun_normal",
+        lambda fn, p: f.variance_scaling(fn or Fans(1, 1), 1.0, "fan_in", "truncated_normal"),
+        {},
+        "truncated N, std 1/√fan_in",
+        _LECUN,
+        fan_based=True,
+    ),
+    _scheme(
+        "torch_default",
+        lambda fn, p: f.torch_default(fn or Fans(1, 1)),
+        {},
+        "U(±1/√fan_in)",
+        "torch's nn.Linear/Conv default, kaiming_uniform_(a=√5) (pytorch#15314)",
+        fan_based=True,
+        bias_rule=lambda act, fans_: f.torch_default(fans_),
+    ),
+    _scheme(
+        "orthogonal",
+        lambda _, p: f.Orthogonal(1.0 if p["gain"] is None else p["gain"]),
+        {"gain": None},
+        "Haar orthogonal × gain",
+        "Saxe et al. (2014), Exact solutions to the nonlinear dynamics of learning",
+        gain_param="gain",
+    ),
+    _scheme(
+        "delta_orthogonal",
+        lambda _, p: f.DeltaOrthogonal(1.0 if p["gain"] is None else p["gain"]),
+        {"gain": None},
+        "orthogonal center tap, zeros elsewhere",
+        "Xiao et al. (2018), Dynamical Isometry and a Mean Field Theory of CNNs",
+        gain_param="gain",
+    ),
+    _scheme(
+        "identity",
+        lambda _, p: f.Identity(p["gain"]),
+        {"gain": 1.0},
+        "gain · I",
+        "Le et al. (2015), A Simple Way to Initialize Recurrent Networks of Rectified Linear Units",
+        aliases=("eye",),
+    ),
+    _scheme(
+        "dirac",
+        lambda _, p: f.Dirac(int(p["groups"])),
+        {"groups": 1},
+        "identity per channel (conv)",
+        "torch.nn.init.dirac_",
+    ),
+    _scheme(
+        "sparse",
+        lambda _, p: f.Sparse(p["sparsity"], p["std"]),
+        {"sparsity": 0.1, "std": 0.01},
+        "N(0, std²) with a fraction of each column zero",
+        "Martens (2010), Deep learning via Hessian-free optimization",
+    ),
+]
+
+_BY_NAME: dict[str, Scheme] = {}
+
+
+def register(scheme: Scheme) -> Scheme:
+    """Add a scheme (used by ``initlab.theory`` for ``critical``); names must be new."""
+    for key in (scheme.name, *scheme.aliases, scheme.class_name.lower()):
+        existing = _BY_NAME.get(key)
+        if existing is not None and existing.name != scheme.name:
+            raise fail(f"the name {key!r} is taken by scheme {existing.name!r}")
+        _BY_NAME[key] = scheme
+    return scheme
+
+
+for _s in _SCHEMES:
+    register(_s)
+
+
+def schemes() -> list[Scheme]:
+    """Every registered scheme, in registration order, without aliases."""
+    seen: dict[str, Scheme] = {}
+    for s in _BY_NAME.values():
+        seen.setdefault(s.name, s)
+    return list(seen.values())
+
+
+def scheme_names() -> list[str]:
+    """Every accepted spelling: names, aliases (``kaiming_uniform``) and Keras class names (``HeNormal``)."""
+    out: set[str] = set()
+    for s in schemes():
+        out.update((s.name, *s.aliases, s.class_name))
+    return sorted(out)
+
+
+def lookup(name: str) -> Scheme:
+    """The scheme for a name, alias or class name (case-insensitive, ``-`` and ``_`` alike)."""
+    key = name.strip().lower().replace("-", "_")
+    scheme = _BY_NAME.get(key) or _BY_NAME.get(key.replace("_", ""))
+    if scheme is None:
+        raise unknown_name(
+            "initializer", name, scheme_names(), see=f"See `initlab schemes` for all {len(schemes())} names."
+        )
+    return scheme
+
+
+@dataclass
+class Initializer:
+    """A configured scheme that fills torch tensors and makes NumPy arrays.
+
+    With ``seed``, the instance owns a generator seeded once, so consecutive calls give *different* but
+    reproducible values (a Keras initializer with a fixed seed returns identical values on every call).
+    """
+
+    scheme: Scheme
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    _generator: torch.Generator | None = field(default=None, init=False, repr=False, compare=False)
+    _rng: np.random.Generator | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.scheme.name
+
+    def dist(self, fans_: Fans | None, gain: float | None = None) -> f.Dist:
+        """The distribution this initializer draws from for a weight with these fans."""
+        params = dict(self.params)
+        if gain is not None and self.scheme.gain_param is not None:
+            params[self.scheme.gain_param] = gain
+        return self.scheme.plan(fans_, params)
+
+    def __call__(
+        self,
+        tensor: torch.Tensor,
+        *,
+        gain: float | None = None,
+        fans: Fans | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Fill ``tensor`` in place and return it; ``gain`` sets the scheme's gain (if it has one)."""
+        if tensor.numel() == 0:
+            return tensor
+        fans_ = (fans or _fans_of(tensor.shape)) if self.scheme.fan_based else fans
+        return draw_(tensor, self.dist(fans_, gain), generator or self._torch_generator())
+
+    def numpy(
+        self,
+        shape: tuple[int, ...] | int,
+        rng: np.random.Generator | None = None,
+        *,
+        dtype: DTypeLike = np.float32,
+        layout: str = "torch",
+        fans: Fans | None = None,
+        gain: float | None = None,
+    ) -> NDArray[np.floating]:
+        """A new NumPy array of ``shape`` from the same formula (``layout="keras"`` for channels-last)."""
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if math.prod(shape) and self.scheme.fan_based and fans is None:
+            fans = _fans_of(shape, layout)
+        return draw(shape, self.dist(fans, gain), rng or self._numpy_rng(), dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras-style config: ``{"class_name": "HeNormal", "config": {..., "seed": ...}}``."""
+        return {"class_name": self.scheme.class_name, "config": {**self.params, "seed": self.seed}}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Initializer:
+        """Inverse of :meth:`get_config`; also reads Keras' ``keras.initializers.serialize`` output."""
+        return get(dict(config))
+
+    def _torch_generator(self) -> torch.Generator | None:
+        if self.seed is not None and self._generator is None:
+            self._generator = torch.Generator().manual_seed(self.seed)
+        return self._generator
+
+    def _numpy_rng(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        return self._rng
+
+
+def _fans_of(shape: torch.Size | tuple[int, ...], layout: str = "torch") -> Fans:
+    return fans(tuple(shape), layout=layout)
+
+
+def get(identifier: str | Mapping[str, Any] | Initializer | Callable[..., Any], **params: Any) -> Initializer:
+    """Resolve a name, config dict or callable to an :class:`Initializer`.
+
+    Args:
+        identifier: a name in torch or Keras spelling (``"kaiming_normal"``, ``"he_uniform"``, ``"HeNormal"``),
+            a config ``{"class_name": "VarianceScaling", "config": {"scale": 2.0, ...}}`` (as Keras writes it),
+            an :class:`Initializer`, or a callable ``fn(tensor)`` (wrapped as is).
+        params: parameters that override the scheme's defaults (``get("orthogonal", gain=2.0)``).
+
+    Raises:
+        InitlabError: an unknown name (with the closest valid names) or an unknown parameter.
+
+    >>> get("HeNormal").name
+    'he_normal'
+    >>> get({"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out"}}).params["mode"]
+    'fan_out'
+    """
+    if isinstance(identifier, Initializer):
+        return identifier if not params else get(identifier.get_config(), **params)
+    if isinstance(identifier, Mapping):
+        if "class_name" not in identifier:
+            raise fail(
+                "an initializer config needs a 'class_name'",
+                received=dict(identifier),
+                fix='Write it as {"class_name": "HeNormal", "config": {}}.',
+            )
+        config = dict(identifier.get("config") or {})
+        return get(str(identifier["class_name"]), **config, **params)
+    if isinstance(identifier, str):
+        scheme = lookup(identifier)
+        seed = params.pop("seed", None)
+        if params.get("distribution") == "untruncated_normal":
+            params["distribution"] = "normal"
+        unknown = set(params) - set(scheme.defaults)
+        if unknown:
+            raise fail(
+                f"scheme {scheme.name!r} has no parameter {sorted(unknown)[0]!r}",
+                accepted=", ".join(sorted(scheme.defaults)) or "no parameters",
+                received=params,
+            )
+        return Initializer(scheme, {**scheme.defaults, **params}, seed)
+    if callable(identifier):
+        return FunctionInitializer(identifier)
+    raise fail(
+        "an initializer is a name, a config dict or a callable",
+        received=identifier,
+        fix="Try initlab.get('he_normal').",
+    )
+
+
+class FunctionInitializer(Initializer):
+    """A user's ``fn(tensor)`` (e.g. ``torch.nn.init.kaiming_normal_``) behind the Initializer interface."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        name = getattr(fn, "__name__", type(fn).__name__)
+
+        def plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
+            raise fail(
+                f"the callable initializer {name!r} has no closed-form distribution",
+                fix="Use a named scheme for theory and NumPy arrays.",
+            )
+
+        super().__init__(Scheme(name, plan, {}, f"{name}(tensor)", "user-supplied"))
+        self.fn = fn
+
+    def __call__(
+        self,
+        tensor: torch.Tensor,
+        *,
+        gain: float | None = None,
+        fans: Fans | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            self.fn(tensor)
+        return tensor
+
+    def numpy(
+        self,
+        shape: tuple[int, ...] | int,
+        rng: np.random.Generator | None = None,
+        *,
+        dtype: DTypeLike = np.float32,
+        layout: str = "torch",
+        fans: Fans | None = None,
+        gain: float | None = None,
+    ) -> NDArray[np.floating]:
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        return self(torch.empty(shape, dtype=torch.float64)).numpy().astype(dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        raise fail(
+            f"the callable initializer {self.name!r} has no config",
+            fix="Use a named scheme (initlab.get('he_normal')) where a config must round-trip.",
+        )
