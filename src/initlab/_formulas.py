@@ -193,7 +193,8 @@ def truncated(mean: float, std: float, a: float, b: float, bounds: str) -> Trunc
         s = math.exp(log_sigma)
         return s * standard_truncated_std(lo / s, hi / s) - std
 
-    log_sigma = optimize.brentq(excess, math.log(std) - 1e-9, math.log(std) + 40, xtol=1e-14)
+    # sigma = std truncates (result std < std); sigma = 1e4·(b - a) is almost uniform (std > std asked).
+    log_sigma = optimize.brentq(excess, math.log(std), math.log(1e4 * (hi - lo)), xtol=1e-14)
     sigma = math.exp(log_sigma)
     return TruncatedNormal(mean, sigma, lo / sigma, hi / sigma)
 

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -201,13 +202,13 @@ def _weight_scheme(init: Initializer, rank: int) -> Initializer:
 
 def _fill(module: nn.Module, pname: str, tensor_fill: Callable[[Tensor], Tensor]) -> None:
     """Fill ``module.<pname>``, also when a parametrization (weight norm) computes it."""
-    if parametrize.is_parametrized(module, pname):
-        value = getattr(module, pname).detach().clone()
-        tensor_fill(value)
-        with torch.no_grad():
+    with torch.no_grad():
+        if parametrize.is_parametrized(module, pname):
+            value = getattr(module, pname).detach().clone()
+            tensor_fill(value)
             setattr(module, pname, value)
-    else:
-        tensor_fill(getattr(module, pname))
+        else:
+            tensor_fill(getattr(module, pname))
 
 
 def _init_weight(
@@ -387,7 +388,7 @@ def _residual(model: nn.Module, graph: Any, rule: str, ctx: _Context) -> None:
             # Fixup: m layers per branch, L branches -> scale the inner layers by L^(-1/(2m-2)).
             scale = len(branches) ** (-1.0 / (2 * (len(layers) + 1) - 2))
             for inner in layers:
-                _fill(inner, "weight", lambda t: t.mul_(scale))
+                _fill(inner, "weight", functools.partial(Tensor.mul_, other=scale))
         for row in ctx.rows:
             if row.name.startswith(f"{branch[-1]}."):
                 row.scheme, row.std = f"{row.scheme} → zero ({rule})", 0.0

@@ -50,7 +50,11 @@ class Scheme:
     @property
     def class_name(self) -> str:
         """Keras' CamelCase class name (``he_normal`` → ``HeNormal``)."""
-        return "".join(part.capitalize() for part in self.name.split("_"))
+        return _camel(self.name)
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
 
 
 def _vs(distribution: str, mode: str, default_gain: float) -> Plan:
@@ -252,7 +256,8 @@ _BY_NAME: dict[str, Scheme] = {}
 
 def register(scheme: Scheme) -> Scheme:
     """Add a scheme (used by ``initlab.theory`` for ``critical``); names must be new."""
-    for key in (scheme.name, *scheme.aliases, scheme.class_name.lower()):
+    names = (scheme.name, *scheme.aliases)
+    for key in {*names, *(n.replace("_", "") for n in names)}:
         existing = _BY_NAME.get(key)
         if existing is not None and existing.name != scheme.name:
             raise fail(f"the name {key!r} is taken by scheme {existing.name!r}")
@@ -276,7 +281,7 @@ def scheme_names() -> list[str]:
     """Every accepted spelling: names, aliases (``kaiming_uniform``) and Keras class names (``HeNormal``)."""
     out: set[str] = set()
     for s in schemes():
-        out.update((s.name, *s.aliases, s.class_name))
+        out.update((s.name, *s.aliases, s.class_name, *(_camel(a) for a in s.aliases)))
     return sorted(out)
 
 
@@ -342,7 +347,9 @@ class Initializer:
     ) -> NDArray[np.floating]:
         """A new NumPy array of ``shape`` from the same formula (``layout="keras"`` for channels-last)."""
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if math.prod(shape) and self.scheme.fan_based and fans is None:
+        if math.prod(shape) == 0:
+            return np.zeros(shape, dtype=dtype)
+        if self.scheme.fan_based and fans is None:
             fans = _fans_of(shape, layout)
         return draw(shape, self.dist(fans, gain), rng or self._numpy_rng(), dtype)
 
@@ -401,6 +408,13 @@ def get(identifier: str | Mapping[str, Any] | Initializer | Callable[..., Any], 
     if isinstance(identifier, str):
         scheme = lookup(identifier)
         seed = params.pop("seed", None)
+        axes = (params.pop("input_axes", None), params.pop("output_axes", None))
+        if axes != (None, None):
+            raise fail(
+                "input_axes/output_axes are not read from configs",
+                received=axes,
+                fix="Pass fans=initlab.fans(shape, in_axes=..., out_axes=...) when calling the initializer.",
+            )
         if params.get("distribution") == "untruncated_normal":
             params["distribution"] = "normal"
         unknown = set(params) - set(scheme.defaults)
