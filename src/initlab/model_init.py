@@ -121,7 +121,7 @@ def initialize(
 
     >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
     >>> report = initialize(net, "he_normal", generator=torch.Generator().manual_seed(0))
-    >>> [(r.name, r.activation, round(r.gain, 3)) for r in report if r.kind == "Linear"]
+    >>> [(r.name, r.activation, round(r.gain, 3)) for r in report if r.name.endswith("weight")]
     [('0.weight', 'relu', 1.414), ('2.weight', 'linear', 1.0)]
     """
     if residual is not None and residual not in RESIDUAL_RULES:
