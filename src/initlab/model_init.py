@@ -266,19 +266,16 @@ def _init_bias(
     else:
         dist, label = f.Constant(rule or 0.0), "constant" if rule else "zeros"
     draw_(tensor, dist, ctx.generator)
+    _plain_row(ctx, name, module, pname, label, _target_std(dist, tuple(tensor.shape)), "bias")
+
+
+def _plain_row(
+    ctx: _Context, name: str, module: nn.Module, pname: str, scheme: str, std: float | None, source: str
+) -> None:
+    """Report a parameter that has no fans or gain (a bias, a norm scale)."""
+    shape = tuple(getattr(module, pname).shape)
     ctx.rows.append(
-        LayerInit(
-            _join(name, pname),
-            type(module).__name__,
-            tuple(tensor.shape),
-            None,
-            None,
-            label,
-            _target_std(dist, tuple(tensor.shape)),
-            None,
-            "-",
-            "bias",
-        )
+        LayerInit(_join(name, pname), type(module).__name__, shape, None, None, scheme, std, None, "-", source)
     )
 
 
@@ -310,20 +307,33 @@ def _recurrent(name: str, module: Any, ctx: _Context) -> None:
             if module.mode == "LSTM" and pname.startswith("bias_ih"):
                 with torch.no_grad():  # forget gate (torch order i, f, g, o) starts open
                     param.chunk(4)[1].fill_(1.0)
-            continue
-        init = ctx.recurrent if pname.startswith("weight_hh") else ctx.init
-        blocks = param.chunk(gates) if not pname.startswith("weight_hr") else (param,)
-        rows_before = len(ctx.rows)
-        for block in blocks:
-            fans_ = fans(block)
-            gain = 1.0 if pname.startswith("weight_hh") else None
-            holder = _Holder(block)
-            _init_weight(name, holder, "weight", ctx, fans_, found, init=init, gain=gain)
-        first = ctx.rows[rows_before]
-        del ctx.rows[rows_before:]
-        ctx.rows.append(
-            dataclasses.replace(first, name=_join(name, pname), kind=type(module).__name__, shape=tuple(param.shape))
-        )
+                ctx.rows[-1].scheme = "zeros, forget gate 1"
+        elif pname.startswith("weight_hh"):
+            _init_blocks(name, module, pname, gates, ctx, found, init=ctx.recurrent, gain=1.0)
+        else:
+            _init_blocks(name, module, pname, 1 if pname.startswith("weight_hr") else gates, ctx, found)
+
+
+def _init_blocks(
+    name: str,
+    module: nn.Module,
+    pname: str,
+    blocks: int,
+    ctx: _Context,
+    found: Found,
+    init: Initializer | None = None,
+    gain: float | None = None,
+) -> None:
+    """Initialize each of ``blocks`` row blocks (gates, q/k/v) as its own layer; report them as one row."""
+    param = getattr(module, pname)
+    rows_before = len(ctx.rows)
+    for block in param.chunk(blocks):
+        _init_weight(name, _Holder(block), "weight", ctx, fans(block), found, init=init, gain=gain)
+    first = ctx.rows[rows_before]
+    del ctx.rows[rows_before:]
+    ctx.rows.append(
+        dataclasses.replace(first, name=_join(name, pname), kind=type(module).__name__, shape=tuple(param.shape))
+    )
 
 
 class _Holder(nn.Module):
@@ -340,35 +350,14 @@ def _norm(name: str, module: Any, ctx: _Context) -> None:
         if isinstance(tensor, Tensor):
             with torch.no_grad():
                 tensor.fill_(value)
-            ctx.rows.append(
-                LayerInit(
-                    _join(name, pname),
-                    type(module).__name__,
-                    tuple(tensor.shape),
-                    None,
-                    None,
-                    "ones" if value else "zeros",
-                    0.0,
-                    None,
-                    "-",
-                    "norm",
-                )
-            )
+            _plain_row(ctx, name, module, pname, "ones" if value else "zeros", 0.0, "norm")
 
 
 def _attention(name: str, module: Any, ctx: _Context) -> None:
     found = Found(None, "attention")
     for pname, param in module.named_parameters(recurse=False):
         if param.ndim == 2:
-            blocks = param.chunk(3) if pname == "in_proj_weight" else (param,)
-            rows_before = len(ctx.rows)
-            for block in blocks:
-                _init_weight(name, _Holder(block), "weight", ctx, fans(block), found)
-            first = ctx.rows[rows_before]
-            del ctx.rows[rows_before:]
-            ctx.rows.append(
-                dataclasses.replace(first, name=_join(name, pname), kind="MultiheadAttention", shape=tuple(param.shape))
-            )
+            _init_blocks(name, module, pname, 3 if pname == "in_proj_weight" else 1, ctx, found)
         else:
             _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
 
