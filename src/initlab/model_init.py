@@ -225,7 +225,7 @@ def _init_weight(
     act: Activation | None = found.activation
     if gain is None:
         rule = init.scheme.gain_rule
-        gain = rule(act) if rule is not None else gain_of(act if act is not None else "linear")
+        gain = rule(act, init.params) if rule is not None else gain_of(act if act is not None else "linear")
     dist = init.dist(fans_, gain)
     _fill(module, pname, lambda t: init(t, gain=gain, fans=fans_, generator=ctx.generator))
     shape = tuple(getattr(module, pname).shape)
@@ -259,7 +259,7 @@ def _init_bias(
         return
     rule = ctx.bias if value is None else value
     if rule is None and ctx.init.scheme.bias_rule is not None:
-        dist = ctx.init.scheme.bias_rule(found.activation, fans_)
+        dist = ctx.init.scheme.bias_rule(found.activation, fans_, ctx.init.params)
         label = f"{ctx.init.name} bias"
     elif isinstance(rule, Initializer):
         dist, label = rule.dist(fans_), rule.name

@@ -1,0 +1,429 @@
+"""Mean-field signal propagation in wide random networks (Poole et al. 2016; Schoenholz et al. 2017).
+
+A fully connected net with weights ``N(0, σ_w²/N)``, biases ``N(0, σ_b²)`` and activation φ carries, in the
+wide limit, a Gaussian pre-activation of variance ``q`` per layer:
+
+* length map ``q' = σ_w² E[φ(√q z)²] + σ_b²`` with fixed point ``q*``;
+* ``χ1 = σ_w² E[φ'(√q* z)²]``: back-propagated gradient variance is multiplied by χ1 per layer. χ1 < 1 is the
+  ordered phase (gradients vanish), χ1 > 1 the chaotic phase (they explode), χ1 = 1 the edge of chaos;
+* correlation map ``c' = (σ_w² E[φ(u1)φ(u2)] + σ_b²) / q*`` with fixed point ``c*``, and its slope
+  ``χ_c = σ_w² E[φ'(u1)φ'(u2)]`` at ``c*`` (equal to χ1 in the ordered phase, where ``c* = 1``);
+* depth scales ``ξ_q = -1/ln(χ1 + σ_w² E[φ''φ])`` and ``ξ_c = -1/ln χ_c*``; a net trains up to ≈ 6·ξ_c layers.
+
+Every function is vectorized: ``weight_var`` and ``bias_var`` may be arrays that broadcast; scalars in give
+floats out. Expectations use the quadrature in ``initlab._quadrature``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from scipy import optimize
+from torch import Tensor, nn
+
+from initlab._errors import fail
+from initlab._quadrature import normal_nodes, normal_nodes_2d
+from initlab.activations import Activation, activation
+
+__all__ = [
+    "DepthScales",
+    "PhaseDiagram",
+    "c_fixed_point",
+    "chi1",
+    "cmap",
+    "critical_weight_var",
+    "depth_scales",
+    "fixed_point",
+    "phase",
+    "phase_diagram",
+    "qmap",
+]
+
+ActivationLike = str | nn.Module | Callable[[Tensor], Tensor] | Activation
+Array = NDArray[np.float64]
+_Q_TINY = 1e-30  # q* = 0 (ordered, no bias): evaluate the limit q -> 0+, which keeps χ1 of homogeneous φ right
+_Q_HUGE = 1e12  # above this the length map is taken to diverge (no finite fixed point)
+
+
+def _t(x: ArrayLike) -> Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+
+def _out(x: Tensor, *inputs: ArrayLike) -> Any:
+    arr = x.numpy()
+    return float(arr) if all(np.ndim(i) == 0 for i in inputs) else arr
+
+
+def _gauss(fn: Callable[[Tensor], Tensor], q: Tensor) -> Tensor:
+    """``E[fn(√q z)]`` per element of ``q``."""
+    z, w = normal_nodes()
+    return (fn(q.clamp_min(_Q_TINY).sqrt()[..., None] * z) * w).sum(-1)
+
+
+def qmap(act: ActivationLike, q: ArrayLike, weight_var: ArrayLike, bias_var: ArrayLike = 0.0) -> Any:
+    """One step of the length map ``q' = σ_w² E[φ(√q z)²] + σ_b²``.
+
+    >>> round(qmap("relu", 1.0, 2.0), 12)
+    1.0
+    """
+    phi = activation(act)
+    qn = _t(weight_var) * _gauss(lambda x: phi(x) ** 2, _t(q)) + _t(bias_var)
+    return _out(qn, q, weight_var, bias_var)
+
+
+def _fixed_point(
+    phi: Activation,
+    wv: Tensor,
+    bv: Tensor,
+    q0: float,
+    iters: int,
+    second_moment: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Iterate the length map, with Aitken's Δ² extrapolation, on the points not yet converged.
+
+    Near the edge of chaos the map converges at a rate close to 1 (tanh at σ_w² = 0.999 needs ~10⁴ plain
+    steps to reach q* = 0); Aitken's extrapolation is exact for geometric convergence and is kept only where
+    it lowers the residual. Returns ``inf`` where q grows past 1e12 (no finite fixed point).
+    """
+    moment = second_moment or (lambda x: _gauss(lambda u: phi(u) ** 2, x))
+    shape = torch.broadcast_shapes(wv.shape, bv.shape)  # type: ignore[no-untyped-call]
+    wv_flat, bv_flat = wv.expand(shape).reshape(-1), bv.expand(shape).reshape(-1)
+    q = torch.full(wv_flat.shape, q0, dtype=torch.float64)
+    active = torch.arange(q.numel())
+    for _ in range(iters // 4):
+        w_a, b_a = wv_flat[active], bv_flat[active]
+
+        def step(x: Tensor, w_a: Tensor = w_a, b_a: Tensor = b_a) -> Tensor:
+            return w_a * moment(x) + b_a
+
+        q0_ = q[active]
+        q1 = step(q0_)
+        q2 = step(q1)
+        denominator = q2 - 2 * q1 + q0_
+        aitken = q2 - (q2 - q1) ** 2 / denominator.where(denominator != 0, 1.0)
+        # Only where the iterates contract (|Δq2| < |Δq1|): Aitken also converges to *repelling* fixed
+        # points, which plain iteration never reaches (GELU at σ_w² = 3 diverges but has one at q = 3.1).
+        contracting = (q2 - q1).abs() < (q1 - q0_).abs()
+        aitken = torch.where(contracting & (denominator != 0) & torch.isfinite(aitken) & (aitken >= 0), aitken, q2)
+        q3, after = step(q2), step(aitken)
+        q_new = torch.where((after - aitken).abs() < (q3 - q2).abs(), after, q3)
+        q_new = torch.where(q_new < _Q_TINY, 0.0, torch.where(q_new > _Q_HUGE, torch.inf, q_new))
+        done = ((q_new - q0_).abs() <= 1e-13 * q0_) | torch.isinf(q_new) | (q_new == 0)
+        q[active] = q_new
+        active = active[~done]
+        if active.numel() == 0:
+            break
+    return q.reshape(shape)
+
+
+def _finite(q: Tensor) -> Tensor:
+    """Where q* diverges, evaluate at a huge finite q: exact for homogeneous φ (ReLU), the limit otherwise."""
+    return torch.where(torch.isinf(q), _Q_HUGE, q)
+
+
+def fixed_point(act: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike = 0.0, *, q0: float = 1.0,
+                max_iter: int = 2000) -> Any:  # fmt: skip
+    """The fixed point ``q*`` of the length map, iterated from ``q0`` (``inf`` where it diverges).
+
+    For ReLU at ``σ_b = 0`` the map is ``q' = σ_w² q / 2``: ``q* = 0`` below ``σ_w² = 2``, every ``q`` at 2
+    (returned as ``q0``), ``inf`` above.
+
+    >>> round(fixed_point("relu", 1.0, 0.5), 9)
+    1.0
+    """
+    phi = activation(act)
+    return _out(_fixed_point(phi, _t(weight_var), _t(bias_var), q0, max_iter), weight_var, bias_var)
+
+
+def _chi1(phi: Activation, wv: Tensor, q: Tensor) -> Tensor:
+    return wv * _gauss(lambda x: phi.derivative(x) ** 2, q)
+
+
+def chi1(act: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike = 0.0, q: ArrayLike | None = None) -> Any:
+    """``χ1 = σ_w² E[φ'(√q* z)²]``, the per-layer factor of back-propagated gradient variance.
+
+    ``q`` defaults to the fixed point ``q*``.
+
+    >>> round(chi1("relu", 2.0), 9), round(chi1("linear", 0.5), 9)
+    (1.0, 0.5)
+    """
+    phi = activation(act)
+    wv, bv = _t(weight_var), _t(bias_var)
+    qs = _finite(_fixed_point(phi, wv, bv, 1.0, 2000)) if q is None else _t(q)
+    return _out(_chi1(phi, wv, qs), weight_var, bias_var)
+
+
+def _pair(q: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    z1, z2, w = normal_nodes_2d()
+    s = q.clamp_min(_Q_TINY).sqrt()[..., None]
+    cc = c.clamp(-1.0, 1.0)[..., None]
+    return s * z1, s * (cc * z1 + (1 - cc**2).sqrt() * z2), w
+
+
+def _cmap_and_slope(phi: Activation, wv: Tensor, bv: Tensor, q: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The correlation map and its slope ``χ_c``, normalized by the next layer's length (so c = 1 maps to 1
+    also where q is not a fixed point, e.g. a diverging ReLU net)."""
+    u1, u2, w = _pair(q, c)
+    f1 = phi(u1)
+    q_next = wv * (f1 * f1 * w).sum(-1) + bv
+    c_next = (wv * (f1 * phi(u2) * w).sum(-1) + bv) / q_next.clamp_min(_Q_TINY)
+    slope = wv * (phi.derivative(u1) * phi.derivative(u2) * w).sum(-1) * q / q_next.clamp_min(_Q_TINY)
+    return c_next, slope
+
+
+def cmap(act: ActivationLike, c: ArrayLike, weight_var: ArrayLike, bias_var: ArrayLike = 0.0) -> Any:
+    """One step of the correlation map at ``q = q*``.
+
+    >>> round(cmap("linear", 0.3, 1.0), 6)
+    0.3
+    """
+    phi = activation(act)
+    wv, bv = _t(weight_var), _t(bias_var)
+    q = _finite(_fixed_point(phi, wv, bv, 1.0, 2000))
+    return _out(_cmap_and_slope(phi, wv, bv, q, _t(c))[0], c, weight_var, bias_var)
+
+
+def _c_star(phi: Activation, wv: Tensor, bv: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+    """Stable fixed point ``c*`` and the slope ``χ_c`` there, by Newton's method from c = 0 (``c' = χ_c``)."""
+    c = torch.zeros_like(q)
+    for _ in range(40):
+        c_next, slope = _cmap_and_slope(phi, wv, bv, q, c)
+        newton = c - (c_next - c) / (slope - 1).where((slope - 1).abs() > 1e-9, -1.0)
+        # Newton may overshoot past 1 where the only stable fixed point is c* = 1 (ordered phase).
+        c_new = newton.clamp(-1.0, 1.0).where(slope < 1, c_next.clamp(-1.0, 1.0))
+        if bool(((c_new - c).abs() < 1e-10).all()):
+            c = c_new
+            break
+        c = c_new
+    return c, _cmap_and_slope(phi, wv, bv, q, c)[1]
+
+
+def c_fixed_point(act: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike = 0.0) -> Any:
+    """The stable fixed point ``c*`` of the correlation map: 1 in the ordered phase, < 1 in the chaotic one.
+
+    >>> round(c_fixed_point("tanh", 0.5, 0.1), 6)
+    1.0
+    """
+    phi = activation(act)
+    wv, bv = _t(weight_var), _t(bias_var)
+    q = _finite(_fixed_point(phi, wv, bv, 1.0, 2000))
+    return _out(_c_star(phi, wv, bv, q)[0], weight_var, bias_var)
+
+
+@dataclass(frozen=True)
+class DepthScales:
+    """``xi_q``: depth over which the length converges; ``xi_c``: depth over which correlations (and so the
+    information that separates two inputs) survive. Trainable depth ≈ ``6 * xi_c`` (Schoenholz et al. 2017)."""
+
+    xi_q: Any
+    xi_c: Any
+
+    @property
+    def trainable_depth(self) -> Any:
+        return 6.0 * self.xi_c
+
+
+def _xi(rate: Tensor) -> Tensor:
+    return torch.where(rate >= 1.0, torch.inf, -1.0 / torch.log(rate.clamp_min(1e-300)))
+
+
+def depth_scales(act: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike = 0.0) -> DepthScales:
+    """Depth scales ``ξ_q`` and ``ξ_c`` (``inf`` at the edge of chaos, ``nan`` where q* diverges).
+
+    >>> round(depth_scales("tanh", 0.5).xi_c, 4)  # ordered: ξ_c = -1/ln χ1 = 1/ln 2
+    1.4427
+    """
+    phi = activation(act)
+    wv, bv = _t(weight_var), _t(bias_var)
+    q_star = _fixed_point(phi, wv, bv, 1.0, 2000)
+    q = _finite(q_star)
+    chi = _chi1(phi, wv, q)
+    xi_q = _xi(chi + wv * _gauss(lambda x: phi.second_derivative(x) * phi(x), q))
+    _, chi_c = _c_star(phi, wv, bv, q)
+    xi_c = _xi(torch.where(chi < 1, chi, chi_c))
+    # No finite q*: the length diverges and the depth scales are undefined.
+    xi_q, xi_c = xi_q.where(torch.isfinite(q_star), torch.nan), xi_c.where(torch.isfinite(q_star), torch.nan)
+    return DepthScales(_out(xi_q, weight_var, bias_var), _out(xi_c, weight_var, bias_var))
+
+
+def phase(chi: float, tol: float = 0.02) -> str:
+    """``"ordered"`` (gradients vanish), ``"chaotic"`` (explode) or ``"critical"`` (within ``tol`` of 1)."""
+    if abs(chi - 1.0) <= tol:
+        return "critical"
+    return "ordered" if chi < 1 else "chaotic"
+
+
+def critical_weight_var(act: ActivationLike, bias_var: float = 0.0, *, upper: float = 1e3) -> float:
+    """The weight variance ``σ_w²`` on the edge of chaos (``χ1 = 1``) for a bias variance ``σ_b²``.
+
+    ReLU: 2 (He init) at any ``σ_b``; tanh: 1 at ``σ_b = 0``.
+
+    Raises:
+        InitlabError: where χ1 stays below or above 1 for all ``σ_w²`` in ``(0, upper]``.
+
+    >>> round(critical_weight_var("relu"), 9), round(critical_weight_var("tanh"), 6)
+    (2.0, 1.0)
+    """
+    phi = activation(act)
+    bv = torch.tensor(float(bias_var), dtype=torch.float64)
+    at_zero = _edge_of_ordered_zero(phi, bv)
+    if at_zero is not None:
+        return at_zero
+
+    def excess(log_wv: float) -> float:
+        wv = torch.tensor(math.exp(log_wv), dtype=torch.float64)
+        return float(_chi1(phi, wv, _finite(_fixed_point(phi, wv, bv, 1.0, 2000)))) - 1.0
+
+    lo, hi = math.log(1e-3), math.log(upper)
+    f_lo, f_hi = excess(lo), excess(hi)
+    if f_lo > 0 or f_hi < 0:
+        reason = "χ1 > 1 already at σ_w² = 0.001" if f_lo > 0 else f"χ1 < 1 even at σ_w² = {upper:g}"
+        raise fail(f"activation {phi.name!r} has no critical point at σ_b² = {bias_var}: {reason}",
+                   fix="Try another bias variance, or another activation.")  # fmt: skip
+    return math.exp(optimize.brentq(excess, lo, hi, xtol=1e-13, rtol=1e-13))
+
+
+_SERIES_TERMS = 64
+
+
+@functools.cache
+def _weighted_hermite(terms: int) -> Tensor:
+    """``w_n · He_k(z_n) / √k!`` on the 1-D nodes, shape (nodes, terms), by the stable normalized recurrence."""
+    z, w = normal_nodes()
+    h = torch.empty(z.shape[0], terms, dtype=torch.float64)
+    h[:, 0] = 1.0
+    h[:, 1] = z
+    for k in range(2, terms):
+        h[:, k] = (z * h[:, k - 1] - math.sqrt(k - 1) * h[:, k - 2]) / math.sqrt(k)
+    return h * w[:, None]
+
+
+class _Tables:
+    """``E[φ²]``, ``E[φ'²]`` and the Mehler coefficients ``b_k²`` of ``φ(√q z)`` tabulated over q.
+
+    The length map depends on (σ_w², σ_b²) only through these 1-D functions of q, so a whole grid iterates
+    by interpolation (log-log, linear; relative error ~1e-6 on 3,000 points over 26 decades) instead of
+    evaluating φ on every grid point. The correlation map uses the Mehler series
+    ``E[φ(u1)φ(u2)] = Σ_k b_k² c^k`` with ``b_k = E[φ(√q z) He_k(z)] / √k!``: a polynomial per point,
+    accurate for smooth φ; for kinked φ the series converges slowly (the point-wise functions use exact 2-D
+    quadrature instead).
+    """
+
+    def __init__(self, phi: Activation) -> None:
+        self.log_q = torch.linspace(math.log(1e-14), math.log(_Q_HUGE), 3000, dtype=torch.float64)
+        q = self.log_q.exp()
+        z, _ = normal_nodes()
+        x = q.sqrt()[:, None] * z
+        self.log_v = _gauss_at(phi(x) ** 2).clamp_min(1e-300).log()
+        self.log_d = _gauss_at(phi.derivative(x) ** 2).clamp_min(1e-300).log()
+        self.b2 = (phi(x) @ _weighted_hermite(_SERIES_TERMS)) ** 2
+
+    def _locate(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        lq = q.clamp_min(1e-300).log()
+        idx = torch.searchsorted(self.log_q, lq).clamp(1, self.log_q.numel() - 1) - 1
+        frac = (lq - self.log_q[idx]) / (self.log_q[idx + 1] - self.log_q[idx])
+        return lq, idx, frac
+
+    def _interp(self, table: Tensor, q: Tensor) -> Tensor:
+        _, idx, frac = self._locate(q)  # extrapolates linearly in log-log below the table (V ∝ q near 0)
+        return (table[idx] + frac * (table[idx + 1] - table[idx])).exp().where(q > 0, 0.0)
+
+    def second_moment(self, q: Tensor) -> Tensor:
+        return self._interp(self.log_v, q)
+
+    def slope(self, q: Tensor) -> Tensor:
+        return self._interp(self.log_d, q.clamp_min(1e-14))
+
+    def series(self, q: Tensor) -> Tensor:
+        _, idx, frac = self._locate(q.clamp_min(1e-14))
+        frac = frac.clamp(0.0, 1.0)[:, None]
+        return self.b2[idx] + frac * (self.b2[idx + 1] - self.b2[idx])
+
+
+def _gauss_at(values: Tensor) -> Tensor:
+    _, w = normal_nodes()
+    return (values * w).sum(-1)
+
+
+def _chi_c_series(b2: Tensor, wv: Tensor, bv: Tensor) -> Tensor:
+    """``χ_c`` at the stable ``c*`` of the series map; Newton from c = 0 (the map is convex on [0, 1])."""
+    k = torch.arange(_SERIES_TERMS, dtype=torch.float64)
+    q_next = wv * b2.sum(-1) + bv
+    c = torch.zeros_like(wv)
+    slope = torch.zeros_like(wv)
+    for _ in range(30):
+        powers = torch.cat([torch.ones_like(c)[:, None], c[:, None].expand(-1, _SERIES_TERMS - 1).cumprod(-1)], -1)
+        g = (wv * (b2 * powers).sum(-1) + bv) / q_next - c
+        slope = wv * (b2[:, 1:] * k[1:] * powers[:, :-1]).sum(-1) / q_next
+        c_new = (c - g / (slope - 1).where(slope < 1, -1.0)).clamp(0.0, 1.0)
+        if bool(((c_new - c).abs() < 1e-12).all()):
+            break
+        c = c_new
+    return slope
+
+
+def _edge_of_ordered_zero(phi: Activation, bv: Tensor) -> float | None:
+    """With σ_b = 0 and φ(0) = 0, q* = 0 is a fixed point, stable while χ1 at q → 0+ is below 1; the edge of
+    chaos is where it turns unstable, ``σ_w² = 1 / E[φ'(0+ z)²]`` exactly (tanh: 1, ReLU: 2). Above it χ1
+    approaches 1 only quadratically, so a root finder would lose half the digits there. Returns None where
+    this does not apply (a bias, φ(0) ≠ 0, or an unbounded φ that escapes to q* = ∞ first, like GELU)."""
+    zero = torch.zeros(1, dtype=torch.float64)
+    if float(bv) != 0.0 or float(phi(zero)) != 0.0:
+        return None
+    wv = 1.0 / float(_gauss(lambda x: phi.derivative(x) ** 2, torch.zeros((), dtype=torch.float64)))
+    below = _fixed_point(phi, torch.tensor(wv * (1 - 1e-3), dtype=torch.float64), bv, 1.0, 2000)
+    return wv if float(below) == 0.0 else None
+
+
+@dataclass(frozen=True)
+class PhaseDiagram:
+    """χ1, q* and ξ_c over a grid: ``chi1[i, j]`` is at ``bias_vars[i]``, ``weight_vars[j]``."""
+
+    activation: str
+    weight_vars: Array
+    bias_vars: Array
+    chi1: Array
+    q_star: Array
+    xi_c: Array
+
+    @property
+    def trainable_depth(self) -> Array:
+        return 6.0 * self.xi_c
+
+
+def phase_diagram(act: ActivationLike, weight_vars: ArrayLike, bias_vars: ArrayLike) -> PhaseDiagram:
+    """χ1, q* and ξ_c on the grid ``bias_vars × weight_vars`` (rows are bias variances).
+
+    Computed from 1-D tables of the activation (see ``_Tables``): a 200×200 grid for tanh takes well under
+    2 s (``bench/theory_speed.py``); values agree with the point-wise functions to ~1e-5 for smooth φ.
+    ``xi_c`` is ``nan`` where q* diverges.
+
+    >>> d = phase_diagram("tanh", [0.5, 1.0, 2.0], [0.0])
+    >>> [phase(x) for x in d.chi1[0]]
+    ['ordered', 'critical', 'chaotic']
+    """
+    phi = activation(act)
+    tables = _tables(phi)
+    wv_axis, bv_axis = np.asarray(weight_vars, dtype=np.float64), np.asarray(bias_vars, dtype=np.float64)
+    wv, bv = torch.meshgrid(_t(wv_axis), _t(bv_axis), indexing="xy")
+    q_star = _fixed_point(phi, wv, bv, 1.0, 2000, second_moment=tables.second_moment)
+    q = _finite(q_star)
+    chi = wv * tables.slope(q)
+    finite = torch.isfinite(q_star)
+    chaotic = (chi > 1) & finite
+    xi_rate = chi.where(finite, torch.nan)
+    if bool(chaotic.any()):
+        xi_rate[chaotic] = _chi_c_series(tables.series(q[chaotic]), wv[chaotic], bv[chaotic])
+    return PhaseDiagram(phi.name, wv_axis, bv_axis, chi.numpy(), q_star.numpy(), _xi(xi_rate).numpy())
+
+
+@functools.lru_cache(maxsize=32)
+def _tables(phi: Activation) -> _Tables:
+    return _Tables(phi)
