@@ -23,8 +23,8 @@ from initlab._errors import fail, unknown_name
 from initlab._numpy_draw import draw
 from initlab._torch_draw import draw_
 from initlab.activations import Activation, activation
-from initlab.theory import meanfield
 from initlab.fans import Fans, fans
+from initlab.theory import meanfield
 
 __all__ = ["Initializer", "Scheme", "get", "scheme_names", "schemes"]
 

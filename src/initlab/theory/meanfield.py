@@ -78,49 +78,52 @@ def qmap(act: ActivationLike, q: ArrayLike, weight_var: ArrayLike, bias_var: Arr
     return _out(qn, q, weight_var, bias_var)
 
 
-def _fixed_point(
-    phi: Activation,
-    wv: Tensor,
-    bv: Tensor,
-    q0: float,
-    iters: int,
-    second_moment: Callable[[Tensor], Tensor] | None = None,
-) -> Tensor:
-    """Iterate the length map, with Aitken's Δ² extrapolation, on the points not yet converged.
+Step = Callable[[Tensor, Tensor], Tensor]  # (values, indices of the points they belong to) -> next values
 
-    Near the edge of chaos the map converges at a rate close to 1 (tanh at σ_w² = 0.999 needs ~10⁴ plain
-    steps to reach q* = 0); Aitken's extrapolation is exact for geometric convergence and is kept only where
-    it lowers the residual. Returns ``inf`` where q grows past 1e12 (no finite fixed point).
+
+def _iterate(step: Step, x0: Tensor, iters: int, *, lower: float, upper: float) -> Tensor:
+    """Iterate ``x <- step(x)`` per point to the stable fixed point the iteration reaches, as a net does.
+
+    Near the edge of chaos the maps converge at a rate close to 1 (tanh at σ_w² = 0.999 needs ~10⁴ plain
+    steps to reach q* = 0), so every round also tries Aitken's Δ² extrapolation, which is exact for geometric
+    convergence. It is kept only where the iterates contract and it lowers the residual: Aitken also
+    converges to *repelling* fixed points, which plain iteration never reaches (GELU at σ_w² = 3 has one at
+    q = 3.1 but diverges). Values are clamped to [lower, upper]; points converge on their own (active set).
     """
-    moment = second_moment or (lambda x: _gauss(lambda u: phi(u) ** 2, x))
-    shape = torch.broadcast_shapes(wv.shape, bv.shape)  # type: ignore[no-untyped-call]
-    wv_flat, bv_flat = wv.expand(shape).reshape(-1), bv.expand(shape).reshape(-1)
-    q = torch.full(wv_flat.shape, q0, dtype=torch.float64)
-    active = torch.arange(q.numel())
+    x = x0.clone()
+    active = torch.arange(x.numel())
     for _ in range(iters // 4):
-        w_a, b_a = wv_flat[active], bv_flat[active]
-
-        def step(x: Tensor, w_a: Tensor = w_a, b_a: Tensor = b_a) -> Tensor:
-            return w_a * moment(x) + b_a
-
-        q0_ = q[active]
-        q1 = step(q0_)
-        q2 = step(q1)
-        denominator = q2 - 2 * q1 + q0_
-        aitken = q2 - (q2 - q1) ** 2 / denominator.where(denominator != 0, 1.0)
-        # Only where the iterates contract (|Δq2| < |Δq1|): Aitken also converges to *repelling* fixed
-        # points, which plain iteration never reaches (GELU at σ_w² = 3 diverges but has one at q = 3.1).
-        contracting = (q2 - q1).abs() < (q1 - q0_).abs()
-        aitken = torch.where(contracting & (denominator != 0) & torch.isfinite(aitken) & (aitken >= 0), aitken, q2)
-        q3, after = step(q2), step(aitken)
-        q_new = torch.where((after - aitken).abs() < (q3 - q2).abs(), after, q3)
-        q_new = torch.where(q_new < _Q_TINY, 0.0, torch.where(q_new > _Q_HUGE, torch.inf, q_new))
-        done = ((q_new - q0_).abs() <= 1e-13 * q0_) | torch.isinf(q_new) | (q_new == 0)
-        q[active] = q_new
+        x0_ = x[active]
+        x1 = step(x0_, active)
+        x2 = step(x1, active)
+        denominator = x2 - 2 * x1 + x0_
+        aitken = x2 - (x2 - x1) ** 2 / denominator.where(denominator != 0, 1.0)
+        contracting = (x2 - x1).abs() < (x1 - x0_).abs()
+        ok = contracting & (denominator != 0) & torch.isfinite(aitken) & (aitken >= lower) & (aitken <= upper)
+        aitken = aitken.where(ok, x2)
+        x3, after = step(x2, active), step(aitken, active)
+        x_new = torch.where((after - aitken).abs() < (x3 - x2).abs(), after, x3).clamp(lower, upper)
+        done = ((x_new - x0_).abs() <= 1e-13 * x0_.abs().clamp_min(1e-300)) | (x_new == lower) | (x_new == upper)
+        x[active] = x_new
         active = active[~done]
         if active.numel() == 0:
             break
-    return q.reshape(shape)
+    return x
+
+
+def _fixed_point(phi: Activation, wv: Tensor, bv: Tensor, q0: float, iters: int,
+                 second_moment: Callable[[Tensor], Tensor] | None = None) -> Tensor:  # fmt: skip
+    """q* per point (``inf`` where the length grows past 1e12: no finite fixed point, 0 where it dies out)."""
+    moment = second_moment or (lambda x: _gauss(lambda u: phi(u) ** 2, x))
+    shape = torch.broadcast_shapes(wv.shape, bv.shape)  # type: ignore[no-untyped-call]
+    w_flat, b_flat = wv.expand(shape).reshape(-1), bv.expand(shape).reshape(-1)
+
+    def step(q: Tensor, idx: Tensor) -> Tensor:
+        q_next = w_flat[idx] * moment(q) + b_flat[idx]
+        return torch.where(q_next < _Q_TINY, 0.0, q_next)
+
+    q = _iterate(step, torch.full(w_flat.shape, q0, dtype=torch.float64), iters, lower=0.0, upper=_Q_HUGE)
+    return torch.where(q >= _Q_HUGE, torch.inf, q).reshape(shape)
 
 
 def _finite(q: Tensor) -> Tensor:
@@ -190,19 +193,22 @@ def cmap(act: ActivationLike, c: ArrayLike, weight_var: ArrayLike, bias_var: Arr
     return _out(_cmap_and_slope(phi, wv, bv, q, _t(c))[0], c, weight_var, bias_var)
 
 
+_C0 = 0.5  # correlation of the two inputs the c-map starts from (any c0 in (0, 1) reaches the same c*)
+
+
 def _c_star(phi: Activation, wv: Tensor, bv: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
-    """Stable fixed point ``c*`` and the slope ``χ_c`` there, by Newton's method from c = 0 (``c' = χ_c``)."""
-    c = torch.zeros_like(q)
-    for _ in range(40):
-        c_next, slope = _cmap_and_slope(phi, wv, bv, q, c)
-        newton = c - (c_next - c) / (slope - 1).where((slope - 1).abs() > 1e-9, -1.0)
-        # Newton may overshoot past 1 where the only stable fixed point is c* = 1 (ordered phase).
-        c_new = newton.clamp(-1.0, 1.0).where(slope < 1, c_next.clamp(-1.0, 1.0))
-        if bool(((c_new - c).abs() < 1e-10).all()):
-            c = c_new
-            break
-        c = c_new
-    return c, _cmap_and_slope(phi, wv, bv, q, c)[1]
+    """Stable fixed point ``c*`` (iterating the map from ``c0 = 0.5``, as a net does) and ``χ_c`` there.
+
+    Iterating, not Newton from c = 0: SELU at (σ_w², σ_b²) = (1, 0) has an *unstable* fixed point at c = 0.
+    """
+    shape = torch.broadcast_shapes(wv.shape, bv.shape, q.shape)  # type: ignore[no-untyped-call]
+    w_f, b_f, q_f = (t.expand(shape).reshape(-1) for t in (wv, bv, q))
+
+    def step(c: Tensor, idx: Tensor) -> Tensor:
+        return _cmap_and_slope(phi, w_f[idx], b_f[idx], q_f[idx], c)[0]
+
+    c = _iterate(step, torch.full(w_f.shape, _C0, dtype=torch.float64), 400, lower=-1.0, upper=1.0)
+    return c.reshape(shape), _cmap_and_slope(phi, w_f, b_f, q_f, c)[1].reshape(shape)
 
 
 def c_fixed_point(act: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike = 0.0) -> Any:
@@ -353,20 +359,18 @@ def _gauss_at(values: Tensor) -> Tensor:
 
 
 def _chi_c_series(b2: Tensor, wv: Tensor, bv: Tensor) -> Tensor:
-    """``χ_c`` at the stable ``c*`` of the series map; Newton from c = 0 (the map is convex on [0, 1])."""
+    """``χ_c`` at the stable ``c*`` of the series map (iterated from ``c0 = 0.5`` like ``_c_star``)."""
     k = torch.arange(_SERIES_TERMS, dtype=torch.float64)
     q_next = wv * b2.sum(-1) + bv
-    c = torch.zeros_like(wv)
-    slope = torch.zeros_like(wv)
-    for _ in range(30):
-        powers = torch.cat([torch.ones_like(c)[:, None], c[:, None].expand(-1, _SERIES_TERMS - 1).cumprod(-1)], -1)
-        g = (wv * (b2 * powers).sum(-1) + bv) / q_next - c
-        slope = wv * (b2[:, 1:] * k[1:] * powers[:, :-1]).sum(-1) / q_next
-        c_new = (c - g / (slope - 1).where(slope < 1, -1.0)).clamp(0.0, 1.0)
-        if bool(((c_new - c).abs() < 1e-12).all()):
-            break
-        c = c_new
-    return slope
+
+    def powers(c: Tensor) -> Tensor:
+        return torch.cat([torch.ones_like(c)[:, None], c[:, None].expand(-1, _SERIES_TERMS - 1).cumprod(-1)], -1)
+
+    def step(c: Tensor, idx: Tensor) -> Tensor:
+        return (wv[idx] * (b2[idx] * powers(c)).sum(-1) + bv[idx]) / q_next[idx]
+
+    c = _iterate(step, torch.full_like(wv, _C0), 400, lower=-1.0, upper=1.0)
+    return wv * (b2[:, 1:] * k[1:] * powers(c)[:, :-1]).sum(-1) / q_next
 
 
 def _edge_of_ordered_zero(phi: Activation, bv: Tensor) -> float | None:
