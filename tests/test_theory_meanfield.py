@@ -88,8 +88,10 @@ def _simulate(act: str, wv: float, bv: float, *, width: int = 2000, depth: int =
     return q, float(np.mean(ratios)), c.mean().item()
 
 
-CASES = [("relu", 1.5, 0.1), ("relu", 1.0, 0.5), ("tanh", 1.5, 0.05), ("tanh", 3.0, 0.2), ("gelu", 1.5, 0.05),
-         ("gelu", 1.2, 0.1), ("selu", 1.0, 0.0), ("selu", 0.7, 0.3), ("sigmoid", 3.0, 0.2), ("sigmoid", 8.0, 0.5)]  # fmt: skip
+CASES = [
+    ("relu", 1.5, 0.1), ("relu", 1.0, 0.5), ("tanh", 1.5, 0.05), ("tanh", 3.0, 0.2), ("gelu", 1.5, 0.05),
+    ("gelu", 1.2, 0.1), ("selu", 1.0, 0.0), ("selu", 0.7, 0.3), ("sigmoid", 3.0, 0.2), ("sigmoid", 8.0, 0.5),
+]  # fmt: skip
 
 
 @pytest.mark.slow
