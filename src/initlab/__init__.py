@@ -6,8 +6,10 @@ The public surface is everything in ``__all__``; modules whose names start with 
 from __future__ import annotations
 
 from initlab import numpy_init as numpy
+from initlab import theory
 from initlab._errors import InitlabError, TrainingDiverged
 from initlab.activations import Activation, activation, activation_names
+from initlab.audit import AuditReport, audit
 from initlab.fans import Fans, fans
 from initlab.gains import gain
 from initlab.init import (
@@ -38,20 +40,24 @@ from initlab.init import (
 )
 from initlab.model_init import InitReport, LayerInit, initialize
 from initlab.registry import Initializer, get, scheme_names, schemes
+from initlab.theory.propagate import Prediction, predict
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "AuditReport",
     "Fans",
     "InitReport",
     "Initializer",
     "InitlabError",
     "LayerInit",
+    "Prediction",
     "TrainingDiverged",
     "__version__",
     "activation",
     "activation_names",
+    "audit",
     "constant_",
     "delta_orthogonal_",
     "dirac_",
@@ -72,10 +78,12 @@ __all__ = [
     "numpy",
     "ones_",
     "orthogonal_",
+    "predict",
     "scheme_names",
     "schemes",
     "small_random_",
     "sparse_",
+    "theory",
     "torch_default_",
     "truncated_normal_",
     "uniform_",

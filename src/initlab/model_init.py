@@ -223,7 +223,10 @@ def _init_weight(
 ) -> None:
     init = _weight_scheme(init or ctx.init, getattr(module, pname).ndim)
     act: Activation | None = found.activation
-    if gain is None:
+    explicit = init.params.get(init.scheme.gain_param) if init.scheme.gain_param else None
+    if gain is None and explicit is not None:
+        gain = float(explicit)  # the user's own gain= wins over the activation's
+    elif gain is None:
         rule = init.scheme.gain_rule
         gain = rule(act, init.params) if rule is not None else gain_of(act if act is not None else "linear")
     dist = init.dist(fans_, gain)
