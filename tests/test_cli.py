@@ -38,3 +38,31 @@ def test_unknown_scheme_is_exit_2_without_traceback() -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error: unknown initializer 'he_unifrom'. Did you mean 'he_uniform'")
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_predict_json_and_plot(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    plot = tmp_path / "phase.png"
+    args = ["predict", "--activation", "tanh", "--weight-var", "1.5", "--bias-var", "0.05", "--depth", "50"]
+    result = runner.invoke(app, [*args, "--plot", str(plot), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["phase"] == "ordered" and abs(data["chi1"] - il.theory.chi1("tanh", 1.5, 0.05)) < 1e-12
+    assert abs(data["trainable_depth"] - 6 * data["xi_c"]) < 1e-9
+    assert len(data["layers"]) == 50 and data["layers"][-1]["grad_var"] == 1.0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_audit_table_has_findings() -> None:
+    result = runner.invoke(app, ["audit", "--depth", "6", "--width", "64", "--activation", "sigmoid",
+                                 "--scheme", "small_random"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ordered phase" in result.stdout
+    json_result = runner.invoke(app, ["audit", "--depth", "4", "--width", "32", "--format", "json"])
+    data = json.loads(json_result.stdout)
+    assert data["findings"] and {"name", "measured_var", "predicted_var"} <= set(data["rows"][0])
+
+
+def test_unknown_activation_in_predict_is_exit_2() -> None:
+    result = runner.invoke(app, ["predict", "--activation", "rleu"])
+    assert result.exit_code == 2
+    assert "unknown activation 'rleu'. Did you mean 'relu'" in result.stderr

@@ -121,3 +121,12 @@ def test_monte_carlo_correlation_map_one_step(act: str, wv: float, bv: float) ->
         out = phi(h) @ w + b
         measured.append(torch.nn.functional.cosine_similarity(out[0], out[1], dim=0).item())
     assert float(np.mean(measured)) == pytest.approx(th.cmap(act, 0.6, wv, bv), abs=0.02)
+
+
+def test_layer_profile_matches_the_maps() -> None:
+    profile = th.layer_profile("tanh", 1.5, 0.05, 4, q0=2.0)
+    assert profile[0].q == pytest.approx(1.5 * 2.0 + 0.05)
+    assert profile[1].q == pytest.approx(th.qmap("tanh", profile[0].q, 1.5, 0.05))
+    assert profile[2].grad_var == pytest.approx(profile[2].chi)
+    assert profile[0].grad_var == pytest.approx(profile[0].chi * profile[1].chi * profile[2].chi)
+    assert profile[-1].grad_var == 1.0

@@ -71,7 +71,7 @@ class _Recorder(fx.Interpreter):
 
     def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
-        if isinstance(result, Tensor) and result.is_floating_point() and n.op != "placeholder":
+        if isinstance(result, Tensor) and result.is_floating_point() and n.op not in ("placeholder", "output"):
             if result.requires_grad:
                 result.retain_grad()
             self.values[n] = result

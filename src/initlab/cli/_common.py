@@ -21,7 +21,8 @@ from initlab._errors import InitlabError
 P = ParamSpec("P")
 R = TypeVar("R")
 
-stdout = Console()
+# Piped output is read by people too (a table wrapped at 80 columns is unreadable): 160 columns unless a terminal.
+stdout = Console(width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True, soft_wrap=True)
 
 

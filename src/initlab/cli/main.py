@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from initlab.cli.audit_cmd import audit_command
 from initlab.cli.init_cmd import init_command
+from initlab.cli.predict_cmd import predict_command
 from initlab.cli.schemes_cmd import schemes_command
 
 app = typer.Typer(
@@ -16,6 +18,8 @@ app = typer.Typer(
 )
 app.command("schemes")(schemes_command)
 app.command("init")(init_command)
+app.command("predict")(predict_command)
+app.command("audit")(audit_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

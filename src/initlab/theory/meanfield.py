@@ -41,6 +41,7 @@ __all__ = [
     "critical_weight_var",
     "depth_scales",
     "fixed_point",
+    "layer_profile",
     "phase",
     "phase_diagram",
     "qmap",
@@ -257,6 +258,37 @@ def depth_scales(act: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike
     # No finite q*: the length diverges and the depth scales are undefined.
     xi_q, xi_c = xi_q.where(torch.isfinite(q_star), torch.nan), xi_c.where(torch.isfinite(q_star), torch.nan)
     return DepthScales(_out(xi_q, weight_var, bias_var), _out(xi_c, weight_var, bias_var))
+
+
+@dataclass(frozen=True)
+class LayerTheory:
+    """One layer of the mean-field profile: pre-activation length q, its χ, and the gradient variance
+    at that layer relative to the last layer's."""
+
+    layer: int
+    q: float
+    chi: float
+    grad_var: float
+
+
+def layer_profile(act: ActivationLike, weight_var: float, bias_var: float, depth: int,
+                  q0: float = 1.0) -> list[LayerTheory]:  # fmt: skip
+    """The length map iterated from ``q0`` for ``depth`` layers, with the back-propagated gradient variance.
+
+    >>> [round(r.q, 3) for r in layer_profile("relu", 2.0, 0.0, 3)]
+    [2.0, 2.0, 2.0]
+    """
+    phi = activation(act)
+    wv = torch.tensor(float(weight_var), dtype=torch.float64)
+    qs, q = [], torch.tensor(float(q0), dtype=torch.float64)
+    for layer in range(depth):
+        q = wv * (q if layer == 0 else _gauss(lambda x: phi(x) ** 2, q)) + bias_var
+        qs.append(q)
+    chis = [float(_chi1(phi, wv, qq)) for qq in qs]
+    grads = [1.0] * depth  # δ_l = φ'(h_l) Wᵀ δ_{l+1}: Var δ_l = χ(q_l) · Var δ_{l+1}
+    for layer in range(depth - 2, -1, -1):
+        grads[layer] = chis[layer] * grads[layer + 1]
+    return [LayerTheory(i + 1, float(qs[i]), chis[i], grads[i]) for i in range(depth)]
 
 
 def phase(chi: float, tol: float = 0.02) -> str:

@@ -1,0 +1,40 @@
+"""``initlab audit``: build a model, initialize it, and compare theory with one real batch."""
+
+from __future__ import annotations
+
+import torch
+import typer
+
+from initlab.audit import audit
+from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
+from initlab.data import load
+from initlab.model_init import initialize
+from initlab.models import ModelSpec, build
+
+
+@user_errors
+def audit_command(
+    model: str = typer.Option("mlp", help="Model kind: mlp or cnn."),
+    depth: int = typer.Option(20, help="Hidden layers."),
+    width: int = typer.Option(256, help="Hidden units (channels for cnn)."),
+    activation: str = typer.Option("tanh", help="Activation of the hidden layers."),
+    scheme: str = typer.Option("glorot_uniform", help="Initialization scheme (see `initlab schemes`)."),
+    norm: str = typer.Option("none", help="none, batch or layer."),
+    data: str = typer.Option("digits", help="Data set for the batch."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Examples in the measured batch."),
+    seed: int = typer.Option(0, help="Seed of initialization and batch."),
+    fmt: Format = FormatOption,
+) -> None:
+    """Measure one forward/backward pass beside the mean-field prediction, per layer, and say what it means."""
+    dataset = load(data)
+    net = build(ModelSpec(model, depth, width, activation, norm=norm), dataset.in_shape, dataset.classes)
+    initialize(net, scheme, generator=torch.Generator().manual_seed(seed))
+    idx = torch.randperm(dataset.train_x.shape[0], generator=torch.Generator().manual_seed(seed))[:batch_size]
+    report = audit(net, (dataset.train_x[idx], dataset.train_y[idx]))
+    if fmt is Format.json:
+        emit(report, fmt)
+        return
+    emit(report, fmt)
+    stdout.print(f"first/last layer weight-gradient norm: {report.grad_norm_ratio:.3g}")
+    for finding in report.findings:
+        stdout.print(f"• {finding}")

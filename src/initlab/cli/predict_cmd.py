@@ -1,0 +1,85 @@
+"""``initlab predict``: mean-field theory for one activation and (σ_w², σ_b²), with the phase diagram."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from initlab.activations import Activation, activation as resolve
+from initlab.cli._common import Format, FormatOption, emit, stderr, user_errors
+from initlab.theory import meanfield as mf
+
+
+@user_errors
+def predict_command(
+    activation: str = typer.Option("tanh", help="Activation: relu, tanh, gelu, selu, sigmoid, … (any name)."),
+    weight_var: float = typer.Option(1.0, "--weight-var", help="σ_w²: weight variance × fan_in."),
+    bias_var: float = typer.Option(0.0, "--bias-var", help="σ_b²: bias variance."),
+    depth: int = typer.Option(20, help="Layers for the per-layer profile."),
+    input_var: float = typer.Option(1.0, "--input-var", help="Variance of the inputs."),
+    plot: Path | None = typer.Option(None, help="Write the phase diagram to this image file (.png, .svg)."),
+    fmt: Format = FormatOption,
+) -> None:
+    """Predict, before training, how signal and gradients propagate, and where the net sits on the phase
+    diagram (ordered: vanishing; chaotic: exploding; critical: trainable deep)."""
+    act = resolve(activation)
+    q_star = mf.fixed_point(act, weight_var, bias_var)
+    chi = mf.chi1(act, weight_var, bias_var)
+    scales = mf.depth_scales(act, weight_var, bias_var)
+    profile = mf.layer_profile(act, weight_var, bias_var, depth, input_var)
+    result = {
+        "activation": act.name, "weight_var": weight_var, "bias_var": bias_var, "q_star": q_star, "chi1": chi,
+        "phase": mf.phase(chi), "xi_q": scales.xi_q, "xi_c": scales.xi_c,
+        "trainable_depth": scales.trainable_depth, "critical_weight_var": _critical(act, bias_var),
+        "layers": [vars(r) for r in profile],
+    }  # fmt: skip
+    if plot is not None:
+        _plot(act.name, weight_var, bias_var, depth, plot)
+    if fmt is Format.json:
+        emit({k: _json_float(v) for k, v in result.items()}, fmt)
+    else:
+        emit(_table(result, profile), fmt)
+
+
+def _critical(act: Activation, bias_var: float) -> float | None:
+    try:
+        return mf.critical_weight_var(act, bias_var)
+    except ValueError:
+        return None
+
+
+def _json_float(v: object) -> object:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else "inf"
+    return v
+
+
+def _plot(name: str, weight_var: float, bias_var: float, depth: int, path: Path) -> None:
+    from initlab.report.plots import phase_diagram_figure, save
+
+    wv_max = max(4.0, weight_var * 1.5)
+    bv_max = max(0.5, bias_var * 1.5)
+    diagram = mf.phase_diagram(name, np.linspace(0.05, wv_max, 200), np.linspace(0.0, bv_max, 200))
+    save(phase_diagram_figure(diagram, (weight_var, bias_var), depth), path)
+    stderr.print(f"phase diagram written to {path}")
+
+
+def _table(result: dict[str, object], profile: list[mf.LayerTheory]) -> object:
+    from rich.console import Group
+    from rich.table import Table
+
+    from initlab.report_types import fmt
+
+    head = Table(title=f"mean-field theory: {result['activation']}, σ_w² = {result['weight_var']}, "
+                       f"σ_b² = {result['bias_var']}", show_header=False)  # fmt: skip
+    for key in ("q_star", "chi1", "phase", "xi_q", "xi_c", "trainable_depth", "critical_weight_var"):
+        head.add_row(key, fmt(result[key]))
+    layers = Table(title="per layer (gradient variance relative to the last layer)")
+    for col in ("layer", "q", "chi", "grad_var"):
+        layers.add_column(col)
+    for r in profile:
+        layers.add_row(str(r.layer), fmt(r.q), fmt(r.chi), fmt(r.grad_var))
+    return Group(head, layers)
