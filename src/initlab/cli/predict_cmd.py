@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from initlab.activations import Activation, activation as resolve
+from initlab.activations import Activation
+from initlab.activations import activation as resolve
 from initlab.cli._common import Format, FormatOption, emit, stderr, user_errors
 from initlab.theory import meanfield as mf
 
