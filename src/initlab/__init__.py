@@ -5,8 +5,8 @@ The public surface is everything in ``__all__``; modules whose names start with 
 
 from __future__ import annotations
 
+from initlab import monitor, theory
 from initlab import numpy_init as numpy
-from initlab import theory
 from initlab._errors import InitlabError, TrainingDiverged
 from initlab.activations import Activation, activation, activation_names
 from initlab.audit import AuditReport, audit
@@ -39,6 +39,7 @@ from initlab.init import (
     zeros_,
 )
 from initlab.model_init import InitReport, LayerInit, initialize
+from initlab.monitor import Monitor
 from initlab.registry import Initializer, get, scheme_names, schemes
 from initlab.theory.propagate import Prediction, predict
 
@@ -52,6 +53,7 @@ __all__ = [
     "Initializer",
     "InitlabError",
     "LayerInit",
+    "Monitor",
     "Prediction",
     "TrainingDiverged",
     "__version__",
@@ -74,6 +76,7 @@ __all__ = [
     "kaiming_uniform_",
     "lecun_normal_",
     "lecun_uniform_",
+    "monitor",
     "normal_",
     "numpy",
     "ones_",

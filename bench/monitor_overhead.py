@@ -1,0 +1,85 @@
+"""Monitor overhead (issue 5): a 30-layer width-256 ReLU MLP, batch 128, SGD, CPU.
+
+Run: .venv/bin/python bench/monitor_overhead.py
+Targets: all default probes at every step <= 1.10x the plain loop; at every=10 <= 1.02x.
+The machines are shared (other tenants' load shows as ±10-20% drift within a minute), so the loops are
+interleaved finely: blocks of 10 steps (at every=10 each block holds exactly one recorded step), the
+configurations rotating block by block, 60 blocks each; the figure is the median block time per step.
+Cockpit (cockpit-for-pytorch) is measured too when it imports beside torch 2.13.0.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from initlab.monitor import Monitor
+
+STEPS, REPEATS = 10, 60
+
+
+def build() -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(30):
+        layers += [nn.Linear(256, 256), nn.ReLU()]
+    net = nn.Sequential(*layers, nn.Linear(256, 10))
+    return net, torch.optim.SGD(net.parameters(), lr=0.01), torch.randn(128, 256), torch.randint(0, 10, (128,))
+
+
+def loop(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+         mon: Monitor | None) -> None:  # fmt: skip
+    for _ in range(STEPS):
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(net(x), y)
+        if mon is not None:
+            mon.observe_loss(loss)
+        loss.backward()
+        opt.step()
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    net, opt, x, y = build()
+    runs: dict[str, Callable[[], None]] = {"plain": lambda: loop(net, opt, x, y, None)}
+    monitors = {"every step": Monitor(net, every=1), "every=10": Monitor(net, every=10)}
+    for label, mon in monitors.items():
+
+        def run(mon: Monitor = mon) -> None:
+            with mon:  # hooks on for this block only, so the other configurations run unmonitored
+                loop(net, opt, x, y, mon)
+
+        runs[label] = run
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    items = list(runs.items())
+    for i in range(REPEATS):
+        order = items[i % len(items) :] + items[: i % len(items)]
+        for label, fn in order:
+            start = time.perf_counter()
+            fn()
+            times[label].append((time.perf_counter() - start) / STEPS)
+    plain = statistics.median(times["plain"])
+    print(f"plain loop: {plain * 1e3:.2f} ms/step (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    for label, target in (("every step", 1.10), ("every=10", 1.02)):
+        t = statistics.median(times[label])
+        print(f"Monitor, default probes, {label}: {t * 1e3:.2f} ms/step, ratio {t / plain:.3f} (target <= {target})")
+    print(f"recorded statistics per step: {len(monitors['every step'].history.records[-1])}")
+    cockpit_line()
+
+
+def cockpit_line() -> None:
+    try:
+        import cockpit  # noqa: F401
+    except Exception as error:  # any import failure means it cannot run here
+        print(f"Cockpit: not measured ({type(error).__name__}: {str(error).splitlines()[0][:120]})", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""The Monitor: per-layer activation and gradient statistics during training, at almost no cost.
+
+How it stays cheap (measured in ``bench/monitor_overhead.py``):
+
+* it counts steps by itself: a hook on the model's output queues a callback that runs once the whole
+  backward pass has finished (the mechanism DistributedDataParallel uses), so gradients are complete;
+* layer hooks are attached only for the steps that are recorded (``every=``) and removed otherwise;
+* the hooks only keep a view of the first rows of each output; all statistics are computed once per
+  recorded step, with fused multi-tensor kernels, stacked into one tensor and copied to the host once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from initlab._errors import TrainingDiverged, fail, unknown_name
+from initlab._tracing import WEIGHT_LAYERS, find_activations, trace
+from initlab.activations import Activation, activation, is_activation_module
+from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
+from initlab.monitor.history import History
+from initlab.monitor.probes import Probe, default_probes
+
+__all__ = ["Monitor", "Schedule", "linear_schedule", "log_schedule"]
+
+Schedule = Callable[[int], bool]
+
+
+def linear_schedule(every: int) -> Schedule:
+    """Record steps ``every, 2·every, …`` (and step 1).
+
+    >>> [s for s in range(1, 25) if linear_schedule(10)(s)]
+    [1, 10, 20]
+    """
+    if every < 1:
+        raise fail("every must be a positive number of steps", received=every)
+    return lambda step: step == 1 or step % every == 0
+
+
+def log_schedule(per_decade: int = 10) -> Schedule:
+    """Record ~``per_decade`` log-spaced steps per decade: dense early (where problems start), sparse later.
+
+    >>> [s for s in range(1, 200) if log_schedule(4)(s)]
+    [1, 2, 3, 6, 10, 18, 32, 56, 100, 178]
+    """
+    marks: set[int] = set()
+    for decade in range(12):
+        for i in range(per_decade):
+            marks.add(round(10 ** (decade + i / per_decade)))
+    return lambda step: step in marks
+
+
+class Monitor:
+    """Watch a model's training: per-layer statistics, findings in plain words, and their remedies.
+
+    Args:
+        model: the model (a DDP-wrapped model works; statistics are reduced across ranks).
+        every: record every n-th step, or a schedule ``step -> bool`` (:func:`linear_schedule`,
+            :func:`log_schedule`).
+        probes: ``"default"`` (activation mean/std/dead/saturated, gradient norms and ratios, loss, and
+            update ratios when ``optimizer`` is given) or a list of :class:`~initlab.monitor.probes.Probe`.
+        optimizer: enables the update/weight ratio probe.
+        thresholds: detector thresholds.
+        on_finding: called with each new :class:`Finding`.
+        stop_on: finding kinds that raise :class:`~initlab.TrainingDiverged` (e.g. ``("nan",)``).
+        auto_step: count a step at the end of every backward pass through the model (pass the loss first
+            with ``mon.observe_loss(loss)``); with ``False``, call ``mon.step(loss)`` after each step.
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> with Monitor(net, every=1) as mon:
+    ...     for _ in range(3):
+    ...         net(torch.randn(16, 4)).pow(2).mean().backward()
+    >>> mon.steps, len(mon.history.steps)
+    (3, 3)
+    """
+
+    def __init__(self, model: nn.Module, every: int | Schedule = 10, probes: str | Sequence[Probe] = "default",
+                 optimizer: torch.optim.Optimizer | None = None, *, thresholds: Thresholds | None = None,
+                 on_finding: Callable[[Finding], None] | None = None, stop_on: Iterable[str] = (),
+                 auto_step: bool = True) -> None:  # fmt: skip
+        self.model = model
+        self.schedule = linear_schedule(every) if isinstance(every, int) else every
+        if isinstance(probes, str):
+            if probes != "default":
+                raise unknown_name("probe set", probes, ("default",))
+            probes = default_probes(optimizer)
+        self.probes = list(probes)
+        self.thresholds = thresholds or Thresholds()
+        self.on_finding = on_finding
+        self.stop_on = set(stop_on)
+        self.auto_step = auto_step
+        self.history = History()
+        self.findings: list[Finding] = []
+        self.steps = 0
+        self._state = DetectorState()
+        self._handles: list[RemovableHandle] = []
+        self._root: RemovableHandle | None = None
+        self._calls: dict[str, int] = {}
+        self._pending_update: Tensor | None = None
+        self.layers, self.layer_activations = _watched_layers(model)
+        self.weights = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+        self.weights = [f"{n}.weight" if n else "weight" for n in self.weights]
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def __enter__(self) -> Monitor:
+        for probe in self.probes:
+            probe.attach(self)
+        if self.auto_step:
+            self._root = self.model.register_forward_hook(self._on_root_forward)
+        self._arm(self.schedule(self.steps + 1))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook (also called on leaving the ``with`` block, exceptions included)."""
+        self._arm(False)
+        if self._root is not None:
+            self._root.remove()
+            self._root = None
+        for probe in self.probes:
+            probe.detach()
+
+    @property
+    def recording_next_update(self) -> bool:
+        """Whether the optimizer step about to run belongs to a recorded step (after its backward)."""
+        return self.schedule(self.steps)
+
+    def _arm(self, on: bool) -> None:
+        if on and not self._handles and any(p.needs_activations for p in self.probes):
+            for name, module in self.layers:
+                self._handles.append(module.register_forward_hook(self._layer_hook(name)))
+        elif not on:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+
+    def _layer_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
+        watchers = [p for p in self.probes if p.needs_activations]
+
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, Tensor):
+                count = self._calls[name] = self._calls.get(name, 0) + 1
+                label = name if count == 1 else f"{name}#{count}"  # a module used twice per step
+                for probe in watchers:
+                    probe.on_forward(label, output)
+
+        return hook
+
+    def _on_root_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        out = _first_tensor(output)
+        if out is not None and out.requires_grad and torch.is_grad_enabled():
+            out.register_hook(self._on_output_grad)  # type: ignore[no-untyped-call]
+
+    def _on_output_grad(self, grad: Tensor) -> None:
+        torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
+
+    def _on_backward_end(self) -> None:
+        self.step()
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def observe_loss(self, loss: Tensor) -> None:
+        """Give the monitor this step's loss (for NaN and plateau detection) without ending the step."""
+        from initlab.monitor.probes import LossProbe
+
+        for probe in self.probes:
+            if isinstance(probe, LossProbe):
+                probe.loss = loss
+
+    def step(self, loss: Tensor | None = None) -> None:
+        """End a step: record it if the schedule says so. Called automatically after each backward pass;
+        call it yourself only for steps without a backward through the model."""
+        if loss is not None:
+            self.observe_loss(loss)
+        self.steps += 1
+        self._calls.clear()
+        if self.schedule(self.steps):
+            self._record()
+        self._arm(self.schedule(self.steps + 1))
+
+    def attach_update(self, names: Sequence[tuple[str, str]], ratio: Tensor) -> None:
+        """Update ratios arrive after the optimizer step, i.e. after the step was recorded: add them."""
+        self.history.add_late(self.steps, names, ratio.tolist())
+
+    def _record(self) -> None:
+        names: list[tuple[str, str]] = []
+        values: list[Tensor] = []
+        with torch.inference_mode():
+            self._compute_all(names, values)
+        flat = torch.cat(values).tolist() if values else []  # the one host copy of this step
+        record = dict(zip(names, flat, strict=True))
+        self.history.add(self.steps, record)
+        for finding in detect(self._state, self.steps, record, self.weights, self.thresholds):
+            self.findings.append(finding)
+            if self.on_finding is not None:
+                self.on_finding(finding)
+            if finding.kind in self.stop_on:
+                raise TrainingDiverged(str(finding), finding)
+
+    def _compute_all(self, names: list[tuple[str, str]], values: list[Tensor]) -> None:
+        for probe in self.probes:
+            names += probe.names()  # before compute, which may reset what the names depend on
+            tensor = probe.compute(self.steps)
+            values.append(tensor.detach().float().reshape(-1).cpu() if tensor.numel() else torch.empty(0))
+
+    def all_reduce(self, tensor: Tensor) -> Tensor:
+        """Sum a tensor of statistics across DDP ranks (no-op without torch.distributed)."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            tensor = tensor.clone()
+            dist.all_reduce(tensor)
+        return tensor
+
+    def summary(self) -> Any:
+        """The last recorded value of every statistic per layer, as a rich table."""
+        return self.history.summary_table(self.findings)
+
+
+def _first_tensor(output: Any) -> Tensor | None:
+    if isinstance(output, Tensor):
+        return output
+    items = output.values() if isinstance(output, dict) else output if isinstance(output, list | tuple) else ()
+    return next((t for t in items if isinstance(t, Tensor)), None)
+
+
+def _watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[str, Any]]:
+    """Activation modules where the model has them; else its weight layers with the activation they feed."""
+    inner = getattr(model, "module", model) if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    acts = [(n, m) for n, m in inner.named_modules() if is_activation_module(m) and activation(m).name != "linear"]
+    if acts:
+        return acts, {n: activation(m) for n, m in acts}
+    # No activation modules (functional activations): watch the weight layers' outputs, the pre-activations.
+    found = find_activations(inner, trace(inner))
+    layers = [(n, m) for n, m in inner.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+    return layers, {n: PreActivation(found[n].activation) if n in found else None for n, _ in layers}
+
+
+class PreActivation:
+    """Marks a watched value as the input of ``act`` rather than its output."""
+
+    def __init__(self, act: Activation | None) -> None:
+        self.act = act

@@ -1,0 +1,268 @@
+"""Findings: what is going wrong in training, in plain words, with the evidence and what to try.
+
+Thresholds start from the literature and are all configurable (:class:`Thresholds`):
+
+* vanishing gradients: ‖g_first‖/‖g_last‖ < 1e-3 and ‖g_first‖ < 1e-4 — AUTOTRAINER (Zhang et al., ICSE 2021);
+* exploding gradients: that ratio > 70, or any gradient NaN/Inf — AUTOTRAINER; or the activations' std
+  growing more than 70× from the first watched layer to the last. The second test is initlab's: with
+  σ_w² = 4/fan_in in a ReLU net, activations and back-propagated deltas both grow √2× per layer, so every
+  weight gradient ``δ_l x_{l-1}ᵀ`` has the same norm and AUTOTRAINER's ratio stays near 1 while the signal
+  has grown 1000× over 20 layers;
+* dying ReLU: ≥ 70% of a ReLU layer's outputs ≤ 0 — DeepDiagnosis (Wardat et al., ICSE 2022), AUTOTRAINER's
+  70% of zero gradients;
+* saturation: > 50% of a tanh/sigmoid layer's pre-activations beyond |5| — DeepDiagnosis;
+* NaN/Inf in the loss, an activation or a gradient: the first step and the first layer where it appeared;
+* loss plateau: the loss moved less than 1% over the last ``plateau_steps`` recorded steps while every
+  gradient norm stayed below 1e-4.
+
+A condition must hold on ``patience`` consecutive recorded steps (NaN: at once) before it becomes a finding,
+and each (kind, layer) is reported once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["REMEDIES", "Finding", "Thresholds", "detect"]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Detector thresholds (defaults from AUTOTRAINER and DeepDiagnosis; see the module docs)."""
+
+    vanishing_ratio: float = 1e-3
+    vanishing_norm: float = 1e-4
+    exploding_ratio: float = 70.0
+    dead_fraction: float = 0.7
+    saturated_fraction: float = 0.5
+    plateau_change: float = 0.01
+    plateau_grad: float = 1e-4
+    plateau_steps: int = 10
+    patience: int = 3
+
+
+@dataclass
+class Finding:
+    """One problem: where and when it appeared, the numbers behind it, and ranked remedies."""
+
+    step: int
+    layer: str
+    kind: str  # vanishing, exploding, dying_relu, saturation, nan, plateau
+    message: str
+    evidence: dict[str, float] = field(default_factory=dict)
+    remedies: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        tries = "; ".join(f"({i}) {r}" for i, r in enumerate(self.remedies, 1))
+        return f"step {self.step}, {self.layer}: {self.message} Try: {tries}"
+
+
+REMEDIES: dict[str, list[str]] = {
+    "vanishing": [
+        "initialize for the activation: initlab.initialize(model, 'he_normal') for ReLU nets, 'glorot_uniform' "
+        "or 'critical' for tanh",
+        "add BatchNorm after each hidden layer",
+        "add residual connections so gradients have a short path",
+        "use Adam, whose per-parameter step size does not shrink with the gradient",
+        "replace sigmoid/tanh by ReLU or LeakyReLU",
+    ],
+    "exploding": [
+        "clip gradients by norm (torch.nn.utils.clip_grad_norm_(params, 1.0))",
+        "lower the learning rate by 10×",
+        "initialize with smaller weights for the activation: 'he_normal' for ReLU, 'glorot_uniform' for tanh",
+        "add BatchNorm after each hidden layer",
+    ],
+    "dying_relu": [
+        "use LeakyReLU (negative slope 0.01–0.2) so inactive units still get a gradient",
+        "start biases at 0 (initlab's default), not negative",
+        "lower the learning rate: a large step can push units into the dead region",
+        "initialize with he_normal",
+    ],
+    "saturation": [
+        "initialize with glorot_uniform (tanh) or the 'critical' scheme so pre-activations stay small",
+        "add BatchNorm before the activation",
+        "replace tanh/sigmoid by ReLU or LeakyReLU",
+        "lower the learning rate",
+    ],
+    "nan": [
+        "lower the learning rate by 10× or more",
+        "clip gradients by norm",
+        "look for log(0), division by zero or overflow in the loss",
+        "use Adam with a smaller learning rate",
+    ],
+    "plateau": [
+        "initialize for the activation (he_normal for ReLU, glorot/critical for tanh)",
+        "raise the learning rate or use Adam",
+        "add BatchNorm or residual connections",
+    ],
+}
+
+
+@dataclass
+class DetectorState:
+    """What detection remembers between recorded steps."""
+
+    streaks: dict[tuple[str, str], int] = field(default_factory=dict)
+    reported: set[tuple[str, str]] = field(default_factory=set)
+    losses: list[float] = field(default_factory=list)
+
+
+Record = dict[tuple[str, str], float]
+Check = Callable[[int, Record, Sequence[str], Thresholds], list[tuple[str, str, str, dict[str, float]]]]
+
+
+def _weight_norms(record: Record, weights: Sequence[str]) -> list[float]:
+    return [record.get((w, "grad_norm"), math.nan) for w in weights]
+
+
+def _vanishing_exploding(step: int, record: Record, weights: Sequence[str],
+                         t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:  # fmt: skip
+    norms = _weight_norms(record, weights)
+    if len(norms) < 2 or not all(math.isfinite(n) for n in norms) or norms[-1] == 0:
+        return []
+    first, last = norms[0], norms[-1]
+    ratio = first / last
+    evidence = {"first_grad_norm": first, "last_grad_norm": last, "ratio": ratio}
+    if ratio < t.vanishing_ratio and first < t.vanishing_norm:
+        return [
+            (
+                "vanishing",
+                weights[0],
+                f"gradients vanish: the first layer's gradient norm is {first:.2g}, "
+                f"{ratio:.2g} of the last layer's ({last:.2g}); the first layers barely learn.",
+                evidence,
+            )
+        ]
+    if ratio > t.exploding_ratio:
+        return [
+            (
+                "exploding",
+                weights[0],
+                f"gradients explode: the first layer's gradient norm is {first:.3g}, "
+                f"{ratio:.3g}× the last layer's ({last:.3g}).",
+                evidence,
+            )
+        ]
+    return _exploding_signal(record, t)
+
+
+def _exploding_signal(record: Record, t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:
+    stds = [(layer, v) for (layer, stat), v in record.items() if stat == "std" and math.isfinite(v)]
+    if len(stds) < 2 or stds[0][1] <= 0:
+        return []
+    growth = stds[-1][1] / stds[0][1]
+    if growth <= t.exploding_ratio:
+        return []
+    evidence = {"first_std": stds[0][1], "last_std": stds[-1][1], "growth": growth}
+    return [
+        (
+            "exploding",
+            stds[-1][0],
+            f"activations explode: their std grows {growth:.3g}× from layer "
+            f"{stds[0][0]} ({stds[0][1]:.3g}) to layer {stds[-1][0]} ({stds[-1][1]:.3g}); gradients grow the "
+            "same way backwards.",
+            evidence,
+        )
+    ]
+
+
+def _units(step: int, record: Record, weights: Sequence[str],
+           t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:  # fmt: skip
+    out = []
+    for (layer, stat), value in record.items():
+        if stat == "dead" and value >= t.dead_fraction:
+            out.append(
+                (
+                    "dying_relu",
+                    layer,
+                    f"dying ReLU: {value:.0%} of this layer's outputs are ≤ 0, so their units pass no gradient.",
+                    {"dead_fraction": value},
+                )
+            )
+        if stat == "saturated" and value > t.saturated_fraction:
+            out.append(
+                (
+                    "saturation",
+                    layer,
+                    f"saturated units: {value:.0%} of this layer's pre-activations are "
+                    "beyond ±5, where tanh/sigmoid have almost no slope.",
+                    {"saturated_fraction": value},
+                )
+            )
+    return out
+
+
+def _nan(step: int, record: Record, weights: Sequence[str],
+         t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:  # fmt: skip
+    for (layer, stat), value in record.items():  # records keep forward order: activations, then parameters
+        if stat in ("mean", "std", "grad_norm", "loss") and not math.isfinite(value):
+            where = "the loss" if stat == "loss" else ("an activation" if stat in ("mean", "std") else "a gradient")
+            return [
+                (
+                    "nan",
+                    layer,
+                    f"NaN/Inf first appeared in {where} ({stat} = {value}) at this layer; training has diverged.",
+                    {stat: value},
+                )
+            ]
+    return []
+
+
+def _plateau(state: DetectorState, step: int, record: Record, weights: Sequence[str],
+             t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:  # fmt: skip
+    loss = record.get(("model", "loss"), math.nan)
+    if not math.isfinite(loss):
+        return []
+    state.losses.append(loss)
+    recent = state.losses[-t.plateau_steps :]
+    grads = [v for (_, stat), v in record.items() if stat == "grad_norm"]
+    if len(recent) < t.plateau_steps or not grads or max(grads) >= t.plateau_grad:
+        return []
+    change = abs(recent[0] - recent[-1]) / max(abs(recent[0]), 1e-12)
+    if change >= t.plateau_change:
+        return []
+    return [
+        (
+            "plateau",
+            "model",
+            f"the loss plateaued ({change:.2%} change over {t.plateau_steps} recorded steps) "
+            f"while every gradient norm is below {t.plateau_grad:g}.",
+            {"loss": loss, "change": change},
+        )
+    ]
+
+
+def detect(state: DetectorState, step: int, record: Record, weights: Sequence[str],
+           t: Thresholds) -> list[Finding]:  # fmt: skip
+    """New findings for one recorded step (``record``: (layer, stat) -> value; ``weights``: forward order)."""
+    candidates = _nan(step, record, weights, t)
+    immediate = {c[0] for c in candidates}
+    for check in (_vanishing_exploding, _units):
+        candidates += check(step, record, weights, t)
+    candidates += _plateau(state, step, record, weights, t)
+    seen = {(kind, layer) for kind, layer, *_ in candidates}
+    for key in list(state.streaks):
+        if key not in seen:
+            del state.streaks[key]
+    findings = []
+    for kind, layer, message, evidence in candidates:
+        key = (kind, layer)
+        state.streaks[key] = state.streaks.get(key, 0) + 1
+        ready = kind in immediate or kind == "plateau" or state.streaks[key] >= t.patience
+        if ready and key not in state.reported and not _shadowed(kind, state):
+            state.reported.add(key)
+            findings.append(Finding(step, layer, kind, message, evidence, list(REMEDIES[kind])))
+    return findings
+
+
+def _shadowed(kind: str, state: DetectorState) -> bool:
+    """After NaN, everything else is noise."""
+    return kind != "nan" and any(k == "nan" for k, _ in state.reported)
+
+
+def summarize(findings: Sequence[Finding]) -> list[dict[str, Any]]:
+    return [{"step": f.step, "layer": f.layer, "kind": f.kind, "message": f.message, "evidence": f.evidence,
+             "remedies": f.remedies} for f in findings]  # fmt: skip

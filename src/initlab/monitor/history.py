@@ -1,0 +1,79 @@
+"""The monitor's history: one row per recorded step × layer × statistic, kept compactly per step."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from initlab.report_types import fmt
+
+__all__ = ["History"]
+
+
+class History:
+    """Recorded statistics. ``records[i]`` maps (layer, statistic) to its value at ``steps[i]``."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.records: list[dict[tuple[str, str], float]] = []
+
+    def add(self, step: int, record: dict[tuple[str, str], float]) -> None:
+        self.steps.append(step)
+        self.records.append(record)
+
+    def add_late(self, step: int, names: Sequence[tuple[str, str]], values: Sequence[float]) -> None:
+        """Statistics that become known after the step was recorded (update ratios)."""
+        if self.steps and self.steps[-1] == step:
+            self.records[-1].update(zip(names, values, strict=True))
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.records)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The tidy table: ``{"step", "layer", "stat", "value"}`` per row (NaN/Inf as strings)."""
+        return [{"step": step, "layer": layer, "stat": stat, "value": _json(value)}
+                for step, record in zip(self.steps, self.records, strict=True)
+                for (layer, stat), value in record.items()]  # fmt: skip
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        """Write one JSON object per row."""
+        out = Path(path)
+        with out.open("w") as fh:
+            for row in self.to_records():
+                fh.write(json.dumps(row) + "\n")
+        return out
+
+    def series(self, layer: str, stat: str) -> tuple[list[int], list[float]]:
+        """The steps and values of one statistic of one layer.
+
+        >>> h = History(); h.add(1, {("fc", "mean"): 0.5}); h.add(2, {("fc", "mean"): 0.25})
+        >>> h.series("fc", "mean")
+        ([1, 2], [0.5, 0.25])
+        """
+        pairs = [(s, r[(layer, stat)]) for s, r in zip(self.steps, self.records, strict=True) if (layer, stat) in r]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def summary_table(self, findings: Sequence[Any] = ()) -> Table:
+        """The last recorded value of each statistic, one row per layer."""
+        table = Table(title=f"initlab.Monitor: step {self.steps[-1] if self.steps else 0}, "
+                            f"{len(findings)} finding(s)")  # fmt: skip
+        if not self.records:
+            return table
+        last = self.records[-1]
+        stats = list(dict.fromkeys(stat for _, stat in last))
+        layers = list(dict.fromkeys(layer for layer, _ in last))
+        table.add_column("layer")
+        for stat in stats:
+            table.add_column(stat, justify="right")
+        for layer in layers:
+            table.add_row(layer, *(fmt(last.get((layer, s))) for s in stats))
+        return table
+
+
+def _json(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)

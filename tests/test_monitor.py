@@ -1,0 +1,175 @@
+"""Monitor: probes against brute-force autograd (oracles), hooks' lifecycle, history and export."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+import torch
+from rich.console import Console
+from torch import nn
+
+from initlab.monitor import GradientNorms, Monitor, log_schedule
+
+ROWS = 16  # ActivationStats' default sample
+
+
+def _net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(32, 200), nn.Tanh(), nn.Linear(200, 200), nn.ReLU(inplace=True),
+                         nn.Linear(200, 200), nn.Sigmoid(), nn.Linear(200, 5))  # fmt: skip
+
+
+def _brute(net: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    outs, h = {}, x
+    for i, m in enumerate(net):
+        h = m(h if not getattr(m, "inplace", False) else h.clone())
+        outs[str(i)] = h.detach()
+    return outs
+
+
+def test_activation_probe_matches_brute_force() -> None:
+    net, x = _net(), torch.randn(64, 32, generator=torch.Generator().manual_seed(1)) * 3
+    outs = _brute(net, x)
+    with Monitor(net, every=1) as mon:
+        net(x).sum().backward()
+    record = mon.history.records[-1]
+    for layer, (dead_rule, sat_level) in {"1": (None, math.tanh(5)), "3": ("zero", None),
+                                          "5": (None, 1 / (1 + math.exp(-5)))}.items():  # fmt: skip
+        y = outs[layer][:ROWS]
+        assert record[(layer, "mean")] == pytest.approx(y.mean().item(), rel=1e-5, abs=1e-6)
+        assert record[(layer, "std")] == pytest.approx(y.std().item(), rel=1e-4)
+        assert record[(layer, "dead")] == pytest.approx((y <= 0).float().mean().item() if dead_rule else 0.0)
+        if layer == "1":
+            assert record[(layer, "saturated")] == pytest.approx((y.abs() >= sat_level).float().mean().item())
+        if layer == "5":
+            expected = ((y >= sat_level) | (y <= 1 - sat_level)).float().mean().item()
+            assert record[(layer, "saturated")] == pytest.approx(expected)
+
+
+def test_gradient_probe_matches_brute_force() -> None:
+    net, x = _net(), torch.randn(64, 32)
+    with Monitor(net, every=1, probes=[GradientNorms(sample_rows=None, weight_every=1)]) as mon:
+        net(x).pow(2).mean().backward()
+    record = mon.history.records[-1]
+    for name, p in net.named_parameters():
+        assert record[(name, "grad_norm")] == pytest.approx(p.grad.norm().item(), rel=1e-5)
+        assert record[(name, "grad_weight_ratio")] == pytest.approx((p.grad.norm() / p.norm()).item(), rel=1e-5)
+
+
+def test_sampled_gradient_norm_is_the_documented_estimator() -> None:
+    net, x = _net(), torch.randn(256, 32, generator=torch.Generator().manual_seed(2))
+    with Monitor(net, every=1) as mon:  # default: first 64 rows of matrices with more rows
+        net(x).pow(2).mean().backward()
+    record = mon.history.records[-1]
+    for name, p in net.named_parameters():
+        g = p.grad
+        k = 64 if g.ndim == 2 and g.shape[0] > 64 else g.shape[0]
+        estimate = math.sqrt(g.shape[0] / k) * g[:k].norm().item()
+        assert record[(name, "grad_norm")] == pytest.approx(estimate, rel=1e-5)
+        # and the estimate is close to the exact norm here (tolerance 15%: row norms of a random net vary)
+        assert record[(name, "grad_norm")] == pytest.approx(g.norm().item(), rel=0.15)
+
+
+def test_update_ratio_with_optimizer() -> None:
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with Monitor(net, every=1, optimizer=opt) as mon:
+        before = [p.detach().clone() for p in net.parameters()]
+        net(torch.randn(8, 32)).sum().backward()
+        opt.step()
+    record = mon.history.records[-1]
+    for (name, p), b in zip(net.named_parameters(), before, strict=True):
+        expected = ((p.detach() - b).norm() / p.detach().norm()).item()
+        assert record[(name, "update_ratio")] == pytest.approx(expected, rel=1e-4)
+
+
+def test_module_reused_twice_is_recorded_twice() -> None:
+    act = nn.Tanh()
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.act = nn.Linear(4, 4), nn.Linear(4, 2), act
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.act(self.a(self.act(x))))
+
+    net = Twice()
+    x = torch.randn(8, 4)
+    with Monitor(net, every=1) as mon:
+        net(x).sum().backward()
+    record = mon.history.records[-1]
+    assert record[("act", "mean")] == pytest.approx(torch.tanh(x).mean().item(), rel=1e-5)
+    second = torch.tanh(net.a(torch.tanh(x))).detach()
+    assert record[("act#2", "mean")] == pytest.approx(second.mean().item(), rel=1e-5)
+
+
+def test_hooks_are_removed_on_exit_and_on_exceptions() -> None:
+    net = _net()
+    armed: list[bool] = []
+
+    def fail_inside() -> None:
+        with Monitor(net, every=1):
+            armed.append(any(m._forward_hooks for m in net.modules()))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    assert armed == [True]
+    assert not any(m._forward_hooks for m in net.modules())
+
+
+def test_schedules_and_manual_steps() -> None:
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    with Monitor(net, every=5) as mon:
+        for _ in range(12):
+            net(torch.randn(4, 4)).sum().backward()
+    assert mon.history.steps == [1, 5, 10]
+    with Monitor(net, every=lambda s: s % 2 == 0, auto_step=False) as mon:
+        for _ in range(4):
+            loss = net(torch.randn(4, 4)).sum()
+            loss.backward()
+            mon.step(loss)
+    assert mon.history.steps == [2, 4]
+    assert ("model", "loss") in mon.history.records[-1]
+    assert [s for s in range(1, 1000) if log_schedule(2)(s)] == [1, 3, 10, 32, 100, 316]
+
+
+def test_history_exports(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    net = _net()
+    with Monitor(net, every=1) as mon:
+        for _ in range(2):
+            loss = net(torch.randn(8, 32)).sum()
+            mon.observe_loss(loss)
+            loss.backward()
+    rows = mon.history.to_records()
+    assert {"step", "layer", "stat", "value"} == set(rows[0])
+    path = mon.history.to_jsonl(tmp_path / "h.jsonl")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == len(rows) and lines[-1]["stat"] == "loss"
+    console = Console(file=io.StringIO(), width=200)
+    console.print(mon.summary())
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "initlab.Monitor: step 2, 0 finding(s)" in text and "grad_norm" in text
+
+
+def test_tensorboard_files_read_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from initlab.monitor import TensorBoardWriter
+
+    net = _net()
+    with Monitor(net, every=1) as mon:
+        for _ in range(3):
+            net(torch.randn(8, 32)).sum().backward()
+    with TensorBoardWriter(tmp_path) as tb:
+        assert tb.write(mon.history) == 3
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    scalars = events.Scalars("0.weight/grad_norm")
+    assert [e.step for e in scalars] == [1, 2, 3]
+    assert scalars[-1].value == pytest.approx(mon.history.records[-1][("0.weight", "grad_norm")], rel=1e-6)
