@@ -158,6 +158,11 @@ class Monitor:
             out.register_hook(self._on_output_grad)  # type: ignore[no-untyped-call]
 
     def _on_output_grad(self, grad: Tensor) -> None:
+        torch.autograd.Variable._execution_engine.queue_callback(self._requeue)
+
+    def _requeue(self) -> None:
+        # Callbacks run in queue order and ours was queued first (at the output's gradient); DDP queues the
+        # one that writes the averaged gradients later. Queuing again puts the record after it.
         torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
 
     def _on_backward_end(self) -> None:
