@@ -5,7 +5,9 @@ Targets: all default probes at every step <= 1.10x the plain loop; at every=10 <
 The machines are shared (other tenants' load shows as ±10-20% drift within a minute), so the loops are
 interleaved finely: blocks of 10 steps (at every=10 each block holds exactly one recorded step), the
 configurations rotating block by block, 60 blocks each; the figure is the median block time per step.
-Cockpit (cockpit-for-pytorch) is measured too when it imports beside torch 2.13.0.
+Cockpit (cockpit-for-pytorch 1.0.2) does not install beside torch 2.13.0: backpack-for-pytorch pulls
+torchvision, which upgrades torch to 2.14.1, and it needs setuptools<70 to import (pkg_resources); the
+script says so when it cannot import it.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 How it stays cheap (measured in ``bench/monitor_overhead.py``):
 
-* it counts steps by itself: a hook on the model's output queues a callback that runs once the whole
-  backward pass has finished (the mechanism DistributedDataParallel uses), so gradients are complete;
+* it counts steps by itself: a training step is a forward pass with gradients enabled. For a step to be
+  recorded, a hook on the model's output queues a callback that runs once the whole backward pass has
+  finished (the mechanism DistributedDataParallel uses), so gradients are complete; other steps are
+  counted at the end of their forward pass and cost one hook call;
 * layer hooks are attached only for the steps that are recorded (``every=``) and removed otherwise;
 * the hooks only keep a view of the first rows of each output; all statistics are computed once per
   recorded step, with fused multi-tensor kernels, stacked into one tensor and copied to the host once.
@@ -153,9 +155,18 @@ class Monitor:
         return hook
 
     def _on_root_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if not torch.is_grad_enabled():
+            return  # evaluation passes are not training steps
         out = _first_tensor(output)
-        if out is not None and out.requires_grad and torch.is_grad_enabled():
+        if self.schedule(self.steps + 1) and out is not None and out.requires_grad:
             out.register_hook(self._on_output_grad)  # type: ignore[no-untyped-call]
+        else:
+            self._count()  # an unrecorded step needs nothing from its backward pass: count it now
+
+    def _count(self) -> None:
+        self.steps += 1
+        self._calls.clear()
+        self._arm(self.schedule(self.steps + 1))
 
     def _on_output_grad(self, grad: Tensor) -> None:
         torch.autograd.Variable._execution_engine.queue_callback(self._requeue)
