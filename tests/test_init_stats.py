@@ -168,3 +168,27 @@ def test_truncated_normal_wide_bounds_keep_the_tails() -> None:
     w = il.truncated_normal_(torch.empty(1_000_000), a=-6, b=6, generator=torch.Generator().manual_seed(6))
     assert stats.kstest(w.numpy(), stats.truncnorm(-6, 6).cdf).pvalue > P_MIN
     assert w.abs().max().item() <= 6.0
+
+
+@pytest.mark.parametrize("kind", SHAPES)
+def test_critical_scheme_draws_the_edge_of_chaos_variance(kind: str) -> None:
+    # N(0, σ_w²*/fan_in) with σ_w²* the root of χ1 = 1 for tanh at the documented σ_b² = 0.05.
+    from initlab.theory import chi1, critical_weight_var
+
+    wv = critical_weight_var("tanh", 0.05)
+    assert chi1("tanh", wv, 0.05) == pytest.approx(1.0, abs=1e-9)
+    w = il.get("critical", activation="tanh")(torch.empty(SHAPES[kind]), generator=torch.Generator().manual_seed(3))
+    target = stats.norm(0, math.sqrt(wv / FANS[kind][0]))
+    assert w.var().item() == pytest.approx(target.var(), rel=0.03)
+    assert stats.kstest(w.flatten().numpy(), target.cdf).pvalue > P_MIN
+
+
+def test_deterministic_schemes_equal_torch() -> None:
+    for groups in (1, 2, 4):
+        ours = il.dirac_(torch.empty(8, 8 // groups, 3, 3), groups=groups)
+        theirs = torch.nn.init.dirac_(torch.empty_like(ours), groups=groups)
+        assert torch.equal(ours, theirs)
+    assert torch.equal(il.identity_(torch.empty(3, 5)), torch.nn.init.eye_(torch.empty(3, 5)))
+    assert torch.equal(il.constant_(torch.empty(4), 0.3), torch.nn.init.constant_(torch.empty(4), 0.3))
+    assert torch.equal(il.zeros_(torch.empty(4)), torch.nn.init.zeros_(torch.empty(4)))
+    assert torch.equal(il.ones_(torch.empty(4)), torch.nn.init.ones_(torch.empty(4)))
