@@ -178,3 +178,12 @@ def test_report_serializes() -> None:
 def test_unknown_residual_rule() -> None:
     with pytest.raises(il.InitlabError, match=re.escape("unknown residual rule 'zero'")):
         il.initialize(nn.Linear(2, 2), residual="zero")
+
+
+def test_zero_last_with_weight_norm_stays_finite() -> None:
+    # regression: zeroing a weight-normed layer through its weight made v = 0 and w = 0/0 = NaN
+    net = build(ModelSpec("mlp", depth=3, width=16, residual=True, weight_norm=True), (8,), 3)
+    il.initialize(net, "he_normal", residual="zero_last", generator=_gen())
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert torch.isfinite(net(torch.randn(4, 8))).all()
+    assert net[3].body[0].weight.abs().sum() == 0

@@ -388,5 +388,12 @@ def _residual(model: nn.Module, graph: Any, rule: str, ctx: _Context) -> None:
 
 def _zero_last(module: nn.Module) -> None:
     for pname in ("weight", "bias"):
-        if isinstance(getattr(module, pname, None), Tensor):
+        if not isinstance(getattr(module, pname, None), Tensor):
+            continue
+        magnitude = getattr(getattr(getattr(module, "parametrizations", None), pname, None), "original0", None)
+        if parametrize.is_parametrized(module, pname) and isinstance(magnitude, Tensor):
+            # weight norm w = g·v/‖v‖: zero g and keep v (setting w = 0 would make v = 0 and w = 0/0 = NaN)
+            with torch.no_grad():
+                magnitude.zero_()
+        else:
             _fill(module, pname, lambda t: t.zero_())

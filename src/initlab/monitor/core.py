@@ -146,7 +146,7 @@ class Monitor:
         watchers = [p for p in self.probes if p.needs_activations]
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if isinstance(output, Tensor):
+            if isinstance(output, Tensor) and torch.is_grad_enabled():  # evaluation passes are not steps
                 count = self._calls[name] = self._calls.get(name, 0) + 1
                 label = name if count == 1 else f"{name}#{count}"  # a module used twice per step
                 for probe in watchers:

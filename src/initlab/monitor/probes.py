@@ -107,16 +107,18 @@ class ActivationStats(Probe):
         return self._slots[layer]
 
     def names(self) -> list[tuple[str, str]]:
-        return [(layer, stat) for layer in self.layers for stat in ("mean", "std", "dead", "saturated")]
+        """Only the layers called in this step (a layer skipped by the forward pass has no statistics)."""
+        return [(layer, stat) for layer in self.layers if layer in self._seen
+                for stat in ("mean", "std", "dead", "saturated")]  # fmt: skip
 
     def raw(self) -> Tensor:
-        """Per layer: count, sum, sum of squares, dead count, saturated count (reducible by summing)."""
+        """Per called layer: count, sum, sum of squares, dead count, saturated count (reducible by summing)."""
         parts = [self._reduce(key, buffer) for key, buffer in self._buffers.items()]
         if not parts:
             return torch.empty(0, 5)
         out = torch.cat(parts).cpu()[self._order()]
-        if len(self._seen) != len(self.layers):  # a layer not called in this step
-            out[[i for i, layer in enumerate(self.layers) if layer not in self._seen]] = math.nan
+        if len(self._seen) != len(self.layers):
+            out = out[[i for i, layer in enumerate(self.layers) if layer in self._seen]]
         self._seen.clear()
         return out
 

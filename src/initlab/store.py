@@ -1,0 +1,181 @@
+"""The run store: SQLite (WAL mode), written run by run in transactions, read by reports and sweeps.
+
+Tables: ``runs`` (id = hash of the resolved config, config JSON, status, timings, error), ``metrics`` (per
+epoch), ``layer_stats`` (the monitor's tidy rows) and ``findings``. A run's results land in one transaction,
+so a reader never sees half a run. The schema is versioned; a store of a newer or unknown schema is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from initlab._errors import fail
+from initlab.train import RunResult
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'queued',
+    created REAL NOT NULL, started REAL, finished REAL, seconds REAL, steps INTEGER,
+    diverged INTEGER, error TEXT, worker TEXT
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(id), epoch INTEGER NOT NULL, train_loss REAL, train_accuracy REAL,
+    test_loss REAL, test_accuracy REAL, seconds REAL, PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS layer_stats (
+    run_id TEXT NOT NULL REFERENCES runs(id), step INTEGER NOT NULL, layer TEXT NOT NULL, stat TEXT NOT NULL,
+    value REAL
+);
+CREATE INDEX IF NOT EXISTS layer_stats_run ON layer_stats(run_id);
+CREATE TABLE IF NOT EXISTS findings (
+    run_id TEXT NOT NULL REFERENCES runs(id), step INTEGER, layer TEXT, kind TEXT, message TEXT,
+    evidence TEXT, remedies TEXT
+);
+"""
+
+
+class Store:
+    """A run store in one SQLite file. Safe for one writer and many readers at once (WAL).
+
+    >>> import tempfile, os
+    >>> store = Store(os.path.join(tempfile.mkdtemp(), "runs.db"))
+    >>> store.counts()
+    {}
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._check_schema()
+        except sqlite3.DatabaseError as error:
+            message = f"{self.path} is not an initlab run store ({error})"
+            raise fail(message, fix="Pass a new file name, or the .db file a previous run or sweep wrote.") from None
+
+    def _check_schema(self) -> None:
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise fail(f"{self.path} is an SQLite file but not an initlab run store (no meta table)",
+                       fix="Pass a new file name for the store.")  # fmt: skip
+        with self._transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif row[0] != str(SCHEMA_VERSION):
+                raise fail(f"{self.path} has run-store schema version {row[0]}; this initlab reads version "
+                           f"{SCHEMA_VERSION}", fix="Upgrade initlab, or write to a new store file.")  # fmt: skip
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def add(self, run_id: str, config: dict[str, Any]) -> bool:
+        """Queue a run; False if it is already in the store (any status)."""
+        with self._transaction() as db:
+            cur = db.execute("INSERT OR IGNORE INTO runs (id, config, status, created) VALUES (?, ?, 'queued', ?)",
+                             (run_id, json.dumps(config, sort_keys=True), time.time()))  # fmt: skip
+            return cur.rowcount == 1
+
+    def claim(self, run_id: str, worker: str = "") -> bool:
+        """Atomically move a queued run to running; False if another process got it first."""
+        with self._transaction() as db:
+            cur = db.execute("UPDATE runs SET status='running', started=?, worker=? WHERE id=? AND status='queued'",
+                             (time.time(), worker, run_id))  # fmt: skip
+            return cur.rowcount == 1
+
+    def write(self, result: RunResult) -> None:
+        """Store a finished run — metrics, layer statistics, findings and status — in one transaction."""
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO runs (id, config, status, created) VALUES (?, ?, 'queued', ?)",
+                       (result.run_id, json.dumps(result.config.to_dict(), sort_keys=True), time.time()))  # fmt: skip
+            db.execute("DELETE FROM metrics WHERE run_id=?", (result.run_id,))
+            db.execute("DELETE FROM layer_stats WHERE run_id=?", (result.run_id,))
+            db.execute("DELETE FROM findings WHERE run_id=?", (result.run_id,))
+            db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(result.run_id, e.epoch, e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy,
+                             e.seconds) for e in result.epochs])  # fmt: skip
+            stats = [(result.run_id, r["step"], r["layer"], r["stat"], r["value"] if isinstance(r["value"], float)
+                      else None) for r in result.layer_stats]  # fmt: skip
+            db.executemany("INSERT INTO layer_stats VALUES (?, ?, ?, ?, ?)", stats)
+            db.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(result.run_id, f.step, f.layer, f.kind, f.message, json.dumps(f.evidence),
+                             json.dumps(f.remedies)) for f in result.findings])  # fmt: skip
+            db.execute("UPDATE runs SET status='done', finished=?, seconds=?, steps=?, diverged=?, error=NULL "
+                       "WHERE id=?", (time.time(), result.seconds, result.steps, int(result.diverged),
+                                      result.run_id))  # fmt: skip
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        """Record a run that raised (with its traceback); the sweep goes on."""
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET status='failed', finished=?, error=? WHERE id=?", (time.time(), error, run_id))
+
+    def requeue_running(self) -> int:
+        """Put runs left 'running' by a dead process back in the queue; returns how many."""
+        with self._transaction() as db:
+            return db.execute("UPDATE runs SET status='queued', started=NULL WHERE status='running'").rowcount
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Number of runs by status."""
+        return dict(self._db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+
+    def runs(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Runs (optionally of one status) with their config decoded."""
+        query, args = "SELECT * FROM runs", tuple[str, ...]()
+        if status is not None:
+            query, args = query + " WHERE status=?", (status,)
+        cur = self._db.execute(query + " ORDER BY created, id", args)
+        cols = [c[0] for c in cur.description]
+        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        for row in rows:
+            row["config"] = json.loads(row["config"])
+        return rows
+
+    def metrics(self, run_id: str) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT * FROM metrics WHERE run_id=? ORDER BY epoch", (run_id,))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def findings(self, run_id: str) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT step, layer, kind, message, evidence, remedies FROM findings WHERE run_id=?",
+                               (run_id,))  # fmt: skip
+        return [{"step": s, "layer": la, "kind": k, "message": m, "evidence": json.loads(e),
+                 "remedies": json.loads(r)} for s, la, k, m, e, r in cur.fetchall()]  # fmt: skip
+
+    def layer_stats(self, run_id: str, stat: str | None = None) -> list[tuple[int, str, str, float | None]]:
+        query = "SELECT step, layer, stat, value FROM layer_stats WHERE run_id=?"
+        args: tuple[Any, ...] = (run_id,)
+        if stat is not None:
+            query, args = query + " AND stat=?", (run_id, stat)
+        return list(self._db.execute(query + " ORDER BY step", args).fetchall())

@@ -1,0 +1,292 @@
+"""One training run, as a plain loop that reads top to bottom.
+
+``TrainConfig`` holds every knob (one frozen, commented dataclass); ``train(config)`` runs:
+seed → data → model → initialize → optimizer → epochs of steps (with the monitor) → evaluate → result.
+A diverged run (NaN/Inf loss) is a *result*, recorded with its finding, not a crash. The same seed on the
+CPU gives identical weights and an identical loss curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from initlab._errors import fail, unknown_name
+from initlab.data import Dataset, load
+from initlab.model_init import initialize
+from initlab.models import ModelSpec, build
+from initlab.monitor import Monitor
+from initlab.monitor.detectors import Finding
+
+__all__ = ["OPTIMIZERS", "EpochMetrics", "RunResult", "TrainConfig", "train"]
+
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a run. The run's id is a hash of these values, so equal configs are the same run."""
+
+    # data and model
+    data: str = "digits"  # a name initlab.data.load knows
+    model: str = "mlp"  # mlp, cnn or rnn
+    depth: int = 5  # hidden layers
+    width: int = 128  # hidden units (channels for cnn, hidden size for rnn)
+    activation: str = "relu"
+    norm: str = "none"  # none, batch or layer (remedy: BatchNorm)
+    dropout: float = 0.0  # remedy: dropout
+    weight_norm: bool = False  # remedy: weight normalization (Salimans & Kingma 2016)
+    residual: bool = False  # remedy: residual connections
+    groups: int = 1  # cnn only
+    cell: str = "rnn"  # rnn only: rnn, lstm, gru
+    # initialization
+    scheme: str = "he_normal"  # any name `initlab schemes` lists
+    residual_init: str = "none"  # none, zero_last or fixup
+    # optimization
+    optimizer: str = "sgd"  # sgd, momentum, rmsprop, adam, adamw
+    lr: float = 0.1
+    momentum: float = 0.9  # for "momentum" (and rmsprop's)
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant or cosine (over all steps)
+    epochs: int = 20
+    max_steps: int = 0  # stop after this many steps (0: no limit)
+    batch_size: int = 64
+    # remedies applied at each step
+    clip_grad_norm: float = 0.0  # clip the global gradient norm to this (0: off)
+    clip_grad_value: float = 0.0  # clip every gradient element to ±this (0: off)
+    clip_weight: float = 0.0  # clip every weight to ±this after each step (0: off)
+    max_norm: float = 0.0  # max-norm constraint on each unit's incoming weights (0: off)
+    # bookkeeping
+    seed: int = 0
+    device: str = "cpu"
+    monitor: bool = True
+    monitor_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule not in ("constant", "cosine"):
+            raise unknown_name("schedule", self.schedule, ("constant", "cosine"))
+        if self.residual_init not in ("none", "zero_last", "fixup"):
+            raise unknown_name("residual_init", self.residual_init, ("none", "zero_last", "fixup"))
+        for name in ("lr", "epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise fail(f"{name} must be positive", received=getattr(self, name))
+
+    @property
+    def run_id(self) -> str:
+        """A hash of the resolved config: the same point is the same run everywhere."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, rejecting unknown keys with the list of valid ones."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise unknown_name("config field", unknown[0], fields)
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    seconds: float
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run produced: per-epoch metrics, whether it diverged, the monitor's findings and history."""
+
+    run_id: str
+    config: TrainConfig
+    epochs: list[EpochMetrics]
+    diverged: bool
+    findings: list[Finding]
+    layer_stats: list[dict[str, Any]]
+    seconds: float
+    steps: int
+
+    @property
+    def final(self) -> EpochMetrics | None:
+        return self.epochs[-1] if self.epochs else None
+
+
+def _optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "momentum":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def _constrain(model: nn.Module, config: TrainConfig) -> None:
+    """Weight clipping and the max-norm constraint (Srivastava et al. 2014), after each step."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, nn.Parameter) or weight.ndim < 2:
+            continue
+        if config.clip_weight > 0:
+            weight.clamp_(-config.clip_weight, config.clip_weight)
+        if config.max_norm > 0:
+            norms = weight.flatten(1).norm(dim=1).clamp_min(1e-12)
+            scale = (config.max_norm / norms).clamp(max=1.0)
+            weight.mul_(scale.view(-1, *([1] * (weight.ndim - 1))))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, x.shape[0], batch_size):
+        out = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        loss_sum += nn.functional.cross_entropy(out, target, reduction="sum").item()
+        correct += int((out.argmax(1) == target).sum())
+    model.train(was_training)
+    return loss_sum / x.shape[0], correct / x.shape[0]
+
+
+def _inputs(data: Dataset, config: TrainConfig) -> tuple[Tensor, Tensor]:
+    if config.model == "rnn":  # an image presented row by row: (N, H, W)
+        return data.train_x.flatten(1, -2), data.test_x.flatten(1, -2)
+    return data.train_x, data.test_x
+
+
+def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | None = None,
+          data: Dataset | None = None) -> RunResult:  # fmt: skip
+    """Run one configuration to the end and return its result (see the module docs for the order)."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)  # dropout masks
+    generator = torch.Generator().manual_seed(config.seed)  # initialization and batch order
+    data = data if data is not None else load(config.data, seed=0)
+    train_x, test_x = _inputs(data, config)
+    spec = ModelSpec(config.model, config.depth, config.width, config.activation, config.norm, config.dropout,
+                     config.weight_norm, config.residual, config.groups, config.cell)  # fmt: skip
+    model = build(spec, tuple(train_x.shape[1:]), data.classes).to(config.device)
+    initialize(model, config.scheme, generator=generator,
+               residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
+    optimizer = _optimizer(config, model.parameters())
+    total_steps = config.epochs * math.ceil(train_x.shape[0] / config.batch_size)
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps)
+                 if config.schedule == "cosine" else None)  # fmt: skip
+    monitor = Monitor(model, every=config.monitor_every) if config.monitor else None
+    loop = _Loop(config, model, optimizer, scheduler, monitor, generator)
+    epochs: list[EpochMetrics] = []
+    model.train()
+    with monitor if monitor is not None else _null():
+        for epoch in range(1, config.epochs + 1):
+            epoch_start = time.perf_counter()
+            train_loss, train_acc = loop.epoch(train_x, data.train_y)
+            test_loss, test_acc = evaluate(model, test_x.to(config.device), data.test_y.to(config.device))
+            metrics = EpochMetrics(epoch, train_loss, train_acc, test_loss, test_acc, time.perf_counter() - epoch_start)
+            epochs.append(metrics)
+            if on_epoch is not None:
+                on_epoch(metrics)
+            if loop.diverged or loop.done:
+                break
+    steps, diverged = loop.steps, loop.diverged
+    findings = list(monitor.findings) if monitor is not None else []
+    if diverged and not any(f.kind == "nan" for f in findings):
+        findings.append(
+            Finding(
+                steps + 1,
+                "model",
+                "nan",
+                "the loss became NaN/Inf; the run diverged.",
+                {"step": float(steps + 1)},
+                ["lower the learning rate", "clip gradients by norm"],
+            )
+        )
+    stats = monitor.history.to_records() if monitor is not None else []
+    return RunResult(config.run_id, config, epochs, diverged, findings, stats, time.perf_counter() - started, steps)
+
+
+@dataclasses.dataclass
+class _Loop:
+    """The steps of one epoch: forward, loss, backward, the gradient/weight remedies, optimizer step."""
+
+    config: TrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    monitor: Monitor | None
+    generator: torch.Generator
+    steps: int = 0
+    diverged: bool = False
+
+    @property
+    def done(self) -> bool:
+        return bool(self.config.max_steps) and self.steps >= self.config.max_steps
+
+    def epoch(self, x_all: Tensor, y_all: Tensor) -> tuple[float, float]:
+        """One pass over shuffled batches; mean training loss and accuracy (NaN loss if it diverged first)."""
+        loss_sum, correct, seen = 0.0, 0, 0
+        order = torch.randperm(x_all.shape[0], generator=self.generator)
+        for start in range(0, order.numel(), self.config.batch_size):
+            idx = order[start : start + self.config.batch_size]
+            x, y = x_all[idx].to(self.config.device), y_all[idx].to(self.config.device)
+            out, loss = self.step(x, y)
+            if self.diverged:
+                break
+            loss_sum += loss * idx.numel()
+            correct += int((out.argmax(1) == y).sum())
+            seen += idx.numel()
+            if self.done:
+                break
+        return (loss_sum / seen if seen else math.nan), correct / max(seen, 1)
+
+    def step(self, x: Tensor, y: Tensor) -> tuple[Tensor, float]:
+        config = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.model(x)
+        loss = nn.functional.cross_entropy(out, y)
+        if self.monitor is not None:
+            self.monitor.observe_loss(loss)
+        if not torch.isfinite(loss):
+            self.diverged = True  # a result, not a crash
+            return out, math.nan
+        loss.backward()  # type: ignore[no-untyped-call]
+        if config.clip_grad_value > 0:
+            nn.utils.clip_grad_value_(self.model.parameters(), config.clip_grad_value)
+        if config.clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
+        self.optimizer.step()
+        _constrain(self.model, config)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.steps += 1
+        return out, loss.item()
+
+
+class _null:  # noqa: N801 - a do-nothing context manager
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
