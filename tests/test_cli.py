@@ -66,3 +66,30 @@ def test_unknown_activation_in_predict_is_exit_2() -> None:
     result = runner.invoke(app, ["predict", "--activation", "rleu"])
     assert result.exit_code == 2
     assert "unknown activation 'rleu'. Did you mean 'relu'" in result.stderr
+
+
+def test_run_writes_the_store_and_prints_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    toml = tmp_path / "run.toml"
+    toml.write_text('depth = 2\nwidth = 16\nscheme = "glorot_uniform"\n')
+    store = tmp_path / "runs.db"
+    result = runner.invoke(app, ["run", "--config", str(toml), "--epochs", "2", "--activation=tanh",
+                                 "--store", str(store), "--format", "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"run_id", "train_loss", "test_accuracy", "diverged", "findings"} <= set(data)
+    from initlab.store import Store
+
+    with Store(store) as db:
+        run = db.runs("done")[0]
+    assert run["id"] == data["run_id"] and run["config"]["activation"] == "tanh" and run["config"]["depth"] == 2
+
+
+def test_run_bad_field_and_value_are_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = str(tmp_path / "r.db")
+    result = runner.invoke(app, ["run", "--dpeth", "3", "--store", store])
+    assert result.exit_code == 2
+    assert "Error: unknown config field 'dpeth'. Did you mean 'depth'" in result.stderr
+    assert "Accepted: activation, batch_size," in result.stderr
+    result = runner.invoke(app, ["run", "--depth", "three", "--store", store])
+    assert result.exit_code == 2
+    assert "config field 'depth' takes an int. Received: 'three'." in result.stderr

@@ -1,20 +1,31 @@
 """Data sets, in memory as tensors and batched by index (small models are never input-bound).
 
-``digits`` is the embedded default: scikit-learn's ``load_digits`` (1,797 8×8 images, 10 classes), shipped
-inside scikit-learn, so nothing is downloaded. Images are standardized per pixel with the training split's
-statistics and kept as ``(N, 1, H, W)``; MLPs flatten them.
+* ``digits`` (the embedded default): scikit-learn's ``load_digits`` (1,797 8×8 images, 10 classes), shipped
+  inside scikit-learn, so nothing is downloaded. Fixed stratified 80/20 split.
+* ``mnist`` and ``fashion-mnist``: IDX files (gzipped or not) under ``data_dir``; for Fashion-MNIST also the
+  Debian package's directory (``apt-get install dataset-fashion-mnist``).
+* ``mnist1d``: generated offline by its PyPI package (the ``mnist1d`` extra), 4,000 + 1,000 examples of 40.
+* synthetic: ``xor`` (the four points), ``spirals`` (two interleaved spirals), ``teacher`` (labels from a
+  random deep tanh network).
+* ``sequential-digits``: digits presented row by row, (N, 8, 8) sequences for recurrent models.
+
+Images are standardized per pixel with the training split's statistics and kept as ``(N, 1, H, W)``.
 """
 
 from __future__ import annotations
 
+import gzip
+import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from initlab._errors import unknown_name
+from initlab._errors import fail, unknown_name
 
 __all__ = ["DATASETS", "Dataset", "load"]
 
@@ -57,7 +68,7 @@ def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[n
     return np.sort(train), np.sort(test)
 
 
-def digits(seed: int = 0) -> Dataset:
+def digits(seed: int = 0, data_dir: str | Path | None = None) -> Dataset:
     """scikit-learn's 8×8 digits, a fixed stratified 80/20 split (``seed`` 0), standardized per pixel."""
     from sklearn.datasets import load_digits
 
@@ -69,15 +80,143 @@ def digits(seed: int = 0) -> Dataset:
                    torch.from_numpy(y[test]), 10)  # fmt: skip
 
 
-DATASETS = {"digits": digits}
+IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+_IDX_FILES = {
+    "train_x": ("train-images-idx3-ubyte", IDX_IMAGES),
+    "train_y": ("train-labels-idx1-ubyte", IDX_LABELS),
+    "test_x": ("t10k-images-idx3-ubyte", IDX_IMAGES),
+    "test_y": ("t10k-labels-idx1-ubyte", IDX_LABELS),
+}
 
 
-def load(name: str = "digits", *, seed: int = 0) -> Dataset:
-    """Load a data set by name.
+def read_idx(path: str | Path, magic: int | None = None) -> np.ndarray:
+    """Read an IDX file (MNIST's format: big-endian magic 0x00000801 labels / 0x00000803 images, the dims,
+    then unsigned bytes), gzipped or not, checking magic, dimensions and length.
 
-    >>> load("digits").in_shape
-    (1, 8, 8)
+    Raises:
+        InitlabError: a missing, truncated or corrupt file, naming the file, what was expected and the fix.
+    """
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except FileNotFoundError:
+        raise fail(f"IDX file {path} does not exist", fix=_HOW_TO_GET) from None
+    except (OSError, EOFError) as error:
+        raise fail(f"IDX file {path} is not a readable (gzip) file: {error}", fix=_HOW_TO_GET) from None
+    if len(raw) < 4:
+        raise fail(f"IDX file {path} is truncated: {len(raw)} bytes, not even a header", fix=_HOW_TO_GET)
+    (found,) = struct.unpack(">I", raw[:4])
+    accepted = (IDX_IMAGES, IDX_LABELS) if magic is None else (magic,)
+    if found not in accepted:
+        raise fail(f"IDX file {path} has magic number {found:#010x}",
+                   accepted=" or ".join(f"{m:#010x}" for m in accepted), fix=_HOW_TO_GET)  # fmt: skip
+    ndim = found & 0xFF
+    if len(raw) < 4 + 4 * ndim:
+        raise fail(f"IDX file {path} is truncated inside its header", fix=_HOW_TO_GET)
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    expected = 4 + 4 * ndim + math.prod(dims)
+    if len(raw) != expected:
+        raise fail(f"IDX file {path} has {len(raw)} bytes; its header {dims} says {expected}",
+                   fix="The file is truncated or corrupt: download it again. " + _HOW_TO_GET)  # fmt: skip
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+_HOW_TO_GET = ("MNIST and Fashion-MNIST are four IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte"
+               "[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) in the directory given with "
+               "--data-dir; Fashion-MNIST also comes from `apt-get install dataset-fashion-mnist`.")  # fmt: skip
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.exists():
+            return candidate
+    raise fail(f"no {stem}[.gz] in {directory}", fix=_HOW_TO_GET)
+
+
+def idx_dataset(name: str, directory: str | Path) -> Dataset:
+    """MNIST-format images and labels from the four IDX files in ``directory``."""
+    directory = Path(directory)
+    arrays = {key: read_idx(_find(directory, stem), magic) for key, (stem, magic) in _IDX_FILES.items()}
+    train_x, test_x = _standardize(arrays["train_x"].astype(np.float64), arrays["test_x"].astype(np.float64))
+    for split in ("train", "test"):
+        if arrays[f"{split}_x"].shape[0] != arrays[f"{split}_y"].shape[0]:
+            raise fail(f"{directory}: {split} images and labels differ in number", fix=_HOW_TO_GET)
+    return Dataset(name, train_x[:, None], torch.from_numpy(arrays["train_y"].astype(np.int64)), test_x[:, None],
+                   torch.from_numpy(arrays["test_y"].astype(np.int64)), 10)  # fmt: skip
+
+
+def mnist(seed: int = 0, data_dir: str | Path | None = None) -> Dataset:
+    if data_dir is None:
+        raise fail("the mnist data set needs its IDX files", fix="Pass --data-dir DIR. " + _HOW_TO_GET)
+    return idx_dataset("mnist", data_dir)
+
+
+def fashion_mnist(seed: int = 0, data_dir: str | Path | None = None) -> Dataset:
+    return idx_dataset("fashion-mnist", data_dir if data_dir is not None else FASHION_DIR)
+
+
+def mnist1d(seed: int = 0, data_dir: str | Path | None = None) -> Dataset:
+    """MNIST-1D (Greydanus 2020), generated offline by the ``mnist1d`` package with its default arguments."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise fail("the mnist1d data set needs the mnist1d package", fix="pip install 'initlab[mnist1d]'") from None
+    args = get_dataset_args()
+    args.seed = 42 + seed
+    d = make_dataset(args)
+    train_x, test_x = _standardize(np.asarray(d["x"], np.float64), np.asarray(d["x_test"], np.float64))
+    return Dataset("mnist1d", train_x, torch.as_tensor(d["y"]).long(), test_x, torch.as_tensor(d["y_test"]).long(),
+                   10)  # fmt: skip
+
+
+def xor(seed: int = 0, data_dir: str | Path | None = None) -> Dataset:
+    """The four XOR points (±1 coordinates), the same set for training and testing."""
+    x = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+    y = torch.tensor([0, 1, 1, 0])
+    return Dataset("xor", x, y, x.clone(), y.clone(), 2)
+
+
+def spirals(seed: int = 0, data_dir: str | Path | None = None, n: int = 1000) -> Dataset:
+    """Two interleaved spirals with a little noise: not linearly separable, needs depth."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, generator=g) * 3 * math.pi + 0.5
+    label = torch.arange(n) % 2
+    sign = 1 - 2 * label.float()
+    x = torch.stack([sign * t * torch.cos(t), sign * t * torch.sin(t)], 1) / (3 * math.pi)
+    x = x + 0.02 * torch.randn(n, 2, generator=g)
+    cut = int(0.8 * n)
+    return Dataset("spirals", x[:cut], label[:cut], x[cut:], label[cut:], 2)
+
+
+def teacher(seed: int = 0, data_dir: str | Path | None = None, n: int = 4000, d: int = 32) -> Dataset:
+    """Labels from a random 4-layer tanh 'teacher' network on Gaussian inputs (10 classes)."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    x = torch.randn(n, d, generator=g)
+    h = x
+    for _ in range(4):
+        h = torch.tanh(h @ (torch.randn(d, d, generator=g) * math.sqrt(2.0 / d)))
+    y = (h @ torch.randn(d, 10, generator=g)).argmax(1)
+    cut = int(0.8 * n)
+    return Dataset("teacher", x[:cut], y[:cut], x[cut:], y[cut:], 10)
+
+
+def sequential_digits(seed: int = 0, data_dir: str | Path | None = None) -> Dataset:
+    """``digits`` as sequences of 8 rows of 8 pixels, shape (N, 8, 8), for recurrent models."""
+    d = digits(seed)
+    return Dataset("sequential-digits", d.train_x[:, 0], d.train_y, d.test_x[:, 0], d.test_y, d.classes)
+
+
+DATASETS = {"digits": digits, "mnist": mnist, "fashion-mnist": fashion_mnist, "mnist1d": mnist1d, "xor": xor,
+            "spirals": spirals, "teacher": teacher, "sequential-digits": sequential_digits}  # fmt: skip
+
+
+def load(name: str = "digits", *, seed: int = 0, data_dir: str | Path | None = None) -> Dataset:
+    """Load a data set by name (see the module docs).
+
+    >>> load("digits").in_shape, load("xor").classes
+    ((1, 8, 8), 2)
     """
     if name not in DATASETS:
         raise unknown_name("data set", name, DATASETS)
-    return DATASETS[name](seed=seed)
+    return DATASETS[name](seed=seed, data_dir=data_dir)

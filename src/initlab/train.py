@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import time
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ class TrainConfig:
 
     # data and model
     data: str = "digits"  # a name initlab.data.load knows
+    data_dir: str = ""  # directory of IDX files (mnist, fashion-mnist)
     model: str = "mlp"  # mlp, cnn or rnn
     depth: int = 5  # hidden layers
     width: int = 128  # hidden units (channels for cnn, hidden size for rnn)
@@ -92,12 +94,33 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
+        """Build from a dict (values may be strings, as on a command line), rejecting unknown keys and values
+        of the wrong type with what is accepted."""
+        types = typing.get_type_hints(cls)
+        unknown = sorted(set(values) - set(types))
         if unknown:
-            raise unknown_name("config field", unknown[0], fields)
-        return cls(**values)
+            raise unknown_name("config field", unknown[0], types)
+        return cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip().lower()
+    try:
+        if kind is bool:
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(text)
+        return kind(value)
+    except (TypeError, ValueError):
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        raise fail(f"config field {name!r} takes {article} {kind.__name__}", received=value,
+                   fix=f"Give {name} {article} {kind.__name__} value, e.g. {name}={kind()!r}.") from None  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -182,7 +205,7 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     started = time.perf_counter()
     torch.manual_seed(config.seed)  # dropout masks
     generator = torch.Generator().manual_seed(config.seed)  # initialization and batch order
-    data = data if data is not None else load(config.data, seed=0)
+    data = data if data is not None else load(config.data, seed=0, data_dir=config.data_dir or None)
     train_x, test_x = _inputs(data, config)
     spec = ModelSpec(config.model, config.depth, config.width, config.activation, config.norm, config.dropout,
                      config.weight_norm, config.residual, config.groups, config.cell)  # fmt: skip

@@ -7,6 +7,8 @@ import typer
 from initlab.cli.audit_cmd import audit_command
 from initlab.cli.init_cmd import init_command
 from initlab.cli.predict_cmd import predict_command
+from initlab.cli.run_cmd import HELP as RUN_HELP
+from initlab.cli.run_cmd import run_command
 from initlab.cli.schemes_cmd import schemes_command
 
 app = typer.Typer(
@@ -20,6 +22,9 @@ app.command("schemes")(schemes_command)
 app.command("init")(init_command)
 app.command("predict")(predict_command)
 app.command("audit")(audit_command)
+app.command("run", help=RUN_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    run_command
+)
 
 
 if __name__ == "__main__":  # pragma: no cover
