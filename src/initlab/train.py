@@ -166,6 +166,8 @@ def _optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
 @torch.no_grad()
 def _constrain(model: nn.Module, config: TrainConfig) -> None:
     """Weight clipping and the max-norm constraint (Srivastava et al. 2014), after each step."""
+    if config.clip_weight <= 0 and config.max_norm <= 0:
+        return  # neither remedy is on: do not walk the modules every step
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if not isinstance(weight, nn.Parameter) or weight.ndim < 2:
