@@ -173,3 +173,22 @@ def test_tensorboard_files_read_back(tmp_path) -> None:  # type: ignore[no-untyp
     scalars = events.Scalars("0.weight/grad_norm")
     assert [e.step for e in scalars] == [1, 2, 3]
     assert scalars[-1].value == pytest.approx(mon.history.records[-1][("0.weight", "grad_norm")], rel=1e-6)
+
+
+def test_functional_activations_are_watched_at_the_pre_activations() -> None:
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 64), nn.Linear(64, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.tanh(self.a(x)))
+
+    net = Functional()
+    with torch.no_grad():
+        net.a.weight.mul_(50)
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
+    with Monitor(net, every=1) as mon:
+        net(x).sum().backward()
+    pre = net.a(x).detach()[:ROWS]  # fx found tanh after layer a: |pre-activation| > 5 is saturated
+    assert mon.history.records[-1][("a", "saturated")] == pytest.approx((pre.abs() >= 5).float().mean().item())

@@ -22,10 +22,10 @@ from torch.utils.hooks import RemovableHandle
 
 from initlab._errors import TrainingDiverged, fail, unknown_name
 from initlab._tracing import WEIGHT_LAYERS, find_activations, trace
-from initlab.activations import Activation, activation, is_activation_module
+from initlab.activations import activation, is_activation_module
 from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
 from initlab.monitor.history import History
-from initlab.monitor.probes import Probe, default_probes
+from initlab.monitor.probes import PreActivation, Probe, default_probes
 
 __all__ = ["Monitor", "Schedule", "linear_schedule", "log_schedule"]
 
@@ -254,10 +254,3 @@ def _watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict
     found = find_activations(inner, trace(inner))
     layers = [(n, m) for n, m in inner.named_modules() if isinstance(m, WEIGHT_LAYERS)]
     return layers, {n: PreActivation(found[n].activation) if n in found else None for n, _ in layers}
-
-
-class PreActivation:
-    """Marks a watched value as the input of ``act`` rather than its output."""
-
-    def __init__(self, act: Activation | None) -> None:
-        self.act = act

@@ -162,11 +162,19 @@ class ActivationStats(Probe):
         return torch.stack([mean, var.sqrt(), dead / n, sat / n], 1).reshape(-1)
 
 
+class PreActivation:
+    """Marks a watched value as the input of ``act`` rather than its output (models whose activations are
+    functions, not modules, are watched at their weight layers' outputs)."""
+
+    def __init__(self, act: Any) -> None:
+        self.act = act
+
+
 def _rule(act: Any, saturation: float) -> tuple[str, float]:
     """How to read dead and saturated units from a watched value: an activation's output, or (for a
     ``PreActivation``) the pre-activation itself, where the test is simply ``|x| > saturation``."""
-    pre = getattr(act, "act", None) if type(act).__name__ == "PreActivation" else None
-    if pre is not None or type(act).__name__ == "PreActivation":
+    if isinstance(act, PreActivation):
+        pre = act.act
         if pre is None:
             return ("none", 0.0)
         if pre.family == "relu":
