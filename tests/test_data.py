@@ -82,3 +82,11 @@ def test_xor_two_layer_tanh_separates_all_four_points() -> None:
     result = train(TrainConfig(data="xor", depth=2, width=8, activation="tanh", scheme="glorot_uniform",
                                optimizer="adam", lr=0.05, epochs=300, batch_size=4, monitor=False))  # fmt: skip
     assert result.final is not None and result.final.test_accuracy == 1.0
+
+
+@pytest.mark.slow
+def test_mnist1d_is_generated_offline() -> None:
+    pytest.importorskip("mnist1d")
+    data = load("mnist1d")
+    assert data.in_shape == (40,) and data.train_x.shape[0] == 4000 and data.test_x.shape[0] == 1000
+    assert set(data.train_y.unique().tolist()) == set(range(10))
