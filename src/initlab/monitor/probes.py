@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -76,6 +77,7 @@ class ActivationStats(Probe):
         # same-sized, same-rule layers, so a record reduces a few compact tensors.
         self._slots: dict[str, tuple[tuple[Any, ...], int]] = {}
         self._buffers: dict[tuple[Any, ...], Tensor] = {}
+        self._views: dict[tuple[Any, ...], np.ndarray] = {}  # NumPy views of CPU buffers (shared memory)
         self._seen: set[str] = set()
 
     def attach(self, monitor: Monitor) -> None:
@@ -84,11 +86,18 @@ class ActivationStats(Probe):
             self._rules[layer] = _rule(act, self.saturation)
 
     def on_forward(self, layer: str, output: Tensor) -> None:
-        sample = output.detach()[: self.sample_rows].reshape(-1)
+        if output.ndim == 0:
+            return
+        size = min(self.sample_rows, output.shape[0]) * (output.numel() // max(output.shape[0], 1))
         slot = self._slots.get(layer)
-        if slot is None or self._buffers[slot[0]].shape[1] != sample.numel():
-            slot = self._place(layer, sample)
-        self._buffers[slot[0]][slot[1]].copy_(sample)
+        if slot is None or self._buffers[slot[0]].shape[1] != size or slot[0][1] != output.device:
+            slot = self._place(layer, output.detach()[: self.sample_rows].reshape(-1))
+        view = self._views.get(slot[0])
+        if view is not None and output.dtype in (torch.float32, torch.float64):
+            # CPU: NumPy's dispatch is ~10× cheaper than torch's for these small copies (same memory)
+            view[slot[1]] = output.detach().numpy()[: self.sample_rows].reshape(-1)
+        else:
+            self._buffers[slot[0]][slot[1]].copy_(output.detach()[: self.sample_rows].reshape(-1))
         self._seen.add(layer)
 
     def _place(self, layer: str, sample: Tensor) -> tuple[tuple[Any, ...], int]:
@@ -103,6 +112,8 @@ class ActivationStats(Probe):
         if old is not None:
             grown[: old.shape[0]] = old
         self._buffers[key] = grown
+        if grown.device.type == "cpu":
+            self._views[key] = grown.numpy()
         self._slots[layer] = (key, rows)
         return self._slots[layer]
 
@@ -132,8 +143,10 @@ class ActivationStats(Probe):
             self._order_for = len(self._slots)
         return self._order_cache
 
-    @staticmethod
-    def _reduce(key: tuple[Any, ...], buffer: Tensor) -> Tensor:
+    def _reduce(self, key: tuple[Any, ...], buffer: Tensor) -> Tensor:
+        view = self._views.get(key)
+        if view is not None:
+            return _reduce_numpy(key, view)
         n, _, kind, level = key
         count = buffer.new_full((buffer.shape[0],), float(n))
         zero = buffer.new_zeros(buffer.shape[0])
@@ -168,6 +181,26 @@ class PreActivation:
 
     def __init__(self, act: Any) -> None:
         self.act = act
+
+
+def _reduce_numpy(key: tuple[Any, ...], a: np.ndarray) -> Tensor:
+    """The CPU twin of ``ActivationStats._reduce`` (same columns), through NumPy's cheaper dispatch."""
+    n, _, kind, level = key
+    zero = np.zeros(a.shape[0])
+    if kind == "zero":
+        dead = n - np.count_nonzero(a, axis=1)
+    elif kind == "relu":
+        dead = n - (a > 0).sum(1)
+    else:
+        dead = zero
+    if kind == "odd":
+        saturated = (np.abs(a) >= level).sum(1)
+    elif kind == "sigmoid":
+        saturated = ((a >= level) | (a <= 1 - level)).sum(1)
+    else:
+        saturated = zero
+    columns = [np.full(a.shape[0], float(n)), a.sum(1, dtype=np.float64), np.einsum("ij,ij->i", a, a), dead, saturated]
+    return torch.from_numpy(np.stack(columns, 1).astype(np.float32))
 
 
 def _rule(act: Any, saturation: float) -> tuple[str, float]:
