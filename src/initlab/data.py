@@ -27,7 +27,7 @@ from torch import Tensor
 
 from initlab._errors import fail, unknown_name
 
-__all__ = ["DATASETS", "Dataset", "load"]
+__all__ = ["DATASETS", "Dataset", "batches", "load"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,15 @@ class Dataset:
 
     def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of shuffled training batches (the last, smaller one included)."""
-        order = torch.randperm(self.train_x.shape[0], generator=generator)
-        for start in range(0, order.numel(), batch_size):
-            idx = order[start : start + batch_size]
-            yield self.train_x[idx], self.train_y[idx]
+        return batches(self.train_x, self.train_y, batch_size, generator)
+
+
+def batches(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch of ``(x, y)`` in shuffled batches, indexed in memory (no per-sample DataLoader)."""
+    order = torch.randperm(x.shape[0], generator=generator)
+    for start in range(0, order.numel(), batch_size):
+        idx = order[start : start + batch_size]
+        yield x[idx], y[idx]
 
 
 def _standardize(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor]:

@@ -8,6 +8,7 @@ CPU gives identical weights and an identical loss curve.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from initlab._errors import fail, unknown_name
-from initlab.data import Dataset, load
+from initlab.data import Dataset, batches, load
 from initlab.model_init import initialize
 from initlab.models import ModelSpec, build
 from initlab.monitor import Monitor
@@ -224,7 +225,7 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     loop = _Loop(config, model, optimizer, scheduler, monitor, generator)
     epochs: list[EpochMetrics] = []
     model.train()
-    with monitor if monitor is not None else _null():
+    with monitor if monitor is not None else contextlib.nullcontext():
         for epoch in range(1, config.epochs + 1):
             epoch_start = time.perf_counter()
             train_loss, train_acc = loop.epoch(train_x, data.train_y)
@@ -272,16 +273,14 @@ class _Loop:
     def epoch(self, x_all: Tensor, y_all: Tensor) -> tuple[float, float]:
         """One pass over shuffled batches; mean training loss and accuracy (NaN loss if it diverged first)."""
         loss_sum, correct, seen = 0.0, 0, 0
-        order = torch.randperm(x_all.shape[0], generator=self.generator)
-        for start in range(0, order.numel(), self.config.batch_size):
-            idx = order[start : start + self.config.batch_size]
-            x, y = x_all[idx].to(self.config.device), y_all[idx].to(self.config.device)
+        for x_cpu, y_cpu in batches(x_all, y_all, self.config.batch_size, self.generator):
+            x, y = x_cpu.to(self.config.device), y_cpu.to(self.config.device)
             out, loss = self.step(x, y)
             if self.diverged:
                 break
-            loss_sum += loss * idx.numel()
+            loss_sum += loss * y.numel()
             correct += int((out.argmax(1) == y).sum())
-            seen += idx.numel()
+            seen += y.numel()
             if self.done:
                 break
         return (loss_sum / seen if seen else math.nan), correct / max(seen, 1)
@@ -307,11 +306,3 @@ class _Loop:
             self.scheduler.step()
         self.steps += 1
         return out, loss.item()
-
-
-class _null:  # noqa: N801 - a do-nothing context manager
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -245,7 +245,7 @@ class _Propagator:
         positions = math.prod(_shape(node)[2:])
         window = max(s.positions // max(positions, 1), 1)
         self.notes[node] = "approximate: pooled positions taken as independent"
-        self.backward[node] = lambda g: {src: g / window**2 * 1.0}
+        self.backward[node] = lambda g: {src: g / window**2}
         return Stat(s.mean, s.var / window, positions)
 
     def _flatten_module(self, node: fx.Node, m: nn.Flatten) -> Stat:
