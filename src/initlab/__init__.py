@@ -41,7 +41,9 @@ from initlab.init import (
 from initlab.model_init import InitReport, LayerInit, initialize
 from initlab.monitor import Monitor
 from initlab.registry import Initializer, get, scheme_names, schemes
+from initlab.store import Store
 from initlab.theory.propagate import Prediction, predict
+from initlab.train import RunResult, TrainConfig, train
 
 __version__ = "0.1.0"
 
@@ -55,6 +57,9 @@ __all__ = [
     "LayerInit",
     "Monitor",
     "Prediction",
+    "RunResult",
+    "Store",
+    "TrainConfig",
     "TrainingDiverged",
     "__version__",
     "activation",
@@ -87,6 +92,7 @@ __all__ = [
     "small_random_",
     "sparse_",
     "theory",
+    "train",
     "torch_default_",
     "truncated_normal_",
     "uniform_",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,13 @@ from initlab.train import RunResult
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.attempts (how many times a run was claimed)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'queued',
     created REAL NOT NULL, started REAL, finished REAL, seconds REAL, steps INTEGER,
-    diverged INTEGER, error TEXT, worker TEXT
+    diverged INTEGER, error TEXT, worker TEXT, attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL REFERENCES runs(id), epoch INTEGER NOT NULL, train_loss REAL, train_accuracy REAL,
@@ -76,6 +76,9 @@ class Store:
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif row[0] == "1":  # version 1 lacked runs.attempts; upgrade in place
+                db.execute("ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             elif row[0] != str(SCHEMA_VERSION):
                 raise fail(f"{self.path} has run-store schema version {row[0]}; this initlab reads version "
                            f"{SCHEMA_VERSION}", fix="Upgrade initlab, or write to a new store file.")  # fmt: skip
@@ -108,11 +111,17 @@ class Store:
             return cur.rowcount == 1
 
     def claim(self, run_id: str, worker: str = "") -> bool:
-        """Atomically move a queued run to running; False if another process got it first."""
+        """Atomically move a queued run to running, owned by ``worker``; False if another process got it first."""
         with self._transaction() as db:
-            cur = db.execute("UPDATE runs SET status='running', started=?, worker=? WHERE id=? AND status='queued'",
-                             (time.time(), worker, run_id))  # fmt: skip
+            cur = db.execute("UPDATE runs SET status='running', started=?, worker=?, attempts=attempts+1 "
+                             "WHERE id=? AND status='queued'", (time.time(), worker, run_id))  # fmt: skip
             return cur.rowcount == 1
+
+    def release(self, run_ids: Iterable[str]) -> None:
+        """Put runs this process claimed but did not finish back in the queue (an interrupted sweep)."""
+        with self._transaction() as db:
+            db.executemany("UPDATE runs SET status='queued', started=NULL, worker=NULL WHERE id=? AND "
+                           "status='running'", [(i,) for i in run_ids])  # fmt: skip
 
     def write(self, result: RunResult) -> None:
         """Store a finished run — metrics, layer statistics, findings and status — in one transaction."""
@@ -131,8 +140,8 @@ class Store:
             db.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [(result.run_id, f.step, f.layer, f.kind, f.message, json.dumps(f.evidence),
                              json.dumps(f.remedies)) for f in result.findings])  # fmt: skip
-            db.execute("UPDATE runs SET status='done', finished=?, seconds=?, steps=?, diverged=?, error=NULL "
-                       "WHERE id=?", (time.time(), result.seconds, result.steps, int(result.diverged),
+            db.execute("UPDATE runs SET status='done', finished=?, seconds=?, steps=?, diverged=?, error=NULL, "
+                       "attempts=MAX(attempts, 1) WHERE id=?", (time.time(), result.seconds, result.steps, int(result.diverged),
                                       result.run_id))  # fmt: skip
 
     def fail_run(self, run_id: str, error: str) -> None:
@@ -140,10 +149,31 @@ class Store:
         with self._transaction() as db:
             db.execute("UPDATE runs SET status='failed', finished=?, error=? WHERE id=?", (time.time(), error, run_id))
 
-    def requeue_running(self) -> int:
-        """Put runs left 'running' by a dead process back in the queue; returns how many."""
+    def requeue_running(self, is_alive: Callable[[str], bool] = lambda worker: False) -> int:
+        """Put runs left 'running' by owners that are no longer alive back in the queue; returns how many.
+
+        ``is_alive(worker)`` tells whether the owner recorded by :meth:`claim` still runs (default: none does).
+        """
         with self._transaction() as db:
-            return db.execute("UPDATE runs SET status='queued', started=NULL WHERE status='running'").rowcount
+            stale = [(i,) for i, w in db.execute("SELECT id, worker FROM runs WHERE status='running'").fetchall()
+                     if not is_alive(w or "")]  # fmt: skip
+            db.executemany("UPDATE runs SET status='queued', started=NULL, worker=NULL WHERE id=?", stale)
+            return len(stale)
+
+    def retry_failed(self) -> int:
+        """Put failed runs back in the queue; returns how many."""
+        with self._transaction() as db:
+            return db.execute("UPDATE runs SET status='queued', error=NULL WHERE status='failed'").rowcount
+
+    def status(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """The status of each of ``run_ids`` that is in the store."""
+        ids = list(run_ids)
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self._db.execute(f"SELECT id, status FROM runs WHERE id IN ({marks})", chunk).fetchall())
+        return found
 
     # -- reading ---------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from initlab._errors import InitlabError
 
@@ -51,7 +52,7 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except InitlabError as error:
-            stderr.print(f"[bold red]Error:[/] {error}", markup=True, highlight=False)
+            stderr.print(f"[bold red]Error:[/] {escape(str(error))}", markup=True, highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper

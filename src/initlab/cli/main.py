@@ -10,6 +10,7 @@ from initlab.cli.predict_cmd import predict_command
 from initlab.cli.run_cmd import HELP as RUN_HELP
 from initlab.cli.run_cmd import run_command
 from initlab.cli.schemes_cmd import schemes_command
+from initlab.cli.sweep_cmd import sweep_command
 
 app = typer.Typer(
     name="initlab",
@@ -25,6 +26,7 @@ app.command("audit")(audit_command)
 app.command("run", help=RUN_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     run_command
 )
+app.command("sweep")(sweep_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,58 @@
+"""The local backend: a spawn process pool, one run per worker at a time, threads split so cores are not
+oversubscribed. Workers exit on their own when the driver dies (even by ``kill -9``)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import torch
+
+from initlab._errors import fail
+from initlab.sweep.runner import Outcome, execute
+from initlab.train import TrainConfig
+
+__all__ = ["LocalPool"]
+
+
+def _init_worker(threads: int, driver: int) -> None:
+    torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with, args=(driver,), daemon=True, name="initlab-orphan-watch").start()
+
+
+def _exit_with(driver: int) -> None:
+    """An orphaned worker would train on for nobody: leave as soon as the driver is gone."""
+    while os.getppid() == driver:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+class LocalPool:
+    """``workers`` processes (default: one per core), each with ``cores // workers`` torch threads.
+
+    >>> LocalPool(0)
+    Traceback (most recent call last):
+    initlab._errors.InitlabError: workers must be at least 1. Received: 0. Pass --workers 1 or more (default: one per core).
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        cores = os.cpu_count() or 1
+        self.workers = cores if workers is None else workers
+        if self.workers < 1:
+            raise fail("workers must be at least 1", received=self.workers,
+                       fix="Pass --workers 1 or more (default: one per core).")  # fmt: skip
+        self.threads = max(1, cores // self.workers)
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init_worker, initargs=(self.threads, os.getpid()))  # fmt: skip
+
+    def submit(self, config: TrainConfig) -> Future[Outcome]:
+        return self._pool.submit(execute, config.to_dict())
+
+    def close(self, abort: bool = False) -> None:
+        self._pool.shutdown(wait=not abort, cancel_futures=True)
+        if abort:  # runs in flight are released in the store; do not let them finish for nobody
+            for child in multiprocessing.active_children():
+                child.terminate()

@@ -1,0 +1,172 @@
+"""The sweep driver, shared by every backend: claim runs through the store, hand them out, write results back.
+
+Workers only train; they never touch the SQLite file (on a Ray cluster they cannot see it). The driver keeps at
+most ``backend.workers`` runs in flight, claims each one (an atomic queued → running change in the store) just
+before handing it out, and writes each result in one transaction when it comes back. So two drivers on one store
+never run the same point, a killed driver loses at most the runs it had in flight (left "running", re-queued by
+``resume``), and a result is either wholly in the store or not at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from pathlib import Path
+from typing import Any, Protocol
+
+from initlab.data import Dataset, load
+from initlab.store import Store
+from initlab.sweep.spec import SweepSpec
+from initlab.train import RunResult, TrainConfig, train
+
+__all__ = ["Backend", "Failure", "Outcome", "SweepSummary", "execute", "owner", "owner_alive", "run_sweep"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A run that raised: its id and the worker's traceback."""
+
+    run_id: str
+    error: str
+
+
+Outcome = RunResult | Failure
+
+
+@functools.lru_cache(maxsize=4)
+def _data(name: str, data_dir: str) -> Dataset:
+    return load(name, seed=0, data_dir=data_dir or None)  # one load per worker process, not one per run
+
+
+def execute(config: dict[str, Any]) -> Outcome:
+    """Train one point in a worker. A run that raises becomes a :class:`Failure`; a diverged run is a result."""
+    cfg = TrainConfig.from_dict(config)
+    try:
+        return train(cfg, data=_data(cfg.data, cfg.data_dir))
+    except Exception:  # recorded with its traceback; the sweep goes on
+        return Failure(cfg.run_id, traceback.format_exc())
+
+
+class Backend(Protocol):
+    """Where runs execute: ``workers`` at a time, each submitted run's outcome as a Future."""
+
+    workers: int
+
+    def submit(self, config: TrainConfig) -> Future[Outcome]: ...
+
+    def close(self, abort: bool = False) -> None: ...
+
+
+class Reporter(Protocol):
+    """What a progress display is told (the CLI shows it with rich)."""
+
+    def started(self, slot: int, config: TrainConfig) -> None: ...
+
+    def finished(self, slot: int, config: TrainConfig, outcome: Outcome) -> None: ...
+
+
+@dataclasses.dataclass
+class SweepSummary:
+    """What one sweep invocation did."""
+
+    points: int
+    done_before: int  # already done in the store: skipped
+    ran: int = 0
+    failed: int = 0
+    diverged: int = 0
+    requeued: int = 0  # runs left 'running' by a dead process, put back in the queue by resume
+    taken_by_others: int = 0  # claimed by another sweep process on the same store
+    stale: int = 0  # runs still 'running' under an owner that is gone (resume re-queues them)
+    seconds: float = 0.0
+
+
+def owner() -> str:
+    """This process, as recorded on the runs it claims: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(worker: str) -> bool:
+    """Whether the process that claimed a run still runs. Owners on other hosts cannot be checked: assumed alive."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return host != socket.gethostname() and bool(host)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_sweep(spec: SweepSpec, store_path: str | Path, backend: Backend, *, resume: bool = False,
+              retry_failed: bool = False, reporter: Reporter | None = None) -> SweepSummary:  # fmt: skip
+    """Run every point of ``spec`` that is not done in the store, on ``backend``; see the module docs."""
+    started = time.perf_counter()
+    me = owner()
+    with Store(store_path) as store:
+        requeued = store.requeue_running(owner_alive) if resume else 0
+        if retry_failed:
+            store.retry_failed()
+        for point in spec.points:
+            store.add(point.run_id, point.to_dict())
+        status = store.status(p.run_id for p in spec.points)
+        summary = SweepSummary(len(spec.points), sum(s == "done" for s in status.values()), requeued=requeued)
+        queue = iter([p for p in spec.points if status[p.run_id] == "queued"])
+        in_flight: dict[Future[Outcome], tuple[int, TrainConfig]] = {}
+        try:
+            while True:
+                for slot in sorted(set(range(backend.workers)) - {s for s, _ in in_flight.values()}):
+                    config = _claim_next(store, queue, me, summary)
+                    if config is None:
+                        break
+                    if reporter is not None:
+                        reporter.started(slot, config)
+                    in_flight[backend.submit(config)] = (slot, config)
+                if not in_flight:
+                    break
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    slot, config = in_flight.pop(future)
+                    outcome = _outcome(future, config)
+                    _record(store, outcome, summary)
+                    if reporter is not None:
+                        reporter.finished(slot, config, outcome)
+        except BaseException:
+            store.release(config.run_id for _, config in in_flight.values())
+            backend.close(abort=True)
+            raise
+        summary.stale = sum(not owner_alive(r["worker"] or "") for r in store.runs("running"))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _claim_next(store: Store, queue: Iterator[TrainConfig], me: str, summary: SweepSummary) -> TrainConfig | None:
+    for config in queue:
+        if store.claim(config.run_id, me):
+            return config
+        summary.taken_by_others += 1
+    return None
+
+
+def _outcome(future: Future[Outcome], config: TrainConfig) -> Outcome:
+    try:
+        return future.result()
+    except Exception as error:  # the worker itself died (killed, out of memory) or the cluster lost the task
+        return Failure(config.run_id, f"the worker running this point failed: {error!r}")
+
+
+def _record(store: Store, outcome: Outcome, summary: SweepSummary) -> None:
+    if isinstance(outcome, Failure):
+        store.fail_run(outcome.run_id, outcome.error)
+        summary.failed += 1
+        return
+    store.write(outcome)
+    summary.ran += 1
+    summary.diverged += int(outcome.diverged)

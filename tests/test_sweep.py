@@ -1,0 +1,209 @@
+"""Sweeps (issue 7): spec expansion, the crash-safe driver, kill -9 and resume, two drivers, Ray vs local."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import initlab as il
+from initlab.store import Store
+from initlab.sweep import LocalPool, expand, load_spec, run_sweep
+from initlab.sweep.runner import owner_alive
+
+SPEC = """
+seeds = [0, 1]
+[base]
+epochs = {epochs}
+depth = 3
+width = 32
+monitor_every = 5
+[grid]
+scheme = ["he_normal", "glorot_normal"]
+activation = ["relu", "tanh"]
+"""
+CLI = [sys.executable, "-m", "initlab.cli.main", "sweep"]
+
+
+def _spec(tmp_path: Path, epochs: int = 2) -> Path:
+    path = tmp_path / "grid.toml"
+    path.write_text(SPEC.format(epochs=epochs))
+    return path
+
+
+def _runs(db: Path) -> dict[str, tuple[str, int, int]]:
+    """id → (status, attempts, metrics rows), read with plain sqlite3."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT r.id, r.status, r.attempts, (SELECT COUNT(*) FROM metrics m WHERE m.run_id = r.id) "
+                           "FROM runs r").fetchall()  # fmt: skip
+    return {i: (s, a, m) for i, s, a, m in rows}
+
+
+# -- spec ------------------------------------------------------------------------------------------------
+def test_expansion_is_deterministic_and_ids_are_config_hashes(tmp_path: Path) -> None:
+    a, b = load_spec(_spec(tmp_path)), load_spec(_spec(tmp_path))
+    assert len(a.points) == 8 and [p.run_id for p in a.points] == [p.run_id for p in b.points]
+    assert a.points[0] == il.TrainConfig(epochs=2, depth=3, width=32, monitor_every=5, scheme="he_normal",
+                                         activation="relu", seed=0)  # fmt: skip
+    assert [(p.scheme, p.activation, p.seed) for p in a.points[:3]] == [
+        ("he_normal", "relu", 0), ("he_normal", "relu", 1), ("he_normal", "tanh", 0)]  # fmt: skip
+    assert a.varying == ("activation", "scheme", "seed")
+
+
+def test_include_adds_points_and_duplicates_collapse() -> None:
+    spec = expand({"epochs": 1}, {"depth": [2, 3]}, include=[{"scheme": "zeros"}, {"depth": 2}])
+    assert [(p.depth, p.scheme) for p in spec.points] == [(2, "he_normal"), (3, "he_normal"), (5, "zeros")]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[grid]\ndepht = [1, 2]\n", "unknown TrainConfig field in [grid] 'depht'. Did you mean 'depth'? Accepted: "),
+        ("[base]\nsheme = 'zeros'\n", "unknown TrainConfig field in [base] 'sheme'. Did you mean 'scheme' or 'seed' or 'schedule'?"),
+        ("[grid]\ndepth = []\n", "[grid] field 'depth' is an empty list, so the grid has no points. Give depth at "
+                                 "least one value, or remove it from [grid]."),  # fmt: skip
+        ("[grid]\ndepth = 3\n", "[grid] field 'depth' must be a list of values. Received: 3. Write depth = [3] or "
+                                "move it to [base]."),  # fmt: skip
+        ("[gird]\ndepth = [3]\n", "unknown sweep spec section 'gird'. Did you mean 'grid'? Accepted: base, grid, "
+                                  "include, name, seeds."),  # fmt: skip
+        ("seeds = []\n", "seeds is an empty list. Give at least one seed, e.g. seeds = [0], or remove it."),
+        ("[grid\n", "is not valid TOML"),
+        ("[grid]\ndepth = ['deep']\n", "config field 'depth' takes an int. Received: 'deep'."),
+    ],
+)
+def test_bad_specs_are_pinned_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(il.InitlabError, match=re.escape(message)):
+        load_spec(path)
+
+
+def test_cli_bad_spec_is_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[grid]\ndepth = []\n")
+    proc = subprocess.run([*CLI, str(path), "--store", str(tmp_path / "s.db")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Error: [grid] field 'depth' is an empty list" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([*CLI, "--store", str(tmp_path / "s.db")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "initlab sweep needs a SPEC file (or --status)" in proc.stderr
+
+
+# -- the driver ------------------------------------------------------------------------------------------
+def test_local_sweep_records_failures_and_skips_what_is_done(tmp_path: Path) -> None:
+    spec = expand({"epochs": 1, "depth": 2, "width": 16},
+                  include=[{"data": "mnist", "data_dir": str(tmp_path / "nowhere")}])  # fmt: skip
+    db = tmp_path / "runs.db"
+    pool = LocalPool(2)
+    first = run_sweep(spec, db, pool)
+    second = run_sweep(spec, db, pool)
+    pool.close()
+    assert (first.ran, first.failed, first.done_before) == (1, 1, 0)
+    assert (second.ran, second.failed, second.done_before) == (0, 0, 1)  # a failed run is not retried unasked
+    with Store(db) as store:
+        failed = store.runs("failed")
+        assert len(failed) == 1 and "Traceback" in failed[0]["error"] and "mnist" in failed[0]["error"]
+        assert store.counts() == {"done": 1, "failed": 1}
+
+
+def test_resume_requeues_only_runs_of_dead_owners(tmp_path: Path) -> None:
+    spec = expand({"epochs": 1, "depth": 2, "width": 16}, {"seed": [0, 1]})
+    db = tmp_path / "runs.db"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = os.uname().nodename
+    with Store(db) as store:
+        for point, worker in zip(spec.points, [f"{host}:{dead.stdout.strip()}", f"{host}:{os.getpid()}"], strict=True):
+            store.add(point.run_id, point.to_dict())
+            assert store.claim(point.run_id, worker)
+    assert not owner_alive(f"{host}:{dead.stdout.strip()}") and owner_alive(f"{host}:{os.getpid()}")
+    pool = LocalPool(1)
+    summary = run_sweep(spec, db, pool, resume=True)
+    pool.close()
+    assert (summary.requeued, summary.ran) == (1, 1)  # the live owner's run is left to it
+    assert sorted(s for s, _, _ in _runs(db).values()) == ["done", "running"]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_runs_every_point_exactly_once(tmp_path: Path) -> None:
+    spec, db = _spec(tmp_path, epochs=12), tmp_path / "runs.db"
+    proc = subprocess.Popen([*CLI, str(spec), "--store", str(db), "--workers", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if db.exists() and sum(s == "done" for s, _, _ in _runs(db).values()) >= 2:
+            break
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers must notice and leave on their own
+    proc.wait()
+    killed = _runs(db)
+    done = [i for i, (s, _, _) in killed.items() if s == "done"]
+    assert 2 <= len(done) < 8, killed
+    assert all(m == 0 for s, _, m in killed.values() if s != "done")  # no partial metrics rows
+    assert all(m == 12 for s, _, m in killed.values() if s == "done")
+    resumed = subprocess.run([*CLI, str(spec), "--store", str(db), "--workers", "2", "--resume", "--format", "json"],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    after = _runs(db)
+    assert sorted(after) == sorted(p.run_id for p in load_spec(spec).points)  # no run lost, none added
+    assert all(s == "done" and m == 12 for s, _, m in after.values())
+    assert summary["done_before"] == len(done) and summary["ran"] == 8 - len(done)
+    for run_id in done:  # finished before the kill: never run again
+        assert after[run_id][1] == 1
+    interrupted = [i for i, (s, _, _) in killed.items() if s == "running"]
+    assert summary["requeued"] == len(interrupted) <= 2
+    assert all(after[i][1] == 2 for i in interrupted)  # claimed once before the kill, once on resume
+
+
+@pytest.mark.slow
+def test_two_concurrent_sweeps_run_every_point_once(tmp_path: Path) -> None:
+    spec, db = _spec(tmp_path, epochs=6), tmp_path / "runs.db"
+    Store(db).close()  # both drivers open an existing store
+    procs = [subprocess.Popen([*CLI, str(spec), "--store", str(db), "--workers", "1", "--format", "json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outputs]
+    summaries = [json.loads(out) for out, _ in outputs]
+    assert sum(s["ran"] for s in summaries) == 8
+    runs = _runs(db)
+    assert len(runs) == 8 and all(r == ("done", 1, 6) for r in runs.values())  # one claim per point
+
+
+def test_status_prints_counts(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    with Store(db) as store:
+        store.add("a", {"depth": 1})
+    proc = subprocess.run([*CLI, "--status", "--store", str(db), "--format", "json"], capture_output=True, text=True)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == {"queued": 1}
+    proc = subprocess.run([*CLI, "--status", "--store", str(db)], capture_output=True, text=True)
+    assert "queued: 1, running: 0, done: 0, failed: 0 (total 1)" in proc.stdout
+
+
+# -- Ray -------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_backend_matches_the_local_pool(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    from initlab.sweep.ray_backend import RayCluster
+
+    spec = load_spec(_spec(tmp_path))
+    pool = LocalPool(2)
+    run_sweep(spec, tmp_path / "local.db", pool)
+    pool.close()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(spec, tmp_path / "ray.db", RayCluster())
+    finally:
+        ray.shutdown()
+    assert summary.ran == 8
+    with Store(tmp_path / "local.db") as local, Store(tmp_path / "ray.db") as remote:
+        for point in spec.points:
+            ours, theirs = ([{k: v for k, v in m.items() if k != "seconds"} for m in db.metrics(point.run_id)]
+                            for db in (local, remote))  # fmt: skip
+            assert len(ours) == 2 and ours == theirs  # identical per seed, not merely close
