@@ -61,19 +61,31 @@ def test_expansion_is_deterministic_and_ids_are_config_hashes(tmp_path: Path) ->
 def test_include_adds_points_and_duplicates_collapse() -> None:
     spec = expand({"epochs": 1}, {"depth": [2, 3]}, include=[{"scheme": "zeros"}, {"depth": 2}])
     assert [(p.depth, p.scheme) for p in spec.points] == [(2, "he_normal"), (3, "he_normal"), (5, "zeros")]
+    only = expand({"epochs": 1}, include=[{"depth": 2}, {"depth": 3}])
+    assert [p.depth for p in only.points] == [2, 3]  # no [grid]: the base alone is not a point
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("[grid]\ndepht = [1, 2]\n", "unknown TrainConfig field in [grid] 'depht'. Did you mean 'depth'? Accepted: "),
-        ("[base]\nsheme = 'zeros'\n", "unknown TrainConfig field in [base] 'sheme'. Did you mean 'scheme' or 'seed' or 'schedule'?"),
-        ("[grid]\ndepth = []\n", "[grid] field 'depth' is an empty list, so the grid has no points. Give depth at "
-                                 "least one value, or remove it from [grid]."),  # fmt: skip
-        ("[grid]\ndepth = 3\n", "[grid] field 'depth' must be a list of values. Received: 3. Write depth = [3] or "
-                                "move it to [base]."),  # fmt: skip
-        ("[gird]\ndepth = [3]\n", "unknown sweep spec section 'gird'. Did you mean 'grid'? Accepted: base, grid, "
-                                  "include, name, seeds."),  # fmt: skip
+        (
+            "[base]\nsheme = 'zeros'\n",
+            "unknown TrainConfig field in [base] 'sheme'. Did you mean 'scheme' or 'seed' or 'schedule'?",
+        ),
+        (
+            "[grid]\ndepth = []\n",
+            "[grid] field 'depth' is an empty list, so the grid has no points. Give depth at "
+            "least one value, or remove it from [grid].",
+        ),
+        (
+            "[grid]\ndepth = 3\n",
+            "[grid] field 'depth' must be a list of values. Received: 3. Write depth = [3] or move it to [base].",
+        ),
+        (
+            "[gird]\ndepth = [3]\n",
+            "unknown sweep spec section 'gird'. Did you mean 'grid'? Accepted: base, grid, include, name, seeds.",
+        ),
         ("seeds = []\n", "seeds is an empty list. Give at least one seed, e.g. seeds = [0], or remove it."),
         ("[grid\n", "is not valid TOML"),
         ("[grid]\ndepth = ['deep']\n", "config field 'depth' takes an int. Received: 'deep'."),

@@ -41,7 +41,23 @@ CREATE TABLE IF NOT EXISTS findings (
     run_id TEXT NOT NULL REFERENCES runs(id), step INTEGER, layer TEXT, kind TEXT, message TEXT,
     evidence TEXT, remedies TEXT
 );
+CREATE TABLE IF NOT EXISTS audit (
+    run_id TEXT NOT NULL REFERENCES runs(id), position INTEGER NOT NULL, layer TEXT, kind TEXT,
+    predicted_var REAL, measured_var REAL, predicted_grad REAL, measured_grad REAL
+);
+CREATE TABLE IF NOT EXISTS histograms (
+    run_id TEXT NOT NULL REFERENCES runs(id), phase TEXT NOT NULL, layer TEXT NOT NULL, kind TEXT NOT NULL,
+    edges TEXT NOT NULL, counts TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS measures (
+    run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, value REAL, PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS comparisons (
+    claim TEXT PRIMARY KEY, title TEXT NOT NULL, verdict TEXT NOT NULL, summary TEXT NOT NULL,
+    evidence TEXT NOT NULL, run_ids TEXT NOT NULL
+);
 """
+_RUN_TABLES = ("metrics", "layer_stats", "findings", "audit", "histograms", "measures")
 
 
 class Store:
@@ -128,9 +144,8 @@ class Store:
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO runs (id, config, status, created) VALUES (?, ?, 'queued', ?)",
                        (result.run_id, json.dumps(result.config.to_dict(), sort_keys=True), time.time()))  # fmt: skip
-            db.execute("DELETE FROM metrics WHERE run_id=?", (result.run_id,))
-            db.execute("DELETE FROM layer_stats WHERE run_id=?", (result.run_id,))
-            db.execute("DELETE FROM findings WHERE run_id=?", (result.run_id,))
+            for table in _RUN_TABLES:
+                db.execute(f"DELETE FROM {table} WHERE run_id=?", (result.run_id,))
             db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [(result.run_id, e.epoch, e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy,
                              e.seconds) for e in result.epochs])  # fmt: skip
@@ -140,9 +155,24 @@ class Store:
             db.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [(result.run_id, f.step, f.layer, f.kind, f.message, json.dumps(f.evidence),
                              json.dumps(f.remedies)) for f in result.findings])  # fmt: skip
+            db.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(result.run_id, i, r["name"], r["kind"], r["predicted_var"], r["measured_var"],
+                             r["predicted_grad"], r["measured_grad"]) for i, r in enumerate(result.audit)])  # fmt: skip
+            db.executemany("INSERT INTO histograms VALUES (?, ?, ?, ?, ?, ?)",
+                           [(result.run_id, h["phase"], h["layer"], h["kind"], json.dumps(h["edges"]),
+                             json.dumps(h["counts"])) for h in result.histograms])  # fmt: skip
+            db.executemany("INSERT INTO measures VALUES (?, ?, ?)",
+                           [(result.run_id, k, v) for k, v in result.measures.items()])  # fmt: skip
             db.execute("UPDATE runs SET status='done', finished=?, seconds=?, steps=?, diverged=?, error=NULL, "
-                       "attempts=MAX(attempts, 1) WHERE id=?", (time.time(), result.seconds, result.steps, int(result.diverged),
-                                      result.run_id))  # fmt: skip
+                       "attempts=MAX(attempts, 1) WHERE id=?",
+                       (time.time(), result.seconds, result.steps, int(result.diverged), result.run_id))  # fmt: skip
+
+    def compare(self, claim: str, title: str, verdict: str, summary: str, evidence: dict[str, Any],
+                run_ids: list[str]) -> None:  # fmt: skip
+        """Record a measured comparison between runs (a demo claim), replacing an earlier one of that name."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO comparisons VALUES (?, ?, ?, ?, ?, ?)",
+                       (claim, title, verdict, summary, json.dumps(evidence), json.dumps(run_ids)))  # fmt: skip
 
     def fail_run(self, run_id: str, error: str) -> None:
         """Record a run that raised (with its traceback); the sweep goes on."""
@@ -185,23 +215,45 @@ class Store:
         query, args = "SELECT * FROM runs", tuple[str, ...]()
         if status is not None:
             query, args = query + " WHERE status=?", (status,)
-        cur = self._db.execute(query + " ORDER BY created, id", args)
-        cols = [c[0] for c in cur.description]
-        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        rows = self._dicts(query + " ORDER BY created, id", args)
         for row in rows:
             row["config"] = json.loads(row["config"])
         return rows
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
-        cur = self._db.execute("SELECT * FROM metrics WHERE run_id=? ORDER BY epoch", (run_id,))
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return self._dicts("SELECT * FROM metrics WHERE run_id=? ORDER BY epoch", (run_id,))
 
     def findings(self, run_id: str) -> list[dict[str, Any]]:
         cur = self._db.execute("SELECT step, layer, kind, message, evidence, remedies FROM findings WHERE run_id=?",
                                (run_id,))  # fmt: skip
         return [{"step": s, "layer": la, "kind": k, "message": m, "evidence": json.loads(e),
                  "remedies": json.loads(r)} for s, la, k, m, e, r in cur.fetchall()]  # fmt: skip
+
+    def _dicts(self, query: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        cur = self._db.execute(query, args)
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def audit(self, run_id: str) -> list[dict[str, Any]]:
+        """Predicted vs measured per-layer variance at initialization, in the model's order."""
+        return self._dicts("SELECT layer, kind, predicted_var, measured_var, predicted_grad, measured_grad FROM audit "
+                           "WHERE run_id=? ORDER BY position", (run_id,))  # fmt: skip
+
+    def histograms(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._dicts("SELECT phase, layer, kind, edges, counts FROM histograms WHERE run_id=? ORDER BY rowid",
+                           (run_id,))  # fmt: skip
+        for row in rows:
+            row["edges"], row["counts"] = json.loads(row["edges"]), json.loads(row["counts"])
+        return rows
+
+    def measures(self, run_id: str) -> dict[str, float]:
+        return dict(self._db.execute("SELECT name, value FROM measures WHERE run_id=?", (run_id,)).fetchall())
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        rows = self._dicts("SELECT * FROM comparisons ORDER BY rowid", ())  # in the order they were judged
+        for row in rows:
+            row["evidence"], row["run_ids"] = json.loads(row["evidence"]), json.loads(row["run_ids"])
+        return rows
 
     def layer_stats(self, run_id: str, stat: str | None = None) -> list[tuple[int, str, str, float | None]]:
         query = "SELECT step, layer, stat, value FROM layer_stats WHERE run_id=?"

@@ -21,12 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from initlab._errors import fail, unknown_name
+from initlab._errors import InitlabError, fail, unknown_name
+from initlab.audit import audit
 from initlab.data import Dataset, batches, load
 from initlab.model_init import initialize
 from initlab.models import ModelSpec, build
 from initlab.monitor import Monitor
 from initlab.monitor.detectors import Finding
+from initlab.monitor.snapshot import distinct_units, layer_histograms
 
 __all__ = ["OPTIMIZERS", "EpochMetrics", "RunResult", "TrainConfig", "train"]
 
@@ -72,6 +74,7 @@ class TrainConfig:
     device: str = "cpu"
     monitor: bool = True
     monitor_every: int = 10
+    snapshots: bool = True  # audit (theory vs one batch) and per-layer histograms at init and at the end
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -146,6 +149,9 @@ class RunResult:
     layer_stats: list[dict[str, Any]]
     seconds: float
     steps: int
+    audit: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # predicted vs measured at init
+    histograms: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # phase "init"/"end" rows
+    measures: dict[str, float] = dataclasses.field(default_factory=dict)  # e.g. distinct_units at the end
 
     @property
     def final(self) -> EpochMetrics | None:
@@ -215,6 +221,8 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     model = build(spec, tuple(train_x.shape[1:]), data.classes).to(config.device)
     initialize(model, config.scheme, generator=generator,
                residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
+    probe = (train_x[:256].to(config.device), data.train_y[:256].to(config.device))
+    snapshots = _Snapshots(model, probe) if config.snapshots else None
     optimizer = _optimizer(config, model.parameters())
     total_steps = config.epochs * math.ceil(train_x.shape[0] / config.batch_size)
     if config.max_steps:
@@ -250,7 +258,30 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
             )
         )
     stats = monitor.history.to_records() if monitor is not None else []
-    return RunResult(config.run_id, config, epochs, diverged, findings, stats, time.perf_counter() - started, steps)
+    result = RunResult(config.run_id, config, epochs, diverged, findings, stats, 0.0, steps)
+    if snapshots is not None:
+        snapshots.finish(result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _Snapshots:
+    """The audit and histograms at initialization; histograms and the symmetry measure at the end."""
+
+    def __init__(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> None:
+        self.model, self.batch = model, batch
+        try:
+            report = audit(model, batch)
+            self.audit = [dataclasses.asdict(r) for r in report.rows]
+        except InitlabError:  # a model the theory cannot follow (e.g. recurrent): no audit, training goes on
+            self.audit = []
+        self.histograms = [{"phase": "init", **row} for row in layer_histograms(model, *batch)]
+
+    def finish(self, result: RunResult) -> None:
+        result.audit = self.audit
+        end = layer_histograms(self.model, *self.batch) if not result.diverged else []
+        result.histograms = self.histograms + [{"phase": "end", **row} for row in end]
+        result.measures = {"distinct_units": distinct_units(self.model)}
 
 
 @dataclasses.dataclass

@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from initlab.cli.audit_cmd import audit_command
+from initlab.cli.demo_cmd import demo_command
 from initlab.cli.init_cmd import init_command
 from initlab.cli.predict_cmd import predict_command
+from initlab.cli.report_cmd import report_command
 from initlab.cli.run_cmd import HELP as RUN_HELP
 from initlab.cli.run_cmd import run_command
 from initlab.cli.schemes_cmd import schemes_command
@@ -19,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("demo")(demo_command)
 app.command("schemes")(schemes_command)
 app.command("init")(init_command)
 app.command("predict")(predict_command)
@@ -27,6 +30,7 @@ app.command("run", help=RUN_HELP, context_settings={"allow_extra_args": True, "i
     run_command
 )
 app.command("sweep")(sweep_command)
+app.command("report")(report_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -66,8 +66,8 @@ class _Display:
     def __init__(self, spec: SweepSpec, workers: int) -> None:
         self.spec, self.workers, self.done = spec, workers, 0
         self.live = sys.stderr.isatty()
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=stderr, transient=True, disable=not self.live)  # fmt: skip
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.progress = Progress(*columns, console=stderr, transient=True, disable=not self.live)
         self.total: TaskID | None = None
         self.slots: list[TaskID] = []
 

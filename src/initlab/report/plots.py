@@ -15,7 +15,16 @@ from matplotlib.figure import Figure
 
 from initlab.theory.meanfield import PhaseDiagram
 
-__all__ = ["phase_diagram_figure", "png_bytes", "save"]
+__all__ = [
+    "curves_figure",
+    "heatmap_figure",
+    "histograms_figure",
+    "phase_diagram_figure",
+    "png_bytes",
+    "save",
+    "trainability_figure",
+    "variance_figure",
+]
 
 
 def phase_diagram_figure(d: PhaseDiagram, point: tuple[float, float] | None = None,
@@ -60,3 +69,124 @@ def save(fig: Figure, path: str | Path) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+# -- the report's figures (everything drawn from rows read out of the run store) ---------------------------
+Curve = tuple[str, list[float], list[float]]  # label, train loss per epoch, test accuracy per epoch
+
+
+def curves_figure(curves: list[Curve], title: str, chance: float | None = None) -> Figure:
+    """Training loss (log scale) and test accuracy per epoch; runs with the same label (seeds) share a colour."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=100)
+    labels = list(dict.fromkeys(label for label, _, _ in curves))
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    colors, shown = {label: cmap(i % 20) for i, label in enumerate(labels)}, set()
+    for label, loss, acc in curves:
+        color, first = colors[label], label not in shown
+        shown.add(label)
+        epochs = np.arange(1, len(acc) + 1)
+        finite = np.array([v if v is not None and np.isfinite(v) and v > 0 else np.nan for v in loss], dtype=float)
+        marker = "." if len(acc) < 3 else ""
+        loss_ax.plot(epochs[: len(finite)], finite, color=color, marker=marker, linewidth=1.2)
+        acc_ax.plot(epochs, acc, color=color, marker=marker, linewidth=1.2, label=label if first else None)
+    loss_ax.set_yscale("log")
+    loss_ax.set(xlabel="epoch", ylabel="training loss (log)", title="training loss")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy", ylim=(0, 1))
+    if chance is not None:
+        acc_ax.axhline(chance, color="gray", linestyle=":", linewidth=1, label="chance")
+    acc_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def trainability_figure(activation: str, depths: list[int], schemes: list[str], score: np.ndarray,
+                        predicted: dict[str, float]) -> Figure:  # fmt: skip
+    """Measured trainability (test accuracy; depth × scheme) above the depth mean-field theory predicts each
+    scheme can train (6·ξ_c), scheme by scheme in the same columns."""
+    fig, (grid_ax, theory_ax) = plt.subplots(2, 1, figsize=(1.3 * len(schemes) + 3, 0.55 * len(depths) + 4.6),
+                                             dpi=100, sharex=True,
+                                             gridspec_kw={"height_ratios": [max(len(depths), 2), 2.2]})  # fmt: skip
+    mesh = grid_ax.imshow(np.ma.masked_invalid(score), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for (row, col), value in np.ndenumerate(score):
+        if np.isfinite(value):
+            grid_ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    grid_ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+    grid_ax.set(ylabel="depth", title=f"{activation}: measured test accuracy (blank: not run)")
+    fig.colorbar(mesh, ax=[grid_ax], label="test accuracy", fraction=0.04)
+    raw = [predicted.get(s, np.nan) for s in schemes]
+    shown = [min(max(v, 0.5), 1e4) if not np.isnan(v) else np.nan for v in raw]
+    theory_ax.bar(range(len(schemes)), shown, color="slateblue", width=0.6)
+    for depth in depths:
+        theory_ax.axhline(depth, color="gray", linestyle=":", linewidth=1)
+    for i, v in enumerate(raw):
+        text = "n/a" if np.isnan(v) else "∞" if np.isinf(v) else "> 10⁴" if v > 1e4 else f"{v:.0f}"
+        theory_ax.text(i, shown[i] if np.isfinite(shown[i]) else 1.0, text, ha="center", va="bottom", fontsize=8)
+    theory_ax.set_yscale("log")
+    theory_ax.set_ylim(0.5, 1e5)
+    theory_ax.set_xticks(range(len(schemes)), schemes, rotation=25, ha="right", fontsize=8)
+    theory_ax.set(ylabel="6·ξ_c (log)", title="predicted trainable depth (mean-field theory; dotted: depths run)")
+    fig.colorbar(mesh, ax=[theory_ax], fraction=0.04).remove()  # keep both panels the same width
+    return fig
+
+
+def heatmap_figure(layers: list[str], steps: list[int], values: np.ndarray, title: str) -> Figure:
+    """Per-layer gradient norm over training steps, log colour scale (layers from input to output, top down)."""
+    from matplotlib.colors import LogNorm
+
+    fig, ax = plt.subplots(figsize=(8, 0.18 * len(layers) + 1.8), dpi=100)
+    positive = values[np.isfinite(values) & (values > 0)]
+    norm = LogNorm(vmin=float(positive.min()), vmax=float(positive.max())) if positive.size else None
+    mesh = ax.pcolormesh(steps, np.arange(len(layers)), np.ma.masked_invalid(np.where(values > 0, values, np.nan)),
+                         norm=norm, cmap="magma", shading="nearest")  # fmt: skip
+    ax.set_yticks(range(len(layers)), layers, fontsize=6)
+    ax.invert_yaxis()
+    ax.set(xlabel="step", ylabel="layer (input at top)", title=title)
+    fig.colorbar(mesh, ax=ax, label="gradient norm (log)")
+    fig.tight_layout()
+    return fig
+
+
+def histograms_figure(rows: list[dict[str, object]], title: str) -> Figure:
+    """Per-layer histograms of activations and back-propagated gradients at initialization and at the end
+    (Glorot & Bengio 2010, Figs. 6–7): one line per layer, darker = deeper."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 5.5), dpi=100, squeeze=False)
+    for col, phase in enumerate(("init", "end")):
+        for row, kind in enumerate(("activation", "gradient")):
+            ax = axes[row][col]
+            chosen = [r for r in rows if r["phase"] == phase and r["kind"] == kind]
+            shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(chosen), 1)))
+            for shade, r in zip(shades, chosen, strict=False):
+                edges, counts = np.asarray(r["edges"]), np.asarray(r["counts"], dtype=float)
+                total = counts.sum() or 1.0
+                ax.plot((edges[:-1] + edges[1:]) / 2, counts / total, color=shade, linewidth=1, label=str(r["layer"]))
+            ax.set_title(f"{kind}s at {'initialization' if phase == 'init' else 'the end'}", fontsize=9)
+            ax.set(xlabel="value" if kind == "activation" else "back-propagated gradient", ylabel="fraction")
+            if not chosen:
+                ax.text(0.5, 0.5, "not recorded (the run diverged)", ha="center", transform=ax.transAxes)
+            elif len(chosen) <= 8:
+                ax.legend(fontsize=6, title="layer", title_fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def variance_figure(rows: list[dict[str, object]], title: str) -> Figure:
+    """Predicted (mean-field, from the actual weights) vs measured (one batch) per-layer variance at init."""
+    fig, (fwd, bwd) = plt.subplots(1, 2, figsize=(10, 3.4), dpi=100)
+    for ax, key, label in ((fwd, "var", "forward variance"), (bwd, "grad", "gradient second moment")):
+        xs = np.arange(len(rows))
+        predicted = np.array([_num(r[f"predicted_{key}"]) for r in rows])
+        measured = np.array([_num(r[f"measured_{key}"]) for r in rows])
+        ax.plot(xs, measured, marker="o", markersize=3, label="measured (one batch)")
+        ax.plot(xs, predicted, marker="x", markersize=4, linestyle="--", label="predicted (mean-field)")
+        ax.set_yscale("log")
+        ax.set(xlabel="value in the model (input → output)", ylabel=label, title=label)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _num(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and value > 0 else np.nan

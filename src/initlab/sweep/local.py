@@ -31,20 +31,21 @@ def _exit_with(driver: int) -> None:
 
 
 class LocalPool:
-    """``workers`` processes (default: one per core), each with ``cores // workers`` torch threads.
+    """``workers`` processes (default: one per core), each with ``threads`` torch threads (default: ``cores //
+    workers``, so the workers together do not oversubscribe the cores).
 
-    >>> LocalPool(0)
+    >>> LocalPool(0)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    initlab._errors.InitlabError: workers must be at least 1. Received: 0. Pass --workers 1 or more (default: one per core).
+    initlab._errors.InitlabError: workers must be at least 1. Received: 0. Pass --workers 1 or more ...
     """
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
         cores = os.cpu_count() or 1
         self.workers = cores if workers is None else workers
         if self.workers < 1:
             raise fail("workers must be at least 1", received=self.workers,
                        fix="Pass --workers 1 or more (default: one per core).")  # fmt: skip
-        self.threads = max(1, cores // self.workers)
+        self.threads = threads if threads is not None else max(1, cores // self.workers)
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_worker, initargs=(self.threads, os.getpid()))  # fmt: skip
 

@@ -43,7 +43,7 @@ class RayCluster:
                 raise fail(f"cannot reach the Ray cluster at {address!r}: {error}",
                            fix="Start it with `ray start --head` and pass the address it prints, "
                                "or leave out --ray-address to start a local Ray.") from None  # fmt: skip
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+        cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
         self.workers = workers if workers is not None else cpus
         self._task = ray.remote(num_cpus=1, max_retries=0)(_execute_on_ray)
 

@@ -109,7 +109,6 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, backend: Backend, *, resu
               retry_failed: bool = False, reporter: Reporter | None = None) -> SweepSummary:  # fmt: skip
     """Run every point of ``spec`` that is not done in the store, on ``backend``; see the module docs."""
     started = time.perf_counter()
-    me = owner()
     with Store(store_path) as store:
         requeued = store.requeue_running(owner_alive) if resume else 0
         if retry_failed:
@@ -119,32 +118,40 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, backend: Backend, *, resu
         status = store.status(p.run_id for p in spec.points)
         summary = SweepSummary(len(spec.points), sum(s == "done" for s in status.values()), requeued=requeued)
         queue = iter([p for p in spec.points if status[p.run_id] == "queued"])
-        in_flight: dict[Future[Outcome], tuple[int, TrainConfig]] = {}
-        try:
-            while True:
-                for slot in sorted(set(range(backend.workers)) - {s for s, _ in in_flight.values()}):
-                    config = _claim_next(store, queue, me, summary)
-                    if config is None:
-                        break
-                    if reporter is not None:
-                        reporter.started(slot, config)
-                    in_flight[backend.submit(config)] = (slot, config)
-                if not in_flight:
-                    break
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    slot, config = in_flight.pop(future)
-                    outcome = _outcome(future, config)
-                    _record(store, outcome, summary)
-                    if reporter is not None:
-                        reporter.finished(slot, config, outcome)
-        except BaseException:
-            store.release(config.run_id for _, config in in_flight.values())
-            backend.close(abort=True)
-            raise
+        _drive(store, queue, backend, summary, reporter)
         summary.stale = sum(not owner_alive(r["worker"] or "") for r in store.runs("running"))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _drive(store: Store, queue: Iterator[TrainConfig], backend: Backend, summary: SweepSummary,
+           reporter: Reporter | None) -> None:  # fmt: skip
+    """Keep ``backend.workers`` claimed runs in flight until the queue is empty; write each result as it lands.
+    If the driver is interrupted, the runs it holds go back to the queue."""
+    me = owner()
+    in_flight: dict[Future[Outcome], tuple[int, TrainConfig]] = {}
+    try:
+        while True:
+            for slot in sorted(set(range(backend.workers)) - {s for s, _ in in_flight.values()}):
+                config = _claim_next(store, queue, me, summary)
+                if config is None:
+                    break
+                if reporter is not None:
+                    reporter.started(slot, config)
+                in_flight[backend.submit(config)] = (slot, config)
+            if not in_flight:
+                return
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                slot, config = in_flight.pop(future)
+                outcome = _outcome(future, config)
+                _record(store, outcome, summary)
+                if reporter is not None:
+                    reporter.finished(slot, config, outcome)
+    except BaseException:
+        store.release(config.run_id for _, config in in_flight.values())
+        backend.close(abort=True)
+        raise
 
 
 def _claim_next(store: Store, queue: Iterator[TrainConfig], me: str, summary: SweepSummary) -> TrainConfig | None:

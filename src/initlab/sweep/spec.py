@@ -14,6 +14,7 @@
     [[include]]                 # extra single points, each on top of [base]
     scheme = "zeros"
 
+Without ``[grid]``, the points are the ``[[include]]`` ones (or ``[base]`` alone if there are none).
 Each point's id is :attr:`TrainConfig.run_id`, a hash of its resolved config, so the same point is the same run
 in every backend and every resume.
 """
@@ -88,15 +89,17 @@ def expand(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]] | None = N
     include = list(include)
     for extra in include:
         _check_fields("[[include]]", extra)
-    points = [{**base, **dict(zip(grid, combo, strict=True))} for combo in itertools.product(*grid.values())]
-    points += [{**base, **extra} for extra in include]
+    points = [{**base, **extra} for extra in include]
+    if grid or not include:  # a spec of only [base] is one point; only [[include]]: just those points
+        crossed = [{**base, **dict(zip(grid, c, strict=True))} for c in itertools.product(*grid.values())]
+        points = crossed + points
     if seeds is not None:
         if not seeds:
             raise fail("seeds is an empty list", fix="Give at least one seed, e.g. seeds = [0], or remove it.")
         points = [{**p, "seed": s} for p in points for s in seeds]
     configs: dict[str, TrainConfig] = {}
-    for values in points:
-        config = TrainConfig.from_dict(values)
+    for point in points:
+        config = TrainConfig.from_dict(point)
         configs.setdefault(config.run_id, config)
     return SweepSpec(name, tuple(configs.values()))
 

@@ -344,7 +344,7 @@ def propagate(model: nn.Module, in_shape: tuple[int, ...], stat: Stat) -> tuple[
         s, g = prop.stats.get(node), grads.get(node)
         rows.append(LayerPrediction(
             label(node), _kind(node, prop.modules),
-            tuple(_shape(node)[1:]) if "tensor_meta" in node.meta else (),
+            tuple(_shape(node)[1:]) if hasattr(node.meta.get("tensor_meta"), "shape") else (),
             s.population_var if s is not None else None,
             float(g.mean()) if g is not None else None, prop.notes.get(node, ""),
         ))  # fmt: skip

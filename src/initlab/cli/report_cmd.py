@@ -1,0 +1,23 @@
+"""``initlab report``: the HTML report of a run store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from initlab._errors import fail
+from initlab.cli._common import stdout, user_errors
+from initlab.report.html import build_report
+
+
+@user_errors
+def report_command(
+    store: Path = typer.Argument(..., metavar="STORE", help="The SQLite run store a run, sweep or demo wrote."),
+    out: Path = typer.Option(Path("report.html"), "-o", "--out", help="The HTML file to write."),
+) -> None:
+    """Write a self-contained HTML report (images embedded, readable offline) built only from the store."""
+    if not store.exists():
+        raise fail(f"run store {store} does not exist", fix="Pass the .db file that initlab run/sweep/demo wrote.")
+    path = build_report(store, out)
+    stdout.print(f"report: {path}", highlight=False)

@@ -1,0 +1,161 @@
+"""The main job (issue 8): `initlab demo --quick` end to end, its six measured claims, and the HTML report —
+parsed, every image decoded, and opened in a real headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import statistics
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from initlab.store import Store
+
+CLI = [sys.executable, "-m", "initlab.cli.main"]
+CHROMIUM = Path("/usr/bin/chromium")
+VOID = {"meta", "link", "img", "br", "hr", "input", "source", "col", "area", "base", "wbr"}
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([*CLI, "demo", "--quick", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
+
+
+def test_quick_demo_prints_claims_and_the_report_path(demo: tuple[Path, str]) -> None:
+    out, stdout = demo
+    assert (out / "report.html").is_file() and (out / "runs.db").is_file()
+    assert f"report: {(out / 'report.html').resolve()}" in stdout.replace("\n", "")
+    for title in ("Zero init cannot break symmetry", "Remedies rescue a failing deep ReLU net"):
+        assert title in " ".join(stdout.split())
+
+
+def _score(store: Store, run_id: str, diverged: bool) -> float:
+    accuracies = [m["test_accuracy"] for m in store.metrics(run_id)]
+    return 0.1 if diverged or not accuracies else statistics.fmean(accuracies[-3:])
+
+
+def test_each_claim_is_a_measured_comparison_in_the_store(demo: tuple[Path, str]) -> None:
+    out, _ = demo
+    with Store(out / "runs.db") as store:
+        comparisons = {c["claim"]: c for c in store.comparisons()}
+        done = {r["id"]: r for r in store.runs("done")}
+        assert set(comparisons) == {"symmetry", "vanishing", "he_vs_glorot", "glorot_vs_standard", "remedies",
+                                    "critical"}  # fmt: skip
+        for claim in comparisons.values():
+            assert claim["verdict"] in ("reproduced", "partly reproduced", "not reproduced")
+            assert claim["run_ids"] and all(i in done for i in claim["run_ids"])
+            for role in claim["evidence"]["roles"].values():  # every number recomputes from the metrics rows
+                scores = [_score(store, i, bool(done[i]["diverged"])) for i in role["runs"]]
+                assert role["score"] == pytest.approx(statistics.median(scores), abs=1e-4)
+        # The claims themselves, measured (the quick demo on digits; seeds fixed, so these are deterministic):
+        zeros = comparisons["symmetry"]
+        assert zeros["evidence"]["zeros_distinct_units"] <= 0.05
+        assert (
+            zeros["evidence"]["roles"]["zeros"]["score"] <= 0.2 < zeros["evidence"]["roles"]["glorot_normal"]["score"]
+        )
+        small = comparisons["vanishing"]["evidence"]["roles"]["small_random"]
+        assert "vanishing" in small["findings"] and small["score"] <= 0.2
+        assert all(any(f["kind"] == "vanishing" for f in store.findings(i)) for i in small["runs"])
+        he = comparisons["he_vs_glorot"]["evidence"]["roles"]
+        assert he["he_normal"]["score"] > he["torch_default"]["score"] + 0.3
+        glorot = comparisons["glorot_vs_standard"]["evidence"]["roles"]
+        assert glorot["glorot_uniform"]["first_epoch_accuracy"] > glorot["torch_default"]["first_epoch_accuracy"]
+        rescued = comparisons["remedies"]["evidence"]["rescued"]
+        assert set(rescued) == {"BatchNorm", "residual connections", "gradient clipping", "Leaky ReLU", "Adam"}
+        assert rescued["BatchNorm"] and rescued["residual connections"] and rescued["Adam"]
+        critical = comparisons["critical"]["evidence"]
+        assert critical["grid"]["critical"]["30"] >= 0.8 > 0.5 >= critical["grid"]["torch_default"]["30"]
+        assert critical["predicted_depth"]["torch_default"] < 10 < critical["predicted_depth"]["critical"]
+
+
+class _Checker(HTMLParser):
+    """Balanced tags and the embedded images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.images: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs).get("src") or "")
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'} at {self.getpos()}")
+        else:
+            self.stack.pop()
+
+
+def test_report_parses_and_every_image_decodes(demo: tuple[Path, str]) -> None:
+    from PIL import Image
+
+    out, _ = demo
+    html = (out / "report.html").read_text(encoding="utf-8")
+    checker = _Checker()
+    checker.feed(html)
+    assert checker.errors == [] and checker.stack == []
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
+    assert len(checker.images) >= 15
+    for src in checker.images:
+        assert src.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        image.load()
+        assert image.width > 100 and image.height > 100
+    for section in ("claims", "summary", "curves", "trainability", "gradients", "histograms", "theory", "findings",
+                    "configs"):  # fmt: skip
+        assert f'id="{section}"' in html
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is installed by `make test`")
+def test_report_renders_in_headless_chromium(demo: tuple[Path, str], tmp_path: Path) -> None:
+    from PIL import Image, ImageStat
+    from playwright.sync_api import sync_playwright
+
+    out, _ = demo
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu",
+                                    "--disable-background-networking", "--disable-component-update",
+                                    "--disable-sync", "--no-first-run"])  # fmt: skip
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        page.goto((out / "report.html").resolve().as_uri())
+        page.wait_for_load_state("load")
+        broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=False)
+        # the summary table sorts when a header is clicked (the page's only script)
+        column = page.locator("table.sortable th", has_text="score")
+        column.click()
+        ascending = [float(v) for v in page.locator("table.sortable tbody tr td:nth-child(11)").all_inner_texts()]
+        column.click()
+        descending = [float(v) for v in page.locator("table.sortable tbody tr td:nth-child(11)").all_inner_texts()]
+        browser.close()
+    assert problems == [] and broken == 0
+    assert ascending == sorted(ascending) and descending == sorted(ascending, reverse=True)
+    stat = ImageStat.Stat(Image.open(shot).convert("L"))
+    assert stat.stddev[0] > 20  # not a blank page: text, plots and colours
+    assert len(Image.open(shot).convert("RGB").getcolors(1 << 20) or []) > 100
+
+
+def test_report_of_a_missing_store_is_exit_2(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "report", str(tmp_path / "nope.db"), "-o", str(tmp_path / "r.html")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    assert re.search(r"Error: run store .*nope\.db does not exist\. Pass the \.db file that initlab run/sweep/demo "
+                     r"wrote\.", " ".join(proc.stderr.split()))  # fmt: skip
