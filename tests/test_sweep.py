@@ -110,7 +110,7 @@ def test_cli_bad_spec_is_exit_2(tmp_path: Path) -> None:
 
 # -- the driver ------------------------------------------------------------------------------------------
 def test_local_sweep_records_failures_and_skips_what_is_done(tmp_path: Path) -> None:
-    spec = expand({"epochs": 1, "depth": 2, "width": 16},
+    spec = expand({"epochs": 1, "width": 16}, {"depth": [2]},
                   include=[{"data": "mnist", "data_dir": str(tmp_path / "nowhere")}])  # fmt: skip
     db = tmp_path / "runs.db"
     pool = LocalPool(2)
@@ -147,11 +147,14 @@ def test_kill_9_then_resume_runs_every_point_exactly_once(tmp_path: Path) -> Non
     spec, db = _spec(tmp_path, epochs=12), tmp_path / "runs.db"
     proc = subprocess.Popen([*CLI, str(spec), "--store", str(db), "--workers", "2"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        if db.exists() and sum(s == "done" for s, _, _ in _runs(db).values()) >= 2:
-            break
+        try:
+            if db.exists() and sum(s == "done" for s, _, _ in _runs(db).values()) >= 2:
+                break
+        except sqlite3.OperationalError:  # the driver has created the file but not yet its tables
+            continue
     os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers must notice and leave on their own
     proc.wait()
     killed = _runs(db)

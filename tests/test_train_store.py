@@ -79,7 +79,7 @@ def test_store_refuses_other_files(tmp_path: Path) -> None:
     with sqlite3.connect(newer) as db:
         db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(il.InitlabError, match=re.escape("has run-store schema version 99; this initlab reads "
-                                                        "version 1. Upgrade initlab")):  # fmt: skip
+                                                        "version 2. Upgrade initlab")):  # fmt: skip
         Store(newer)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not sqlite at all" * 100)
@@ -108,3 +108,19 @@ def test_reader_never_sees_half_a_run(tmp_path: Path) -> None:
     done.set()
     thread.join()
     assert all(s == (3, len(result.layer_stats)) for s in seen)
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    old = tmp_path / "v1.db"
+    with sqlite3.connect(old) as db:  # the version-1 layout: runs without the attempts column
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL DEFAULT "
+                   "'queued', created REAL NOT NULL, started REAL, finished REAL, seconds REAL, steps INTEGER, "
+                   "diverged INTEGER, error TEXT, worker TEXT)")  # fmt: skip
+        db.execute("INSERT INTO runs (id, config, status, created) VALUES ('a', '{}', 'queued', 0)")
+    with Store(old) as store:
+        assert store.claim("a", "me")
+        assert store.runs()[0]["attempts"] == 1
+    with sqlite3.connect(old) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)

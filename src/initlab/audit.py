@@ -180,7 +180,8 @@ def _ratio(measured: float, predicted: float | None) -> float | None:
 
 def _weight_grads(model: nn.Module) -> list[Tensor]:
     weights = [getattr(m, "weight", None) for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
-    return [w.grad for w in weights if isinstance(w, Tensor) and w.grad is not None]
+    # A weight-normalized layer's weight is computed, not a leaf: it has no .grad of its own.
+    return [w.grad for w in weights if isinstance(w, Tensor) and w.is_leaf and w.grad is not None]
 
 
 def _grad_norm_ratio(model: nn.Module) -> float:

@@ -71,7 +71,7 @@ def distinct_units(model: nn.Module) -> float:
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
     >>> distinct_units(net)
     1.0
-    >>> _ = nn.init.zeros_(net[2].weight)
+    >>> _ = nn.init.zeros_(net[2].weight), nn.init.zeros_(net[2].bias)
     >>> distinct_units(net)
     0.125
     """
