@@ -19,9 +19,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from initlab._errors import unknown_name
 from initlab.store import Store
@@ -303,6 +306,7 @@ class DemoResult:
     report: Path
     summary: SweepSummary
     claims: list[dict[str, Any]]
+    seconds: dict[str, float]  # wall time of the sweep (training, with the monitor), judging, and the report
 
 
 def run_demo(out: str | Path, backend: Backend, *, quick: bool = False, data: str = "digits",
@@ -313,8 +317,13 @@ def run_demo(out: str | Path, backend: Backend, *, quick: bool = False, data: st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = demo_spec(quick, data)
+    clock = [time.perf_counter()]
     summary = run_sweep(spec, out / "runs.db", backend, resume=True, reporter=reporter)
+    clock.append(time.perf_counter())
     with Store(out / "runs.db") as store:
         claims = judge(store, quick, data)
+    clock.append(time.perf_counter())
     report = build_report(out / "runs.db", out / "report.html")
-    return DemoResult(out / "runs.db", report, summary, claims)
+    clock.append(time.perf_counter())
+    seconds = dict(zip(("sweep", "judge", "report"), np.diff(clock).tolist(), strict=True))
+    return DemoResult(out / "runs.db", report, summary, claims, seconds)

@@ -39,5 +39,6 @@ def demo_command(
         colour = {"reproduced": "green", "partly reproduced": "yellow"}.get(claim["verdict"], "red")
         table.add_row(str(i), claim["title"], f"[{colour}]{claim['verdict']}[/]", claim["summary"])
     stdout.print(table)
+    split = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     stdout.print(f"store: {result.store}\nreport: {result.report.resolve()}\n"
-                 f"({time.perf_counter() - started:.0f} s)", highlight=False)  # fmt: skip
+                 f"({time.perf_counter() - started:.0f} s: {split})", highlight=False)  # fmt: skip
