@@ -124,3 +124,18 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
         assert store.runs()[0]["attempts"] == 1
     with sqlite3.connect(old) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+
+
+def test_snapshots_land_in_the_store(tmp_path: Path) -> None:
+    result = train(TrainConfig(depth=3, width=16, epochs=1, activation="tanh", snapshots=True))
+    with Store(tmp_path / "s.db") as store:
+        store.write(result)
+        audit, histograms = store.audit(result.run_id), store.histograms(result.run_id)
+        assert [r["layer"] for r in audit] == [r["name"] for r in result.audit] and len(audit) >= 6
+        assert all(r["measured_var"] > 0 for r in audit if r["kind"] == "Linear")
+        phases = {(h["phase"], h["kind"]) for h in histograms}
+        assert phases == {("init", "activation"), ("init", "gradient"), ("end", "activation"), ("end", "gradient")}
+        for h in histograms:  # every example of the 256-row probe batch lands in a bin
+            assert len(h["edges"]) == len(h["counts"]) + 1 and sum(h["counts"]) == 256 * 16
+        assert store.measures(result.run_id) == {"distinct_units": 1.0}
+    assert train(TrainConfig(depth=3, width=16, epochs=1)).histograms == []  # off by default

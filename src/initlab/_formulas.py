@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from scipy import optimize, special
+from scipy import special
 
 from initlab._errors import fail, unknown_name
 from initlab.fans import FAN_MODES, Fans
@@ -194,6 +194,8 @@ def truncated(mean: float, std: float, a: float, b: float, bounds: str) -> Trunc
         return s * standard_truncated_std(lo / s, hi / s) - std
 
     # sigma = std truncates (result std < std); sigma = 1e4·(b - a) is almost uniform (std > std asked).
+    from scipy import optimize  # imported here: scipy.optimize costs 0.4 s at start-up of every process
+
     log_sigma = optimize.brentq(excess, math.log(std), math.log(1e4 * (hi - lo)), xtol=1e-14)
     sigma = math.exp(log_sigma)
     return TruncatedNormal(mean, sigma, lo / sigma, hi / sigma)

@@ -93,7 +93,7 @@ CRITICAL_SCHEMES = ("critical", "torch_default", "he_normal")
 
 def _base(settings: Settings, data: str) -> dict[str, Any]:
     return {"data": data, "width": 128, "batch_size": 64, "lr": 0.1, "optimizer": "sgd", "epochs": settings.epochs,
-            "monitor_every": 10}  # fmt: skip
+            "monitor_every": 10, "snapshots": True}  # fmt: skip
 
 
 def demo_spec(quick: bool = False, data: str = "digits") -> SweepSpec:

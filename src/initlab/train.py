@@ -74,7 +74,7 @@ class TrainConfig:
     device: str = "cpu"
     monitor: bool = True
     monitor_every: int = 10
-    snapshots: bool = True  # audit (theory vs one batch) and per-layer histograms at init and at the end
+    snapshots: bool = False  # audit (theory vs one batch) and per-layer histograms at init and at the end
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize
 from torch import Tensor, nn
 
 from initlab._errors import fail
@@ -325,6 +324,8 @@ def critical_weight_var(act: ActivationLike, bias_var: float = 0.0, *, upper: fl
         reason = "χ1 > 1 already at σ_w² = 0.001" if f_lo > 0 else f"χ1 < 1 even at σ_w² = {upper:g}"
         raise fail(f"activation {phi.name!r} has no critical point at σ_b² = {bias_var}: {reason}",
                    fix="Try another bias variance, or another activation.")  # fmt: skip
+    from scipy import optimize  # imported here: scipy.optimize costs 0.4 s at start-up of every process
+
     return math.exp(optimize.brentq(excess, lo, hi, xtol=1e-13, rtol=1e-13))
 
 
