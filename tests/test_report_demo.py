@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import statistics
 import subprocess
@@ -19,15 +20,24 @@ from initlab.store import Store
 CLI = [sys.executable, "-m", "initlab.cli.main"]
 CHROMIUM = Path("/usr/bin/chromium")
 VOID = {"meta", "link", "img", "br", "hr", "input", "source", "col", "area", "base", "wbr"}
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([*CLI, "demo", "--quick", "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return out, proc.stdout
+    """One quick demo per test session, shared by the xdist workers (under a file lock) and the tests."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's directory
+    out, printed = shared / "quick-demo", shared / "quick-demo.stdout"
+    with FileLock(str(shared / "quick-demo.lock")):
+        if not printed.exists():
+            proc = subprocess.run([*CLI, "demo", "--quick", "--out", str(out)], capture_output=True, text=True,
+                                  timeout=600)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            printed.write_text(proc.stdout)
+    return out, printed.read_text()
 
 
 def test_quick_demo_prints_claims_and_the_report_path(demo: tuple[Path, str]) -> None:
@@ -159,3 +169,14 @@ def test_report_of_a_missing_store_is_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert re.search(r"Error: run store .*nope\.db does not exist\. Pass the \.db file that initlab run/sweep/demo "
                      r"wrote\.", " ".join(proc.stderr.split()))  # fmt: skip
+
+
+def test_demo_bad_data_is_exit_2_before_any_run(tmp_path: Path) -> None:
+    proc = subprocess.run([*CLI, "demo", "--quick", "--data", "cifar", "--out", str(tmp_path / "d")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    assert "Error: unknown demo data set 'cifar'. Accepted: digits, fashion-mnist, mnist1d." in proc.stderr
+    proc = subprocess.run([*CLI, "demo", "--quick", "--data", "fashion-mnist", "--data-dir", str(tmp_path),
+                           "--out", str(tmp_path / "d")], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "train-images-idx3-ubyte" in proc.stderr and not (tmp_path / "d" / "runs.db").exists()

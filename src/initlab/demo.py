@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from initlab._errors import unknown_name
+from initlab.data import load
 from initlab.store import Store
 from initlab.sweep.runner import Backend, Reporter, SweepSummary, run_sweep
 from initlab.sweep.spec import SweepSpec, expand
@@ -91,16 +92,18 @@ def _roles(claim: str, settings: Settings) -> dict[str, dict[str, Any]]:
 CRITICAL_SCHEMES = ("critical", "torch_default", "he_normal")
 
 
-def _base(settings: Settings, data: str) -> dict[str, Any]:
-    return {"data": data, "width": 128, "batch_size": 64, "lr": 0.1, "optimizer": "sgd", "epochs": settings.epochs,
-            "monitor_every": 10, "snapshots": True}  # fmt: skip
+def _base(settings: Settings, data: str, data_dir: str) -> dict[str, Any]:
+    return {
+        "data": data, "data_dir": data_dir, "width": 128, "batch_size": 64, "lr": 0.1, "optimizer": "sgd",
+        "epochs": settings.epochs, "monitor_every": 10, "snapshots": True,
+    }  # fmt: skip
 
 
-def demo_spec(quick: bool = False, data: str = "digits") -> SweepSpec:
+def demo_spec(quick: bool = False, data: str = "digits", data_dir: str = "") -> SweepSpec:
     """Every run the six claims need, each once per seed."""
     settings = Settings.of(quick, data)
     points = [role for claim in CLAIMS for role in _roles(claim.id, settings).values()]
-    return expand(_base(settings, data), include=points, seeds=list(settings.seeds),
+    return expand(_base(settings, data, data_dir), include=points, seeds=list(settings.seeds),
                   name="demo-quick" if quick else "demo")  # fmt: skip
 
 
@@ -143,12 +146,8 @@ class RunGroup:
                 "diverged": sum(self.diverged)}  # fmt: skip
 
 
-def _group(store: Store, configs: list[TrainConfig]) -> RunGroup:
+def _group(store: Store, runs: Mapping[str, dict[str, Any]], configs: list[TrainConfig]) -> RunGroup:
     ids = [c.run_id for c in configs]
-    runs = {r["id"]: r for r in store.runs("done")}
-    missing = [i for i in ids if i not in runs]
-    if missing:
-        raise LookupError(f"runs {missing} are not done in the store")
     return RunGroup(ids, [[m["test_accuracy"] for m in store.metrics(i)] for i in ids],
                     [store.findings(i) for i in ids], [store.measures(i) for i in ids],
                     [bool(runs[i]["diverged"]) for i in ids])  # fmt: skip
@@ -283,15 +282,23 @@ CLAIMS = (
 )
 
 
-def judge(store: Store, quick: bool = False, data: str = "digits") -> list[dict[str, Any]]:
-    """Judge every claim from the runs in ``store`` and record each as a measured comparison in it."""
+def judge(store: Store, quick: bool = False, data: str = "digits", data_dir: str = "") -> list[dict[str, Any]]:
+    """Judge every claim from the runs in ``store`` and record each as a measured comparison in it. A claim
+    whose runs did not finish (failed: see the store) is recorded as "not judged", with the reason."""
     settings = Settings.of(quick, data)
-    base = _base(settings, data)
+    base = _base(settings, data, data_dir)
+    done = {r["id"]: r for r in store.runs("done")}
     results = []
     for claim in CLAIMS:
-        groups = {role: _group(store, [TrainConfig.from_dict({**base, **overrides, "seed": seed})
-                                       for seed in settings.seeds])
-                  for role, overrides in _roles(claim.id, settings).items()}  # fmt: skip
+        roles = {role: [TrainConfig.from_dict({**base, **overrides, "seed": seed}) for seed in settings.seeds]
+                 for role, overrides in _roles(claim.id, settings).items()}  # fmt: skip
+        missing = [c.run_id for configs in roles.values() for c in configs if c.run_id not in done]
+        if missing:
+            summary = f"{len(missing)} of its runs did not finish ({', '.join(missing[:3])}…): see the store's errors"
+            store.compare(claim.id, claim.title, "not judged", summary, {"missing": missing}, missing)
+            results.append({"claim": claim.id, "title": claim.title, "verdict": "not judged", "summary": summary})
+            continue
+        groups = {role: _group(store, done, configs) for role, configs in roles.items()}
         verdict, summary, extra = claim.judge(groups, settings)
         evidence = {"roles": {r: g.evidence() for r, g in groups.items()}, **extra}
         run_ids = [i for g in groups.values() for i in g.run_ids]
@@ -309,19 +316,20 @@ class DemoResult:
     seconds: dict[str, float]  # wall time of the sweep (training, with the monitor), judging, and the report
 
 
-def run_demo(out: str | Path, backend: Backend, *, quick: bool = False, data: str = "digits",
+def run_demo(out: str | Path, backend: Backend, *, quick: bool = False, data: str = "digits", data_dir: str = "",
              reporter: Reporter | None = None) -> DemoResult:  # fmt: skip
     """Run the demo sweep into ``out/runs.db`` (resuming what is done), judge the claims, write ``out/report.html``."""
     from initlab.report.html import build_report
 
+    spec = demo_spec(quick, data, data_dir)
+    load(data, data_dir=data_dir or None)  # a missing data set is a clear error now, not 48 failed runs later
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = demo_spec(quick, data)
     clock = [time.perf_counter()]
     summary = run_sweep(spec, out / "runs.db", backend, resume=True, reporter=reporter)
     clock.append(time.perf_counter())
     with Store(out / "runs.db") as store:
-        claims = judge(store, quick, data)
+        claims = judge(store, quick, data, data_dir)
     clock.append(time.perf_counter())
     report = build_report(out / "runs.db", out / "report.html")
     clock.append(time.perf_counter())

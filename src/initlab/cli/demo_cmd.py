@@ -18,16 +18,22 @@ from initlab.sweep.local import LocalPool
 def demo_command(
     quick: bool = typer.Option(False, "--quick", help="Fewer seeds, epochs and depths: about a minute."),
     data: str = typer.Option("digits", "--data", help=f"Data set: {', '.join(DATASETS)}."),
+    data_dir: str = typer.Option(
+        "",
+        "--data-dir",
+        help="Directory of IDX files (default for fashion-mnist: "
+        "/usr/share/datasets/fashion-mnist, from Debian's dataset-fashion-mnist).",
+    ),
     out: Path = typer.Option(Path("initlab-demo"), "--out", help="Directory for runs.db and report.html."),
     workers: int | None = typer.Option(None, "--workers", help="Runs at once (default: one per core)."),
 ) -> None:
     """Train deep nets under many initializations and remedies, judge six claims, and write the HTML report."""
     started = time.perf_counter()
-    spec = demo_spec(quick, data)
+    spec = demo_spec(quick, data, data_dir)
     pool = LocalPool(workers)
     try:
         with _Display(spec, pool.workers) as display:
-            result = run_demo(out, pool, quick=quick, data=data, reporter=display)
+            result = run_demo(out, pool, quick=quick, data=data, data_dir=data_dir, reporter=display)
     finally:
         pool.close()
     table = Table(title=f"initlab demo: {len(spec.points)} runs on {data}", title_justify="left")
