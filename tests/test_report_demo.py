@@ -180,3 +180,17 @@ def test_demo_bad_data_is_exit_2_before_any_run(tmp_path: Path) -> None:
                            "--out", str(tmp_path / "d")], capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "train-images-idx3-ubyte" in proc.stderr and not (tmp_path / "d" / "runs.db").exists()
+
+
+def test_report_of_a_single_run_without_snapshots(tmp_path: Path) -> None:
+    from initlab.report.html import build_report
+    from initlab.train import TrainConfig, train
+
+    with Store(tmp_path / "runs.db") as store:
+        store.write(train(TrainConfig(depth=3, width=16, epochs=2)))
+    html = build_report(tmp_path / "runs.db", tmp_path / "report.html").read_text(encoding="utf-8")
+    checker = _Checker()
+    checker.feed(html)
+    assert checker.errors == [] and len(checker.images) == 2  # the curves and the gradient-norm heatmap
+    assert "No histograms in this store: run with <code>snapshots = true</code> to record them." in html
+    assert 'id="claims"' not in html  # no demo comparisons: no claims section
