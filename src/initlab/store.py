@@ -121,10 +121,17 @@ class Store:
     # -- writing ---------------------------------------------------------------------------------------
     def add(self, run_id: str, config: dict[str, Any]) -> bool:
         """Queue a run; False if it is already in the store (any status)."""
+        return self.add_many([(run_id, config)]) == 1
+
+    def add_many(self, runs: Iterable[tuple[str, dict[str, Any]]]) -> int:
+        """Queue runs in one transaction (those already in the store keep their status); returns how many were new."""
+        now = time.time()
         with self._transaction() as db:
-            cur = db.execute("INSERT OR IGNORE INTO runs (id, config, status, created) VALUES (?, ?, 'queued', ?)",
-                             (run_id, json.dumps(config, sort_keys=True), time.time()))  # fmt: skip
-            return cur.rowcount == 1
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO runs (id, config, status, created) VALUES (?, ?, 'queued', ?)",
+                           [(i, json.dumps(c, sort_keys=True), now + k * 1e-6)  # keeps the given order
+                            for k, (i, c) in enumerate(runs)])  # fmt: skip
+            return db.total_changes - before
 
     def claim(self, run_id: str, worker: str = "") -> bool:
         """Atomically move a queued run to running, owned by ``worker``; False if another process got it first."""

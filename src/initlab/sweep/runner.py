@@ -113,8 +113,7 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, backend: Backend, *, resu
         requeued = store.requeue_running(owner_alive) if resume else 0
         if retry_failed:
             store.retry_failed()
-        for point in spec.points:
-            store.add(point.run_id, point.to_dict())
+        store.add_many((p.run_id, p.to_dict()) for p in spec.points)
         status = store.status(p.run_id for p in spec.points)
         summary = SweepSummary(len(spec.points), sum(s == "done" for s in status.values()), requeued=requeued)
         queue = iter([p for p in spec.points if status[p.run_id] == "queued"])

@@ -22,6 +22,7 @@ in every backend and every resume.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,7 +45,7 @@ class SweepSpec:
     name: str
     points: tuple[TrainConfig, ...]
 
-    @property
+    @functools.cached_property
     def varying(self) -> tuple[str, ...]:
         """TrainConfig fields that differ between points (what a label should show)."""
         dicts = [p.to_dict() for p in self.points]
