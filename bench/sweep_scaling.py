@@ -61,7 +61,7 @@ def main() -> None:
         for name, make, workers in plan if i % 2 == 0 else plan[::-1]:
             times[name].append(timed(make, workers, str(len(times[name]))))
         if ray is not None:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             try:
                 times[RAY].append(timed(lambda: RayCluster(workers=2), 2, "ray"))
             finally:

@@ -211,7 +211,7 @@ def test_ray_backend_matches_the_local_pool(tmp_path: Path) -> None:
     pool = LocalPool(2)
     run_sweep(spec, tmp_path / "local.db", pool)
     pool.close()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         summary = run_sweep(spec, tmp_path / "ray.db", RayCluster())
     finally:
