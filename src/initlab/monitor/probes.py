@@ -252,6 +252,8 @@ class GradientNorms(Probe):
         super().attach(monitor)
         self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
         self._scale = torch.tensor([math.sqrt(p.shape[0] / self._rows(p)) for _, p in self.params])
+        # (parameter, rows to read or None for all): slicing only what is sampled saves a view per vector
+        self._reads = [(p, self._rows(p) if self._rows(p) < p.shape[0] else None) for _, p in self.params]
         self._weight_norms, self._records = None, 0
 
     def _rows(self, p: Tensor) -> int:
@@ -262,7 +264,7 @@ class GradientNorms(Probe):
         return [(n, stat) for n, _ in self.params for stat in ("grad_norm", "grad_weight_ratio")]
 
     def compute(self, step: int) -> Tensor:
-        grads = [p.grad[: self._rows(p)] if p.grad is not None else torch.zeros(()) for _, p in self.params]
+        grads = [torch.zeros(()) if p.grad is None else p.grad if k is None else p.grad[:k] for p, k in self._reads]
         g = torch.stack(torch._foreach_norm(grads)) * self._scale  # type: ignore[operator]
         if self._weight_norms is None or self._records % self.weight_every == 0:
             self._weight_norms = torch.stack(torch._foreach_norm([p.detach() for _, p in self.params]))
