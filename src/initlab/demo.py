@@ -28,6 +28,7 @@ import numpy as np
 
 from initlab._errors import unknown_name
 from initlab.data import load
+from initlab.report.html import build_report, epochs_to, score
 from initlab.store import Store
 from initlab.sweep.runner import Backend, Reporter, SweepSummary, run_sweep
 from initlab.sweep.spec import SweepSpec, expand
@@ -122,13 +123,11 @@ class RunGroup:
     @property
     def score(self) -> float:
         """Median over seeds of the mean test accuracy of the last three epochs (chance if it diverged)."""
-        return statistics.median(
-            CHANCE if d or not c else statistics.fmean(c[-3:]) for c, d in zip(self.curves, self.diverged, strict=True)
-        )
+        return statistics.median(score(c, d, CHANCE) for c, d in zip(self.curves, self.diverged, strict=True))
 
     def epochs_to(self, bar: float) -> float:
         """Median over seeds of the first epoch with test accuracy ≥ ``bar`` (inf if never)."""
-        return statistics.median(next((i for i, a in enumerate(c, 1) if a >= bar), math.inf) for c in self.curves)
+        return statistics.median(epochs_to(c, bar) for c in self.curves)
 
     @property
     def first_epoch(self) -> float:
@@ -141,7 +140,8 @@ class RunGroup:
 
     def evidence(self, bar: float) -> dict[str, Any]:
         steps = sorted({f["kind"] for fs in self.findings for f in fs})
-        return {"score": round(self.score, 4), "epochs_to_bar": self.epochs_to(bar),
+        reach = self.epochs_to(bar)
+        return {"score": round(self.score, 4), "epochs_to_bar": reach if math.isfinite(reach) else None,
                 "first_epoch_accuracy": round(self.first_epoch, 4), "findings": steps, "runs": self.run_ids,
                 "diverged": sum(self.diverged)}  # fmt: skip
 
@@ -320,8 +320,6 @@ class DemoResult:
 def run_demo(out: str | Path, backend: Backend, *, quick: bool = False, data: str = "digits", data_dir: str = "",
              reporter: Reporter | None = None) -> DemoResult:  # fmt: skip
     """Run the demo sweep into ``out/runs.db`` (resuming what is done), judge the claims, write ``out/report.html``."""
-    from initlab.report.html import build_report
-
     spec = demo_spec(quick, data, data_dir)
     load(data, data_dir=data_dir or None)  # a missing data set is a clear error now, not 48 failed runs later
     out = Path(out)

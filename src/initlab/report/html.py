@@ -21,8 +21,9 @@ import numpy as np
 
 from initlab.report import plots
 from initlab.store import Store
+from initlab.theory.schemes import trainable_depth
 
-__all__ = ["build_report", "remedy", "score"]
+__all__ = ["build_report", "epochs_to", "remedy", "score"]
 
 TARGET = 0.8
 _ENV = jinja2.Environment(
@@ -66,6 +67,15 @@ def score(accuracies: list[float], diverged: bool = False, chance: float = 0.1) 
     if diverged or not accuracies:
         return chance
     return round(statistics.fmean(accuracies[-3:]), 10)
+
+
+def epochs_to(accuracies: list[float], bar: float) -> float:
+    """The first epoch (from 1) whose test accuracy reaches ``bar``; ``inf`` if none does.
+
+    >>> epochs_to([0.2, 0.7, 0.9], 0.8), epochs_to([0.2], 0.8)
+    (3, inf)
+    """
+    return next((i for i, a in enumerate(accuracies, 1) if a >= bar), math.inf)
 
 
 @dataclasses.dataclass
@@ -161,7 +171,7 @@ def _cell(value: Any, digits: int = 4) -> dict[str, Any]:
 
 def _summary_row(run: _Run) -> list[dict[str, Any]]:
     c, last = run.config, (run.metrics[-1] if run.metrics else {})
-    reach = next((i for i, a in enumerate(run.accuracies, 1) if a >= TARGET), math.inf)
+    reach = epochs_to(run.accuracies, TARGET)
     loss = last.get("train_loss")
     return [_cell(run.id), _cell(c["data"]), _cell(c["activation"]), _cell(c["depth"]), _cell(c["scheme"]),
             _cell(remedy(c)), _cell(float(c["lr"])), _cell(c["seed"]),
@@ -195,8 +205,6 @@ def _curve_groups(runs: list[_Run]) -> list[dict[str, str]]:
 
 
 def _trainability(runs: list[_Run]) -> list[dict[str, str]]:
-    from initlab.theory.schemes import trainable_depth
-
     plain = [r for r in runs if remedy(r.config) == "none"]
     out = []
     for act in sorted({r.config["activation"] for r in plain}):
