@@ -222,3 +222,23 @@ def test_ray_backend_matches_the_local_pool(tmp_path: Path) -> None:
             ours, theirs = ([{k: v for k, v in m.items() if k != "seconds"} for m in db.metrics(point.run_id)]
                             for db in (local, remote))  # fmt: skip
             assert len(ours) == 2 and ours == theirs  # identical per seed, not merely close
+
+
+def test_an_interrupted_driver_puts_its_runs_back_in_the_queue(tmp_path: Path) -> None:
+    class Interrupt:
+        def started(self, slot: int, config: il.TrainConfig) -> None:
+            pass
+
+        def finished(self, slot: int, config: il.TrainConfig, outcome: object) -> None:
+            raise KeyboardInterrupt  # Ctrl-C after the first result landed
+
+    spec = expand({"epochs": 1, "depth": 2, "width": 16}, {"seed": [0, 1, 2, 3]})
+    db = tmp_path / "runs.db"
+    pool = LocalPool(2)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, db, pool, reporter=Interrupt())
+    statuses = sorted(s for s, _, _ in _runs(db).values())
+    assert statuses == ["done", "queued", "queued", "queued"]  # the other run in flight was released, not lost
+    pool = LocalPool(2)
+    assert run_sweep(spec, db, pool).ran == 3  # no --resume needed: nothing was left 'running'
+    pool.close()
