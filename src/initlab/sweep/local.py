@@ -53,7 +53,10 @@ class LocalPool:
         return self._pool.submit(execute, config.to_dict())
 
     def close(self, abort: bool = False) -> None:
+        """Shut the pool down; with ``abort``, also stop the runs in flight (the driver released them in the
+        store, so nobody would read their results)."""
+        # Only this pool's processes (there is no public handle before Python 3.14's terminate_workers).
+        processes = list((getattr(self._pool, "_processes", None) or {}).values()) if abort else []
         self._pool.shutdown(wait=not abort, cancel_futures=True)
-        if abort:  # runs in flight are released in the store; do not let them finish for nobody
-            for child in multiprocessing.active_children():
-                child.terminate()
+        for process in processes:
+            process.terminate()
