@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from initlab.cli._common import stdout, user_errors
-from initlab.cli.sweep_cmd import _Display
+from initlab.cli.sweep_cmd import SweepProgress
 from initlab.demo import DATASETS, demo_spec, run_demo
 from initlab.sweep.local import LocalPool
 
@@ -32,7 +32,7 @@ def demo_command(
     spec = demo_spec(quick, data, data_dir)
     pool = LocalPool(workers)
     try:
-        with _Display(spec, pool.workers) as display:
+        with SweepProgress(spec, pool.workers) as display:
             result = run_demo(out, pool, quick=quick, data=data, data_dir=data_dir, reporter=display)
     finally:
         pool.close()

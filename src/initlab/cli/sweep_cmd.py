@@ -44,7 +44,7 @@ def sweep_command(
         raise fail("initlab sweep needs a SPEC file (or --status)", fix="Run: initlab sweep grid.toml --store runs.db")
     spec = load_spec(spec_path)
     pool = _backend(backend, workers, ray_address)
-    with _Display(spec, pool.workers) as display:
+    with SweepProgress(spec, pool.workers) as display:
         summary = run_sweep(spec, store, pool, resume=resume, retry_failed=retry_failed, reporter=display)
     pool.close()
     _report(summary, store, fmt)
@@ -60,7 +60,7 @@ def _backend(name: BackendName, workers: int | None, ray_address: str | None) ->
     return LocalPool(workers)
 
 
-class _Display:
+class SweepProgress:
     """An overall progress bar and one status line per worker on a terminal; one line per finished run otherwise."""
 
     def __init__(self, spec: SweepSpec, workers: int) -> None:
@@ -71,7 +71,7 @@ class _Display:
         self.total: TaskID | None = None
         self.slots: list[TaskID] = []
 
-    def __enter__(self) -> _Display:
+    def __enter__(self) -> SweepProgress:
         self.progress.start()
         self.total = self.progress.add_task(f"sweep {self.spec.name}", total=len(self.spec.points))
         self.slots = [self.progress.add_task(f"  worker {i + 1}: idle", total=None) for i in range(self.workers)]
