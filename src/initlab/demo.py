@@ -146,11 +146,15 @@ class RunGroup:
                 "diverged": sum(self.diverged)}  # fmt: skip
 
 
-def _group(store: Store, runs: Mapping[str, dict[str, Any]], configs: list[TrainConfig]) -> RunGroup:
-    ids = [c.run_id for c in configs]
-    return RunGroup(ids, [[m["test_accuracy"] for m in store.metrics(i)] for i in ids],
-                    [store.findings(i) for i in ids], [store.measures(i) for i in ids],
-                    [bool(runs[i]["diverged"]) for i in ids])  # fmt: skip
+def _read(store: Store, run: dict[str, Any]) -> RunGroup:
+    """One run read back from the store (its metrics, findings and measures), as a group of one."""
+    i = run["id"]
+    metrics = [[m["test_accuracy"] for m in store.metrics(i)]]
+    return RunGroup([i], metrics, [store.findings(i)], [store.measures(i)], [bool(run["diverged"])])
+
+
+def _join(runs: list[RunGroup]) -> RunGroup:
+    return RunGroup(*([x for r in runs for x in getattr(r, f.name)] for f in dataclasses.fields(RunGroup)))
 
 
 Verdict = tuple[str, str, dict[str, Any]]  # "reproduced" / "partly reproduced" / "not reproduced", text, evidence
@@ -287,19 +291,19 @@ def judge(store: Store, quick: bool = False, data: str = "digits", data_dir: str
     base = _base(settings, data, data_dir)
     done = {r["id"]: r for r in store.runs("done")}
     ids = {p.run_id for p in demo_spec(quick, data, data_dir).points}
-    scores = [_group(store, done, [TrainConfig.from_dict(r["config"])]).score for i, r in done.items() if i in ids]
-    settings = dataclasses.replace(settings, bar=round(TRAINS * max(scores, default=1.0), 3))
+    runs = {i: _read(store, r) for i, r in done.items() if i in ids}  # each demo run read once
+    settings = dataclasses.replace(settings, bar=round(TRAINS * max((r.score for r in runs.values()), default=1.0), 3))
     results = []
     for claim in CLAIMS:
         roles = {role: [TrainConfig.from_dict({**base, **overrides, "seed": seed}) for seed in settings.seeds]
                  for role, overrides in _roles(claim.id, settings).items()}  # fmt: skip
-        missing = [c.run_id for configs in roles.values() for c in configs if c.run_id not in done]
+        missing = [c.run_id for configs in roles.values() for c in configs if c.run_id not in runs]
         if missing:
             summary = f"{len(missing)} of its runs did not finish ({', '.join(missing[:3])}…): see the store's errors"
             store.compare(claim.id, claim.title, "not judged", summary, {"missing": missing}, missing)
             results.append({"claim": claim.id, "title": claim.title, "verdict": "not judged", "summary": summary})
             continue
-        groups = {role: _group(store, done, configs) for role, configs in roles.items()}
+        groups = {role: _join([runs[c.run_id] for c in configs]) for role, configs in roles.items()}
         verdict, summary, extra = claim.judge(groups, settings)
         evidence = {"roles": {r: g.evidence(settings.bar) for r, g in groups.items()}, "bar": settings.bar, **extra}
         run_ids = [i for g in groups.values() for i in g.run_ids]

@@ -228,8 +228,9 @@ def _chosen(runs: list[_Run], limit: int) -> list[_Run]:
     """Runs worth a detailed look: the best and the worst plain run of each (data, activation, depth) group with
     several schemes, biggest contrast first (first seed only)."""
     groups: dict[tuple[str, str, int], list[_Run]] = defaultdict(list)
+    first_seed = min((r.config["seed"] for r in runs), default=0)
     for r in runs:
-        if remedy(r.config) == "none" and r.config["seed"] == min(x.config["seed"] for x in runs):
+        if remedy(r.config) == "none" and r.config["seed"] == first_seed:
             groups[(r.config["data"], r.config["activation"], r.config["depth"])].append(r)
     pairs = []
     for members in groups.values():

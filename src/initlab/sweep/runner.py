@@ -94,8 +94,12 @@ def owner() -> str:
 def owner_alive(worker: str) -> bool:
     """Whether the process that claimed a run still runs. Owners on other hosts cannot be checked: assumed alive."""
     host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return host != socket.gethostname() and bool(host)
+    if not host:
+        return False  # no owner recorded
+    if host != socket.gethostname():
+        return True  # another machine's process: cannot be checked here
+    if not pid.isdigit():
+        return False
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
