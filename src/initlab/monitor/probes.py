@@ -61,9 +61,18 @@ class ActivationStats(Probe):
     The first ``sample_rows`` rows (examples) of each output are used: with shuffled batches a uniform
     sample of 16 × width values per layer (the standard error of a fraction is at most 0.125 even if all
     units of an example moved together, and ~0.01 for independent units; the detector thresholds are 0.5
-    and 0.7). Layers of the same shape
-    are stacked and reduced together, a few kernels for the whole model. The raw sums (count, sum, sum of
-    squares, dead count, saturated count) are what DDP all-reduces, so the global statistics are exact.
+    and 0.7). The raw sums (count, sum, sum of squares, dead count, saturated count) are what DDP
+    all-reduces, so the global statistics are exact.
+
+    Cost: the forward hook only keeps a reference to the output and its version counter (the tensor is
+    alive anyway: autograd saves it for the backward pass, or the next layer does). Any work in the hook
+    runs between two layers' kernels, with cold caches, at several times its isolated cost; the record
+    instead slices every sample in one tight loop, stacks same-shaped samples into one buffer kept between
+    steps, and reduces each stack with a handful of kernels. An output changed in place after its hook
+    (``h = act(x); h.mul_(m)``) no longer holds what the layer produced: that layer is left out of the step
+    (never reported wrong) and copied inside its hook from then on. Pre-activations (models with functional
+    activations, watched at their weight layers) are always copied: ``F.relu(x, inplace=True)`` overwrites
+    them.
     """
 
     needs_activations = True
@@ -71,97 +80,63 @@ class ActivationStats(Probe):
     def __init__(self, sample_rows: int = 16, saturation: float = SATURATION_PRE) -> None:
         self.sample_rows = sample_rows
         self.saturation = saturation
-        self.layers: list[str] = []
         self._rules: dict[str, tuple[str, float]] = {}
-        # Samples are copied in the forward hook (hot in cache) into one contiguous buffer per group of
-        # same-sized, same-rule layers, so a record reduces a few compact tensors.
-        self._slots: dict[str, tuple[tuple[Any, ...], int]] = {}
+        self._copied: set[str] = set()  # layers whose output is overwritten after the hook
+        self._pending: list[tuple[str, Tensor, int]] = []  # (layer, output or its copied sample, version)
+        self._ready: list[tuple[str, Tensor]] = []
         self._buffers: dict[tuple[Any, ...], Tensor] = {}
-        self._views: dict[tuple[Any, ...], np.ndarray] = {}  # NumPy views of CPU buffers (shared memory)
-        self._seen: set[str] = set()
 
     def attach(self, monitor: Monitor) -> None:
         super().attach(monitor)
         for layer, act in monitor.layer_activations.items():
             self._rules[layer] = _rule(act, self.saturation)
+            if isinstance(act, PreActivation):
+                self._copied.add(layer)
+        self._pending.clear()
 
     def on_forward(self, layer: str, output: Tensor) -> None:
         if output.ndim == 0:
             return
-        size = min(self.sample_rows, output.shape[0]) * (output.numel() // max(output.shape[0], 1))
-        slot = self._slots.get(layer)
-        if slot is None or self._buffers[slot[0]].shape[1] != size or slot[0][1] != output.device:
-            slot = self._place(layer, output.detach()[: self.sample_rows].reshape(-1))
-        view = self._views.get(slot[0])
-        if view is not None and output.dtype in (torch.float32, torch.float64):
-            # CPU: NumPy's dispatch is ~10× cheaper than torch's for these small copies (same memory)
-            view[slot[1]] = output.detach().numpy()[: self.sample_rows].reshape(-1)
-        else:
-            self._buffers[slot[0]][slot[1]].copy_(output.detach()[: self.sample_rows].reshape(-1))
-        self._seen.add(layer)
-
-    def _place(self, layer: str, sample: Tensor) -> tuple[tuple[Any, ...], int]:
-        if layer not in self._rules:  # a second call of a reused module ("name#2")
-            self._rules[layer] = self._rules.get(layer.split("#")[0], ("none", 0.0))
-        if layer not in self.layers:
-            self.layers.append(layer)
-        key = (sample.numel(), sample.device, *self._rules[layer])
-        rows = sum(1 for k, _ in self._slots.values() if k == key)
-        old = self._buffers.get(key)
-        grown = torch.empty(rows + 1, sample.numel(), device=sample.device)
-        if old is not None:
-            grown[: old.shape[0]] = old
-        self._buffers[key] = grown
-        if grown.device.type == "cpu":
-            self._views[key] = grown.numpy()
-        self._slots[layer] = (key, rows)
-        return self._slots[layer]
+        if self._copied and (layer in self._copied or layer.split("#")[0] in self._copied):
+            output = output.detach()[: self.sample_rows].clone()
+        self._pending.append((layer, output, output._version))
 
     def names(self) -> list[tuple[str, str]]:
-        """Only the layers called in this step (a layer skipped by the forward pass has no statistics)."""
-        return [(layer, stat) for layer in self.layers if layer in self._seen
-                for stat in ("mean", "std", "dead", "saturated")]  # fmt: skip
+        """The layers called in this step whose outputs are intact (a skipped layer has no statistics)."""
+        self._ready = []
+        for layer, output, version in self._pending:
+            if output._version == version:
+                self._ready.append((layer, output))
+            else:
+                self._copied.add(layer)
+        self._pending.clear()
+        return [(layer, stat) for layer, _ in self._ready for stat in ("mean", "std", "dead", "saturated")]
 
     def raw(self) -> Tensor:
-        """Per called layer: count, sum, sum of squares, dead count, saturated count (reducible by summing)."""
-        parts = [self._reduce(key, buffer) for key, buffer in self._buffers.items()]
+        """Per ready layer: count, sum, sum of squares, dead count, saturated count (reducible by summing)."""
+        ready, self._ready = self._ready, []
+        groups: dict[tuple[Any, ...], list[tuple[int, Tensor]]] = {}
+        with torch.no_grad():
+            for i, (layer, output) in enumerate(ready):
+                sample = output[: self.sample_rows]
+                rule = self._rules.get(layer)
+                if rule is None:  # a second call of a reused module ("name#2") follows the module's rule
+                    rule = self._rules[layer] = self._rules.get(layer.split("#")[0], _NONE)
+                groups.setdefault((sample.shape, sample.dtype, sample.device, *rule), []).append((i, sample))
+            parts, order = [], []
+            for key, items in groups.items():
+                # stacked into buffers kept between steps: fresh ones would cost page faults at every record
+                buffers = self._buffers.get(key)
+                if buffers is None or buffers.shape[1] != len(items):
+                    shape, dtype, device = key[:3]
+                    buffers = self._buffers[key] = torch.empty(2, len(items), *shape, dtype=dtype, device=device)
+                torch.stack([sample for _, sample in items], out=buffers[0])
+                parts.append(_reduce(buffers.flatten(2), *key[3:]))
+                order += [i for i, _ in items]
         if not parts:
-            return torch.empty(0, 5)
-        out = torch.cat(parts).cpu()[self._order()]
-        if len(self._seen) != len(self.layers):
-            out = out[[i for i, layer in enumerate(self.layers) if layer in self._seen]]
-        self._seen.clear()
-        return out
-
-    def _order(self) -> Tensor:
-        """Row of each layer (in first-call order) in the concatenation of the groups' results."""
-        if getattr(self, "_order_for", None) != len(self._slots):
-            offsets, start = {}, 0
-            for key, buffer in self._buffers.items():
-                offsets[key], start = start, start + buffer.shape[0]
-            self._order_cache = torch.tensor([offsets[k] + row for k, row in (self._slots[x] for x in self.layers)])
-            self._order_for = len(self._slots)
-        return self._order_cache
-
-    def _reduce(self, key: tuple[Any, ...], buffer: Tensor) -> Tensor:
-        view = self._views.get(key)
-        if view is not None:
-            return _reduce_numpy(key, view)
-        n, _, kind, level = key
-        count = buffer.new_full((buffer.shape[0],), float(n))
-        zero = buffer.new_zeros(buffer.shape[0])
-        if kind == "zero":  # ReLU/ReLU6 outputs: dead ⇔ exactly 0, one count_nonzero kernel
-            dead = n - torch.count_nonzero(buffer, dim=1)
-        else:
-            dead = n - (buffer > 0).sum(1) if kind == "relu" else zero
-        if kind == "odd":
-            saturated = (buffer.abs() >= level).sum(1)
-        elif kind == "sigmoid":
-            saturated = ((buffer >= level) | (buffer <= 1 - level)).sum(1)
-        else:
-            saturated = zero
-        square = torch.linalg.vector_norm(buffer, dim=1).square()
-        return torch.stack([count, buffer.sum(1), square, dead.to(buffer.dtype), saturated.to(buffer.dtype)], 1)
+            return torch.empty(0, 5, dtype=torch.float64)
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)[torch.tensor(order).argsort()]
+        return out.double().cpu()
 
     def compute(self, step: int) -> Tensor:
         return self.finish(self.monitor.all_reduce(self.raw()))
@@ -169,10 +144,34 @@ class ActivationStats(Probe):
     @staticmethod
     def finish(raw: Tensor) -> Tensor:
         """count, sum, sum of squares, dead, saturated → mean, std (unbiased), dead and saturated fractions."""
-        n, s, ss, dead, sat = raw.unbind(1)
-        mean = s / n
-        var = (ss / n - mean**2).clamp_min(0) * n / (n - 1).clamp_min(1)
-        return torch.stack([mean, var.sqrt(), dead / n, sat / n], 1).reshape(-1)
+        n, s, ss, dead, sat = raw.double().numpy().T  # a few dozen values: NumPy's dispatch is the cheap one
+        with np.errstate(all="ignore"):  # NaN and Inf are results here (the NaN detector reads them)
+            mean = s / n
+            var = np.maximum(ss / n - mean**2, 0) * n / np.maximum(n - 1, 1)
+            return torch.from_numpy(np.stack([mean, np.sqrt(var), dead / n, sat / n], 1).reshape(-1))
+
+
+_NONE = ("none", 0.0)
+
+
+def _reduce(buffers: Tensor, kind: str, level: float) -> Tensor:
+    """``buffers[0]``: one sample per row; ``buffers[1]``: scratch of the same shape. Per row: count, sum,
+    sum of squares, dead count, saturated count. Comparisons write float masks into the scratch and sum them:
+    on the CPU that is ~5× faster than summing a boolean tensor, and the scratch is reused between steps."""
+    if buffers.dtype not in (torch.float32, torch.float64):  # half precision: sums would overflow or round
+        buffers = buffers.float()
+    a, mask = buffers[0], buffers[1]
+    rows, n = a.shape
+    zero = a.new_zeros(rows)
+    dead = n - torch.gt(a, 0, out=mask).sum(1) if kind in ("zero", "relu") else zero
+    if kind == "odd":
+        saturated = torch.ge(torch.abs(a, out=mask), level, out=mask).sum(1)
+    elif kind == "sigmoid":
+        saturated = torch.ge(a, level, out=mask).sum(1) + torch.le(a, 1 - level, out=mask).sum(1)
+    else:
+        saturated = zero
+    square = torch.linalg.vector_norm(a, dim=1).square()
+    return torch.stack([a.new_full((rows,), float(n)), a.sum(1), square, dead, saturated], 1)
 
 
 class PreActivation:
@@ -181,26 +180,6 @@ class PreActivation:
 
     def __init__(self, act: Any) -> None:
         self.act = act
-
-
-def _reduce_numpy(key: tuple[Any, ...], a: np.ndarray) -> Tensor:
-    """The CPU twin of ``ActivationStats._reduce`` (same columns), through NumPy's cheaper dispatch."""
-    n, _, kind, level = key
-    zero = np.zeros(a.shape[0])
-    if kind == "zero":
-        dead = n - np.count_nonzero(a, axis=1)
-    elif kind == "relu":
-        dead = n - (a > 0).sum(1)
-    else:
-        dead = zero
-    if kind == "odd":
-        saturated = (np.abs(a) >= level).sum(1)
-    elif kind == "sigmoid":
-        saturated = ((a >= level) | (a <= 1 - level)).sum(1)
-    else:
-        saturated = zero
-    columns = [np.full(a.shape[0], float(n)), a.sum(1, dtype=np.float64), np.einsum("ij,ij->i", a, a), dead, saturated]
-    return torch.from_numpy(np.stack(columns, 1).astype(np.float32))
 
 
 def _rule(act: Any, saturation: float) -> tuple[str, float]:
@@ -216,7 +195,7 @@ def _rule(act: Any, saturation: float) -> tuple[str, float]:
     if act is None:
         return ("none", 0.0)
     if act.name in ("relu", "relu6"):
-        return ("zero", 0.0)
+        return ("zero", 0.0)  # outputs ≥ 0: dead ⇔ exactly 0
     if act.family == "relu":
         return ("relu", 0.0)
     if act.name in ("tanh", "softsign", "erf", "hardtanh"):
