@@ -192,3 +192,54 @@ def test_functional_activations_are_watched_at_the_pre_activations() -> None:
         net(x).sum().backward()
     pre = net.a(x).detach()[:ROWS]  # fx found tanh after layer a: |pre-activation| > 5 is saturated
     assert mon.history.records[-1][("a", "saturated")] == pytest.approx((pre.abs() >= 5).float().mean().item())
+
+
+def test_output_changed_in_place_after_its_hook_is_never_reported_wrong() -> None:
+    """The hook keeps a reference; an output overwritten later in the forward pass (here ``h.add_(100)``,
+    which would shift its mean by 100) is left out of that step and copied inside its hook from then on."""
+
+    class Overwrites(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act, self.out = nn.Linear(8, 32), nn.LeakyReLU(0.1), nn.Linear(32, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.act(self.fc(x))
+            expected.append(h.detach().clone()[:ROWS])
+            y = self.out(h * 1.0)
+            h.add_(100.0)  # nothing autograd needs: LeakyReLU saved its input, the product only a scalar
+            return y
+
+    torch.manual_seed(3)
+    net, expected = Overwrites(), []
+    with Monitor(net, every=1) as mon:
+        for _ in range(2):
+            net(torch.randn(32, 8)).sum().backward()
+    first, second = mon.history.records
+    assert ("act", "mean") not in first  # step 1: the overwritten output is not used
+    assert second[("act", "mean")] == pytest.approx(expected[1].mean().item(), rel=1e-5)  # step 2: copied
+    assert second[("act", "dead")] == pytest.approx((expected[1] <= 0).float().mean().item())
+
+
+def test_functional_inplace_activation_is_watched_at_its_preactivation() -> None:
+    """Without activation modules the weight layers' outputs are watched; ``F.relu(x, inplace=True)``
+    overwrites them, so they are copied in the hook: right from the first step."""
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 64), nn.Linear(64, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(nn.functional.relu(self.a(x), inplace=True))
+
+    torch.manual_seed(4)
+    net, x = Functional(), torch.randn(32, 8)
+    pre = net.a(x).detach()[:ROWS]
+    with Monitor(net, every=1) as mon:
+        net(x).sum().backward()
+    record = mon.history.records[0]
+    assert record[("a", "mean")] == pytest.approx(pre.mean().item(), rel=1e-5)
+    assert record[("a", "dead")] == pytest.approx((pre <= 0).float().mean().item())
+    # and the test can tell: had the overwritten tensor been read, the mean would be the ReLU output's
+    assert pre.clamp_min(0).mean().item() != pytest.approx(pre.mean().item(), rel=0.1)

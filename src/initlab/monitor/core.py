@@ -7,8 +7,8 @@ How it stays cheap (measured in ``bench/monitor_overhead.py``):
   finished (the mechanism DistributedDataParallel uses), so gradients are complete; other steps are
   counted at the end of their forward pass and cost one hook call;
 * layer hooks are attached only for the steps that are recorded (``every=``) and removed otherwise;
-* the hooks only keep a view of the first rows of each output; all statistics are computed once per
-  recorded step, with fused multi-tensor kernels, stacked into one tensor and copied to the host once.
+* the hooks only keep a reference to each output; all statistics are computed once per recorded step, a
+  few kernels over many layers at once (see ``probes``), and converted to Python numbers once.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class Monitor:
         values: list[Tensor] = []
         with torch.inference_mode():
             self._compute_all(names, values)
-        flat = torch.cat(values).tolist() if values else []  # the one host copy of this step
+        flat = torch.cat(values).tolist() if values else []  # one conversion to Python numbers per step
         record = dict(zip(names, flat, strict=True))
         self.history.add(self.steps, record)
         for finding in detect(self._state, self.steps, record, self.weights, self.thresholds):
@@ -222,7 +222,7 @@ class Monitor:
         for probe in self.probes:
             names += probe.names()  # before compute, which may reset what the names depend on
             tensor = probe.compute(self.steps)
-            values.append(tensor.detach().float().reshape(-1).cpu() if tensor.numel() else torch.empty(0))
+            values.append(tensor.detach().reshape(-1).to("cpu", torch.float64))
 
     def all_reduce(self, tensor: Tensor) -> Tensor:
         """Sum a tensor of statistics across DDP ranks (no-op without torch.distributed)."""

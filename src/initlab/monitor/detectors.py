@@ -22,7 +22,7 @@ and each (kind, layer) is reported once.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,16 +111,32 @@ class DetectorState:
 
 
 Record = dict[tuple[str, str], float]
-Check = Callable[[int, Record, Sequence[str], Thresholds], list[tuple[str, str, str, dict[str, float]]]]
+Candidate = tuple[str, str, str, dict[str, float]]
 
 
-def _weight_norms(record: Record, weights: Sequence[str]) -> list[float]:
-    return [record.get((w, "grad_norm"), math.nan) for w in weights]
+class _View:
+    """One pass over a record: the (layer, value) pairs of each statistic in record order, and the first
+    non-finite activation, gradient or loss value (a record holds hundreds of values; each check used to
+    walk all of them)."""
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.by_stat: dict[str, list[tuple[str, float]]] = {}
+        self.first_nonfinite: tuple[str, str, float] | None = None
+        for (layer, stat), value in record.items():
+            self.by_stat.setdefault(stat, []).append((layer, value))
+            if self.first_nonfinite is None and stat in _NAN_WATCHED and not math.isfinite(value):
+                self.first_nonfinite = (layer, stat, value)
+
+    def stat(self, name: str) -> list[tuple[str, float]]:
+        return self.by_stat.get(name, [])
 
 
-def _vanishing_exploding(step: int, record: Record, weights: Sequence[str],
-                         t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:  # fmt: skip
-    norms = _weight_norms(record, weights)
+_NAN_WATCHED = frozenset(("mean", "std", "grad_norm", "loss"))
+
+
+def _vanishing_exploding(view: _View, weights: Sequence[str], t: Thresholds) -> list[Candidate]:
+    norms = [view.record.get((w, "grad_norm"), math.nan) for w in weights]
     if len(norms) < 2 or not all(math.isfinite(n) for n in norms) or norms[-1] == 0:
         return []
     first, last = norms[0], norms[-1]
@@ -146,11 +162,11 @@ def _vanishing_exploding(step: int, record: Record, weights: Sequence[str],
                 evidence,
             )
         ]
-    return _exploding_signal(record, t)
+    return _exploding_signal(view, t)
 
 
-def _exploding_signal(record: Record, t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:
-    stds = [(layer, v) for (layer, stat), v in record.items() if stat == "std" and math.isfinite(v)]
+def _exploding_signal(view: _View, t: Thresholds) -> list[Candidate]:
+    stds = [(layer, v) for layer, v in view.stat("std") if math.isfinite(v)]
     if len(stds) < 2 or stds[0][1] <= 0:
         return []
     growth = stds[-1][1] / stds[0][1]
@@ -169,11 +185,10 @@ def _exploding_signal(record: Record, t: Thresholds) -> list[tuple[str, str, str
     ]
 
 
-def _units(step: int, record: Record, weights: Sequence[str],
-           t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:  # fmt: skip
-    out = []
-    for (layer, stat), value in record.items():
-        if stat == "dead" and value >= t.dead_fraction:
+def _units(view: _View, t: Thresholds) -> list[Candidate]:
+    out: list[Candidate] = []
+    for layer, value in view.stat("dead"):
+        if value >= t.dead_fraction:
             out.append(
                 (
                     "dying_relu",
@@ -182,7 +197,8 @@ def _units(step: int, record: Record, weights: Sequence[str],
                     {"dead_fraction": value},
                 )
             )
-        if stat == "saturated" and value > t.saturated_fraction:
+    for layer, value in view.stat("saturated"):
+        if value > t.saturated_fraction:
             out.append(
                 (
                     "saturation",
@@ -195,30 +211,28 @@ def _units(step: int, record: Record, weights: Sequence[str],
     return out
 
 
-def _nan(step: int, record: Record, weights: Sequence[str],
-         t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:  # fmt: skip
-    for (layer, stat), value in record.items():  # records keep forward order: activations, then parameters
-        if stat in ("mean", "std", "grad_norm", "loss") and not math.isfinite(value):
-            where = "the loss" if stat == "loss" else ("an activation" if stat in ("mean", "std") else "a gradient")
-            return [
-                (
-                    "nan",
-                    layer,
-                    f"NaN/Inf first appeared in {where} ({stat} = {value}) at this layer; training has diverged.",
-                    {stat: value},
-                )
-            ]
-    return []
+def _nan(view: _View) -> list[Candidate]:
+    if view.first_nonfinite is None:  # records keep forward order: activations, then parameters
+        return []
+    layer, stat, value = view.first_nonfinite
+    where = "the loss" if stat == "loss" else ("an activation" if stat in ("mean", "std") else "a gradient")
+    return [
+        (
+            "nan",
+            layer,
+            f"NaN/Inf first appeared in {where} ({stat} = {value}) at this layer; training has diverged.",
+            {stat: value},
+        )
+    ]
 
 
-def _plateau(state: DetectorState, step: int, record: Record, weights: Sequence[str],
-             t: Thresholds) -> list[tuple[str, str, str, dict[str, float]]]:  # fmt: skip
-    loss = record.get(("model", "loss"), math.nan)
+def _plateau(state: DetectorState, view: _View, t: Thresholds) -> list[Candidate]:
+    loss = view.record.get(("model", "loss"), math.nan)
     if not math.isfinite(loss):
         return []
     state.losses.append(loss)
     recent = state.losses[-t.plateau_steps :]
-    grads = [v for (_, stat), v in record.items() if stat == "grad_norm"]
+    grads = [v for _, v in view.stat("grad_norm")]
     if len(recent) < t.plateau_steps or not grads or max(grads) >= t.plateau_grad:
         return []
     change = abs(recent[0] - recent[-1]) / max(abs(recent[0]), 1e-12)
@@ -238,11 +252,10 @@ def _plateau(state: DetectorState, step: int, record: Record, weights: Sequence[
 def detect(state: DetectorState, step: int, record: Record, weights: Sequence[str],
            t: Thresholds) -> list[Finding]:  # fmt: skip
     """New findings for one recorded step (``record``: (layer, stat) -> value; ``weights``: forward order)."""
-    candidates = _nan(step, record, weights, t)
+    view = _View(record)
+    candidates = _nan(view)
     immediate = {c[0] for c in candidates}
-    for check in (_vanishing_exploding, _units):
-        candidates += check(step, record, weights, t)
-    candidates += _plateau(state, step, record, weights, t)
+    candidates += _vanishing_exploding(view, weights, t) + _units(view, t) + _plateau(state, view, t)
     seen = {(kind, layer) for kind, layer, *_ in candidates}
     for key in list(state.streaks):
         if key not in seen:

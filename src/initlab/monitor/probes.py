@@ -1,15 +1,17 @@
 """Probes: each diagnostic quantity a small class with a lifecycle (Cockpit's design).
 
-``attach(monitor)`` → (``on_forward(layer, output)`` for every watched layer call) → ``compute(step)`` on
-recorded steps → ``detach()``. ``compute`` returns *tensors* (reduced on the tensor's device); the monitor
-stacks every probe's tensors and copies them to the host once per recorded step, so probes never call
-``.item()``.
+``attach(monitor)`` → (``on_forward(layer, output)`` for every watched layer call) → ``names()`` and
+``compute(step)`` on recorded steps → ``detach()``. ``compute`` returns a tensor; the monitor concatenates
+every probe's and converts them to Python numbers once per recorded step, so probes never call ``.item()``.
 
-Costs are what make a monitor usable at every step (issue 5: ≤ 10% of a training step). The built-in probes
-therefore reduce many layers at once with fused ``torch._foreach_*`` kernels, and activation statistics use
-the first ``sample_rows`` examples of the batch (64 by default): batches are shuffled, so this is a uniform
-random sample, and a mean, a std or a fraction over 64 × width values has a sampling error well under the
-thresholds the detectors use (documented per probe; the oracle tests apply the same rows).
+Costs are what make a monitor usable at every step (issue 5: ≤ 10% of a training step), and on the CPU they
+are not where one would guess: after a backward pass the caches hold the matrix kernels, and the first call
+of any other kernel costs ~0.05–0.2 ms however small its input. So the built-in probes do nothing in the
+forward hooks but keep references, then run a handful of kernels per record over many layers at once
+(samples stacked into reused buffers, ``torch._foreach_norm`` for the gradients), on samples: the first
+``sample_rows`` examples of each output (a uniform sample for shuffled batches) and the first rows of each
+weight gradient, with sampling errors far below the detectors' thresholds (documented per probe; the oracle
+tests apply the same samples).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -84,7 +85,8 @@ class ActivationStats(Probe):
         self._copied: set[str] = set()  # layers whose output is overwritten after the hook
         self._pending: list[tuple[str, Tensor, int]] = []  # (layer, output or its copied sample, version)
         self._ready: list[tuple[str, Tensor]] = []
-        self._buffers: dict[tuple[Any, ...], Tensor] = {}
+        self._names: tuple[tuple[str, ...], list[tuple[str, str]]] = ((), [])
+        self._last: _Plan | None = None
 
     def attach(self, monitor: Monitor) -> None:
         super().attach(monitor)
@@ -110,68 +112,104 @@ class ActivationStats(Probe):
             else:
                 self._copied.add(layer)
         self._pending.clear()
-        return [(layer, stat) for layer, _ in self._ready for stat in ("mean", "std", "dead", "saturated")]
+        labels = tuple(layer for layer, _ in self._ready)
+        if labels != self._names[0]:
+            self._names = (labels, [(layer, stat) for layer in labels for stat in ("mean", "std", "dead", "saturated")])
+        return self._names[1]
 
     def raw(self) -> Tensor:
         """Per ready layer: count, sum, sum of squares, dead count, saturated count (reducible by summing)."""
         ready, self._ready = self._ready, []
-        groups: dict[tuple[Any, ...], list[tuple[int, Tensor]]] = {}
-        with torch.no_grad():
-            for i, (layer, output) in enumerate(ready):
-                sample = output[: self.sample_rows]
-                rule = self._rules.get(layer)
-                if rule is None:  # a second call of a reused module ("name#2") follows the module's rule
-                    rule = self._rules[layer] = self._rules.get(layer.split("#")[0], _NONE)
-                groups.setdefault((sample.shape, sample.dtype, sample.device, *rule), []).append((i, sample))
-            parts, order = [], []
-            for key, items in groups.items():
-                # stacked into buffers kept between steps: fresh ones would cost page faults at every record
-                buffers = self._buffers.get(key)
-                if buffers is None or buffers.shape[1] != len(items):
-                    shape, dtype, device = key[:3]
-                    buffers = self._buffers[key] = torch.empty(2, len(items), *shape, dtype=dtype, device=device)
-                torch.stack([sample for _, sample in items], out=buffers[0])
-                parts.append(_reduce(buffers.flatten(2), *key[3:]))
-                order += [i for i, _ in items]
-        if not parts:
+        if not ready:
             return torch.empty(0, 5, dtype=torch.float64)
-        out = parts[0] if len(parts) == 1 else torch.cat(parts)[torch.tensor(order).argsort()]
-        return out.double().cpu()
+        with torch.no_grad():
+            samples = [output[: self.sample_rows] for _, output in ready]
+            plan = self._plan([layer for layer, _ in ready], samples)
+            parts = []
+            for group in plan.groups:
+                torch.stack([samples[i] for i in group.members], out=group.buffers[0])
+                parts.append(_reduce(group))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)[plan.order]
+        return out.to("cpu", torch.float64)
+
+    def _plan(self, layers: list[str], samples: list[Tensor]) -> _Plan:
+        """How this step's samples are grouped and stacked: the last step's plan while layers and shapes
+        stay the same (the usual case), else a new one."""
+        shapes = [sample.shape for sample in samples]
+        last = self._last
+        if last is not None and last.layers == layers and last.shapes == shapes:
+            first, buffers = samples[last.groups[0].members[0]], last.groups[0].buffers
+            if first.dtype == buffers.dtype and first.device == buffers.device:
+                return last
+        members: dict[tuple[Any, ...], list[int]] = {}
+        for i, (layer, sample) in enumerate(zip(layers, samples, strict=True)):
+            rule = self._rules.get(layer)
+            if rule is None:  # a second call of a reused module ("name#2") follows the module's rule
+                rule = self._rules[layer] = self._rules.get(layer.split("#")[0], _NONE)
+            members.setdefault((sample.shape, sample.dtype, sample.device, *rule), []).append(i)
+        groups = [_Group(key, index) for key, index in members.items()]
+        order = torch.tensor([i for group in groups for i in group.members]).argsort()
+        self._last = _Plan(layers, shapes, groups, order)
+        return self._last
 
     def compute(self, step: int) -> Tensor:
         return self.finish(self.monitor.all_reduce(self.raw()))
 
     @staticmethod
     def finish(raw: Tensor) -> Tensor:
-        """count, sum, sum of squares, dead, saturated → mean, std (unbiased), dead and saturated fractions."""
-        n, s, ss, dead, sat = raw.double().numpy().T  # a few dozen values: NumPy's dispatch is the cheap one
-        with np.errstate(all="ignore"):  # NaN and Inf are results here (the NaN detector reads them)
+        """count, sum, sum of squares, dead, saturated → mean, std (unbiased), dead and saturated fractions.
+
+        Plain Python on a few dozen numbers: cheaper than any array library's dispatch at this size."""
+        out: list[float] = []
+        for n, s, ss, dead, saturated in raw.tolist():
+            if n == 0:  # an empty batch
+                out += (math.nan, math.nan, math.nan, math.nan)
+                continue
             mean = s / n
-            var = np.maximum(ss / n - mean**2, 0) * n / np.maximum(n - 1, 1)
-            return torch.from_numpy(np.stack([mean, np.sqrt(var), dead / n, sat / n], 1).reshape(-1))
+            var = max(ss / n - mean * mean, 0.0) * n / max(n - 1, 1)  # NaN/Inf propagate (IEEE), never raise
+            out += (mean, math.sqrt(var), dead / n, saturated / n)
+        return torch.tensor(out, dtype=torch.float64)
 
 
 _NONE = ("none", 0.0)
 
 
-def _reduce(buffers: Tensor, kind: str, level: float) -> Tensor:
-    """``buffers[0]``: one sample per row; ``buffers[1]``: scratch of the same shape. Per row: count, sum,
-    sum of squares, dead count, saturated count. Comparisons write float masks into the scratch and sum them:
-    on the CPU that is ~5× faster than summing a boolean tensor, and the scratch is reused between steps."""
-    if buffers.dtype not in (torch.float32, torch.float64):  # half precision: sums would overflow or round
-        buffers = buffers.float()
-    a, mask = buffers[0], buffers[1]
-    rows, n = a.shape
-    zero = a.new_zeros(rows)
-    dead = n - torch.gt(a, 0, out=mask).sum(1) if kind in ("zero", "relu") else zero
+class _Group:
+    """Layers whose samples share shape, dtype, device and rule: stacked into one buffer and reduced at once.
+    The buffers (samples and a scratch for masks) are kept between steps: fresh ones would cost page faults
+    at every record."""
+
+    def __init__(self, key: tuple[Any, ...], members: list[int]) -> None:
+        shape, dtype, device, self.kind, self.level = key
+        self.members = members
+        work = dtype if dtype in (torch.float32, torch.float64) else torch.float32  # half precision would round
+        self.buffers = torch.empty(2, len(members), *shape, dtype=dtype, device=device)
+        self.work = torch.empty(2, len(members), math.prod(shape), dtype=work, device=device)
+        self.zero = torch.zeros(len(members), dtype=work, device=device)
+        self.count = torch.full((len(members),), float(math.prod(shape)), dtype=work, device=device)
+
+
+class _Plan:
+    def __init__(self, layers: list[str], shapes: list[Any], groups: list[_Group], order: Tensor) -> None:
+        self.layers, self.shapes, self.groups, self.order = layers, shapes, groups, order
+
+
+def _reduce(group: _Group) -> Tensor:
+    """Per stacked sample: count, sum, sum of squares, dead count, saturated count. Comparisons write float
+    masks into the scratch and sum them: on the CPU ~5× faster than summing a boolean tensor."""
+    a = group.buffers[0].flatten(1)
+    if a.dtype != group.work.dtype:
+        a = group.work[0].copy_(a)
+    mask, n, kind, level = group.work[1], a.shape[1], group.kind, group.level
+    dead = n - torch.gt(a, 0, out=mask).sum(1) if kind in ("zero", "relu") else group.zero
     if kind == "odd":
         saturated = torch.ge(torch.abs(a, out=mask), level, out=mask).sum(1)
     elif kind == "sigmoid":
         saturated = torch.ge(a, level, out=mask).sum(1) + torch.le(a, 1 - level, out=mask).sum(1)
     else:
-        saturated = zero
+        saturated = group.zero
     square = torch.linalg.vector_norm(a, dim=1).square()
-    return torch.stack([a.new_full((rows,), float(n)), a.sum(1), square, dead, saturated], 1)
+    return torch.stack([group.count, a.sum(1), square, dead, saturated], 1)
 
 
 class PreActivation:
@@ -230,6 +268,7 @@ class GradientNorms(Probe):
     def attach(self, monitor: Monitor) -> None:
         super().attach(monitor)
         self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
+        self._names = [(n, stat) for n, _ in self.params for stat in ("grad_norm", "grad_weight_ratio")]
         self._scale = torch.tensor([math.sqrt(p.shape[0] / self._rows(p)) for _, p in self.params])
         # (parameter, rows to read or None for all): slicing only what is sampled saves a view per vector
         self._reads = [(p, self._rows(p) if self._rows(p) < p.shape[0] else None) for _, p in self.params]
@@ -240,7 +279,7 @@ class GradientNorms(Probe):
         return p.shape[0] if k is None or p.ndim < 2 or p.shape[0] <= k else k
 
     def names(self) -> list[tuple[str, str]]:
-        return [(n, stat) for n, _ in self.params for stat in ("grad_norm", "grad_weight_ratio")]
+        return self._names
 
     def compute(self, step: int) -> Tensor:
         grads = [torch.zeros(()) if p.grad is None else p.grad if k is None else p.grad[:k] for p, k in self._reads]
