@@ -201,7 +201,7 @@ def _reduce(group: _Group) -> Tensor:
     if a.dtype != group.work.dtype:
         a = group.work[0].copy_(a)
     mask, n, kind, level = group.work[1], a.shape[1], group.kind, group.level
-    dead = n - torch.gt(a, 0, out=mask).sum(1) if kind in ("zero", "relu") else group.zero
+    dead = n - torch.gt(a, 0, out=mask).sum(1) if kind == "relu" else group.zero
     if kind == "odd":
         saturated = torch.ge(torch.abs(a, out=mask), level, out=mask).sum(1)
     elif kind == "sigmoid":
@@ -232,8 +232,6 @@ def _rule(act: Any, saturation: float) -> tuple[str, float]:
         return ("odd", saturation) if pre.family == "saturating" else ("none", 0.0)
     if act is None:
         return ("none", 0.0)
-    if act.name in ("relu", "relu6"):
-        return ("zero", 0.0)  # outputs ≥ 0: dead ⇔ exactly 0
     if act.family == "relu":
         return ("relu", 0.0)
     if act.name in ("tanh", "softsign", "erf", "hardtanh"):
