@@ -259,15 +259,15 @@ class GradientNorms(Probe):
         self.params: list[tuple[str, nn.Parameter]] = []
         self.sample_rows = sample_rows
         self.weight_every = weight_every
-        self._weight_norms: Tensor | None = None
-        self._scale: Tensor | None = None
+        self._weight_norms: list[float] | None = None
+        self._scale: list[float] = []
         self._records = 0
 
     def attach(self, monitor: Monitor) -> None:
         super().attach(monitor)
         self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
         self._names = [(n, stat) for n, _ in self.params for stat in ("grad_norm", "grad_weight_ratio")]
-        self._scale = torch.tensor([math.sqrt(p.shape[0] / self._rows(p)) for _, p in self.params])
+        self._scale = [math.sqrt(p.shape[0] / self._rows(p)) for _, p in self.params]
         # (parameter, rows to read or None for all): slicing only what is sampled saves a view per vector
         self._reads = [(p, self._rows(p) if self._rows(p) < p.shape[0] else None) for _, p in self.params]
         self._weight_norms, self._records = None, 0
@@ -280,12 +280,25 @@ class GradientNorms(Probe):
         return self._names
 
     def compute(self, step: int) -> Tensor:
-        grads = [torch.zeros(()) if p.grad is None else p.grad if k is None else p.grad[:k] for p, k in self._reads]
-        g = torch.stack(torch._foreach_norm(grads)) * self._scale  # type: ignore[operator]
+        grads = [p.new_zeros(()) if p.grad is None else p.grad if k is None else p.grad[:k] for p, k in self._reads]
+        # scaling and ratios in plain Python: each extra kernel costs more than the arithmetic (see above)
+        norms = [n * c for n, c in zip(torch.stack(torch._foreach_norm(grads)).tolist(), self._scale, strict=True)]
         if self._weight_norms is None or self._records % self.weight_every == 0:
-            self._weight_norms = torch.stack(torch._foreach_norm([p.detach() for _, p in self.params]))
+            self._weight_norms = torch.stack(torch._foreach_norm([p.detach() for _, p in self.params])).tolist()
         self._records += 1
-        return torch.stack([g, g / self._weight_norms], 1).reshape(-1)
+        return torch.tensor([x for n, w in zip(norms, self._weight_norms, strict=True) for x in (n, _ratio(n, w))],
+                            dtype=torch.float64)  # fmt: skip
+
+
+def _ratio(a: float, b: float) -> float:
+    """``a / b`` with IEEE semantics (x/0 = ±inf, 0/0 = NaN) instead of Python's ZeroDivisionError.
+
+    >>> _ratio(1.0, 0.0), _ratio(0.0, 0.0), _ratio(3.0, 2.0)
+    (inf, nan, 1.5)
+    """
+    if b == 0:
+        return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
+    return a / b
 
 
 class UpdateRatio(Probe):
