@@ -152,7 +152,7 @@ def test_history_exports(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert len(lines) == len(rows) and lines[-1]["stat"] == "loss"
     console = Console(file=io.StringIO(), width=200)
     console.print(mon.summary())
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    text = console.file.getvalue()
     assert "initlab.Monitor: step 2, 0 finding(s)" in text and "grad_norm" in text
 
 
@@ -243,3 +243,13 @@ def test_functional_inplace_activation_is_watched_at_its_preactivation() -> None
     assert record[("a", "dead")] == pytest.approx((pre <= 0).float().mean().item())
     # and the test can tell: had the overwritten tensor been read, the mean would be the ReLU output's
     assert pre.clamp_min(0).mean().item() != pytest.approx(pre.mean().item(), rel=0.1)
+
+
+def test_closing_mid_step_releases_the_outputs_it_held() -> None:
+    net = _net()
+    mon = Monitor(net, every=1)
+    with mon:
+        net(torch.randn(8, 32))  # a recorded step's forward pass, never followed by a backward pass
+        probe = mon.probes[0]
+        assert len(probe._pending) == 3
+    assert probe._pending == []

@@ -96,6 +96,10 @@ class ActivationStats(Probe):
                 self._copied.add(layer)
         self._pending.clear()
 
+    def detach(self) -> None:
+        self._pending.clear()  # the references to outputs of a step that was never recorded
+        self._ready.clear()
+
     def on_forward(self, layer: str, output: Tensor) -> None:
         if output.ndim == 0:
             return
