@@ -253,3 +253,17 @@ def test_closing_mid_step_releases_the_outputs_it_held() -> None:
         probe = mon.probes[0]
         assert len(probe._pending) == 3
     assert probe._pending == []
+
+
+def test_half_precision_outputs_and_a_dtype_change_between_steps() -> None:
+    """Same layers and shapes, new dtype: the reused stacking plan is rebuilt; bfloat16 samples are reduced
+    in float32 (tolerance: bfloat16 rounding of the outputs themselves, which the oracle shares)."""
+    torch.manual_seed(0)
+    net, x = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2)), torch.randn(16, 8)
+    with Monitor(net, every=1) as mon:
+        net(x).sum().backward()
+        net.to(torch.bfloat16)
+        net(x.bfloat16()).sum().backward()
+    expected = torch.relu(net[0](x.bfloat16())).float()
+    assert mon.history.records[1][("1", "mean")] == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert mon.history.records[1][("1", "std")] == pytest.approx(expected.std().item(), rel=1e-4)

@@ -131,7 +131,7 @@ class ActivationStats(Probe):
             plan = self._plan([layer for layer, _ in ready], samples)
             parts = []
             for group in plan.groups:
-                torch.stack([samples[i] for i in group.members], out=group.buffers[0])
+                torch.stack([samples[i] for i in group.members], out=group.samples)
                 parts.append(_reduce(group))
         out = parts[0] if len(parts) == 1 else torch.cat(parts)[plan.order]
         return out.to("cpu", torch.float64)
@@ -141,10 +141,16 @@ class ActivationStats(Probe):
         stay the same (the usual case), else a new one."""
         shapes = [sample.shape for sample in samples]
         last = self._last
-        if last is not None and last.layers == layers and last.shapes == shapes:
-            first, buffers = samples[last.groups[0].members[0]], last.groups[0].buffers
-            if first.dtype == buffers.dtype and first.device == buffers.device:
-                return last
+        if (
+            last is not None
+            and last.layers == layers
+            and last.shapes == shapes
+            and all(
+                samples[g.members[0]].dtype == g.samples.dtype and samples[g.members[0]].device == g.samples.device
+                for g in last.groups
+            )
+        ):
+            return last
         members: dict[tuple[Any, ...], list[int]] = {}
         for i, (layer, sample) in enumerate(zip(layers, samples, strict=True)):
             rule = self._rules.get(layer)
@@ -180,17 +186,19 @@ _NONE = ("none", 0.0)
 
 class _Group:
     """Layers whose samples share shape, dtype, device and rule: stacked into one buffer and reduced at once.
-    The buffers (samples and a scratch for masks) are kept between steps: fresh ones would cost page faults
-    at every record."""
+    The buffers (the samples, a float32 copy of half-precision ones, a scratch for masks) are kept between
+    steps: fresh ones would cost page faults at every record."""
 
     def __init__(self, key: tuple[Any, ...], members: list[int]) -> None:
         shape, dtype, device, self.kind, self.level = key
         self.members = members
+        rows, n = len(members), math.prod(shape)
         work = dtype if dtype in (torch.float32, torch.float64) else torch.float32  # half precision would round
-        self.buffers = torch.empty(2, len(members), *shape, dtype=dtype, device=device)
-        self.work = torch.empty(2, len(members), math.prod(shape), dtype=work, device=device)
-        self.zero = torch.zeros(len(members), dtype=work, device=device)
-        self.count = torch.full((len(members),), float(math.prod(shape)), dtype=work, device=device)
+        self.samples = torch.empty(rows, *shape, dtype=dtype, device=device)
+        self.converted = None if work == dtype else torch.empty(rows, n, dtype=work, device=device)
+        self.mask = torch.empty(rows, n, dtype=work, device=device)
+        self.zero = torch.zeros(rows, dtype=work, device=device)
+        self.count = torch.full((rows,), float(n), dtype=work, device=device)
 
 
 class _Plan:
@@ -201,10 +209,10 @@ class _Plan:
 def _reduce(group: _Group) -> Tensor:
     """Per stacked sample: count, sum, sum of squares, dead count, saturated count. Comparisons write float
     masks into the scratch and sum them: on the CPU ~5× faster than summing a boolean tensor."""
-    a = group.buffers[0].flatten(1)
-    if a.dtype != group.work.dtype:
-        a = group.work[0].copy_(a)
-    mask, n, kind, level = group.work[1], a.shape[1], group.kind, group.level
+    a = group.samples.flatten(1)
+    if group.converted is not None:
+        a = group.converted.copy_(a)
+    mask, n, kind, level = group.mask, a.shape[1], group.kind, group.level
     dead = n - torch.gt(a, 0, out=mask).sum(1) if kind == "relu" else group.zero
     if kind == "odd":
         saturated = torch.ge(torch.abs(a, out=mask), level, out=mask).sum(1)
