@@ -8,7 +8,8 @@ How it stays cheap (measured in ``bench/monitor_overhead.py``):
   counted at the end of their forward pass and cost one hook call;
 * layer hooks are attached only for the steps that are recorded (``every=``) and removed otherwise;
 * the hooks only keep a reference to each output; all statistics are computed once per recorded step, a
-  few kernels over many layers at once (see ``probes``), and converted to Python numbers once.
+  few kernels over many layers at once (see ``probes``), and each probe converts its values to Python
+  numbers once.
 """
 
 from __future__ import annotations
@@ -205,11 +206,13 @@ class Monitor:
 
     def _record(self) -> None:
         names: list[tuple[str, str]] = []
-        values: list[Tensor] = []
+        values: list[float] = []
         with torch.inference_mode():
-            self._compute_all(names, values)
-        flat = torch.cat(values).tolist() if values else []  # one conversion to Python numbers per step
-        record = dict(zip(names, flat, strict=True))
+            for probe in self.probes:
+                names += probe.names()  # before compute, which may reset what the names depend on
+                out = probe.compute(self.steps)
+                values += out.detach().reshape(-1).tolist() if isinstance(out, Tensor) else out
+        record = dict(zip(names, values, strict=True))
         self.history.add(self.steps, record)
         for finding in detect(self._state, self.steps, record, self.weights, self.thresholds):
             self.findings.append(finding)
@@ -218,18 +221,17 @@ class Monitor:
             if finding.kind in self.stop_on:
                 raise TrainingDiverged(str(finding), finding)
 
-    def _compute_all(self, names: list[tuple[str, str]], values: list[Tensor]) -> None:
-        for probe in self.probes:
-            names += probe.names()  # before compute, which may reset what the names depend on
-            tensor = probe.compute(self.steps)
-            values.append(tensor.detach().reshape(-1).to("cpu", torch.float64))
+    @property
+    def distributed(self) -> bool:
+        """Whether statistics must be reduced across ranks (torch.distributed initialized, > 1 process)."""
+        dist = torch.distributed
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
     def all_reduce(self, tensor: Tensor) -> Tensor:
         """Sum a tensor of statistics across DDP ranks (no-op without torch.distributed)."""
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if self.distributed:
             tensor = tensor.clone()
-            dist.all_reduce(tensor)
+            torch.distributed.all_reduce(tensor)
         return tensor
 
     def summary(self) -> Any:

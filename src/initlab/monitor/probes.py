@@ -1,8 +1,9 @@
 """Probes: each diagnostic quantity a small class with a lifecycle (Cockpit's design).
 
 ``attach(monitor)`` → (``on_forward(layer, output)`` for every watched layer call) → ``names()`` and
-``compute(step)`` on recorded steps → ``detach()``. ``compute`` returns a tensor; the monitor concatenates
-every probe's and converts them to Python numbers once per recorded step, so probes never call ``.item()``.
+``compute(step)`` on recorded steps → ``detach()``. ``compute`` returns its values as Python floats (or as
+a 1-D tensor, which the monitor converts): a probe reduces on the tensors' device and copies the result to
+the host once, never value by value.
 
 Costs are what make a monitor usable at every step (issue 5: ≤ 10% of a training step), and on the CPU they
 are not where one would guess: after a backward pass the caches hold the matrix kernels, and the first call
@@ -46,8 +47,8 @@ class Probe:
         """The (layer, statistic) pairs that ``compute`` returns, in order (may grow as layers are seen)."""
         raise NotImplementedError
 
-    def compute(self, step: int) -> Tensor:
-        """One 1-D tensor with a value per ``names()`` entry."""
+    def compute(self, step: int) -> Sequence[float] | Tensor:
+        """A value per ``names()`` entry: Python floats, or a 1-D tensor."""
         raise NotImplementedError
 
     def detach(self) -> None:
@@ -121,21 +122,6 @@ class ActivationStats(Probe):
             self._names = (labels, [(layer, stat) for layer in labels for stat in ("mean", "std", "dead", "saturated")])
         return self._names[1]
 
-    def raw(self) -> Tensor:
-        """Per ready layer: count, sum, sum of squares, dead count, saturated count (reducible by summing)."""
-        ready, self._ready = self._ready, []
-        if not ready:
-            return torch.empty(0, 5, dtype=torch.float64)
-        with torch.no_grad():
-            samples = [output[: self.sample_rows] for _, output in ready]
-            plan = self._plan([layer for layer, _ in ready], samples)
-            parts = []
-            for group in plan.groups:
-                torch.stack([samples[i] for i in group.members], out=group.samples)
-                parts.append(_reduce(group))
-        out = parts[0] if len(parts) == 1 else torch.cat(parts)[plan.order]
-        return out.to("cpu", torch.float64)
-
     def _plan(self, layers: list[str], samples: list[Tensor]) -> _Plan:
         """How this step's samples are grouped and stacked: the last step's plan while layers and shapes
         stay the same (the usual case), else a new one."""
@@ -145,11 +131,9 @@ class ActivationStats(Probe):
             last is not None
             and last.layers == layers
             and last.shapes == shapes
-            and all(
-                samples[g.members[0]].dtype == g.samples.dtype and samples[g.members[0]].device == g.samples.device
-                for g in last.groups
-            )
-        ):
+            and all(samples[g.members[0]].dtype == g.buf.dtype and samples[g.members[0]].device == g.buf.device
+                    for g in last.groups)
+        ):  # fmt: skip
             return last
         members: dict[tuple[Any, ...], list[int]] = {}
         for i, (layer, sample) in enumerate(zip(layers, samples, strict=True)):
@@ -157,71 +141,116 @@ class ActivationStats(Probe):
             if rule is None:  # a second call of a reused module ("name#2") follows the module's rule
                 rule = self._rules[layer] = self._rules.get(layer.split("#")[0], _NONE)
             members.setdefault((sample.shape, sample.dtype, sample.device, *rule), []).append(i)
-        groups = [_Group(key, index) for key, index in members.items()]
-        order = torch.tensor([i for group in groups for i in group.members]).argsort()
-        self._last = _Plan(layers, shapes, groups, order)
+        self._last = _Plan(layers, shapes, list(members.items()))
         return self._last
 
-    def compute(self, step: int) -> Tensor:
-        return self.finish(self.monitor.all_reduce(self.raw()))
+    def compute(self, step: int) -> list[float]:
+        raw = self.raw()
+        if self.monitor.distributed:
+            raw = self.monitor.all_reduce(torch.tensor(raw, dtype=torch.float64)).tolist()
+        return self.finish(raw)
+
+    def raw(self) -> list[list[float]]:
+        """Per ready layer: count, sum, sum of squares, dead count, saturated count (reducible by summing)."""
+        ready, self._ready = self._ready, []
+        if not ready:
+            return []
+        with torch.no_grad():
+            samples = [output[: self.sample_rows] for _, output in ready]
+            plan = self._plan([layer for layer, _ in ready], samples)
+            for group in plan.groups:
+                group.reduce(samples, plan.results[group.buf.device])
+            values = {device: result.tolist() for device, result in plan.results.items()}  # one copy per device
+        rows: list[list[float]] = [[] for _ in ready]
+        for group in plan.groups:
+            group.rows(values[group.buf.device], rows)
+        return rows
 
     @staticmethod
-    def finish(raw: Tensor) -> Tensor:
+    def finish(raw: list[list[float]]) -> list[float]:
         """count, sum, sum of squares, dead, saturated → mean, std (unbiased), dead and saturated fractions.
 
-        Plain Python on a few dozen numbers: cheaper than any array library's dispatch at this size."""
+        Plain Python on a few dozen numbers: cheaper than any array library's dispatch at this size.
+
+        >>> ActivationStats.finish([[4.0, 2.0, 2.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+        [0.5, 0.5773502691896257, 0.25, 0.0, nan, nan, nan, nan]
+        """
         out: list[float] = []
-        for n, s, ss, dead, saturated in raw.tolist():
+        for n, s, ss, dead, saturated in raw:
             if n == 0:  # an empty batch
                 out += (math.nan, math.nan, math.nan, math.nan)
                 continue
             mean = s / n
             var = max(ss / n - mean * mean, 0.0) * n / max(n - 1, 1)  # NaN/Inf propagate (IEEE), never raise
             out += (mean, math.sqrt(var), dead / n, saturated / n)
-        return torch.tensor(out, dtype=torch.float64)
+        return out
 
 
 _NONE = ("none", 0.0)
+_MASKS = {"relu": 1, "odd": 1, "sigmoid": 2, "none": 0}  # mask blocks per rule (see _Group)
 
 
 class _Group:
-    """Layers whose samples share shape, dtype, device and rule: stacked into one buffer and reduced at once.
-    The buffers (the samples, a float32 copy of half-precision ones, a scratch for masks) are kept between
-    steps: fresh ones would cost page faults at every record."""
+    """Layers whose samples share shape, dtype, device and rule, reduced together with three to five kernels.
 
-    def __init__(self, key: tuple[Any, ...], members: list[int]) -> None:
+    ``buf`` holds the samples stacked (one row each), then one block of rows per mask: ReLU family, the
+    positive values; tanh-like, ``|x| ≥ level``; sigmoid-like, ``x ≥ level`` and ``x ≤ 1 − level``. Masks are
+    0/1 in the samples' dtype (exact in any float type; summing float masks is ~5× faster than summing
+    booleans on the CPU). One sum over ``buf``'s rows gives every sample's sum and every mask's count, one
+    norm the sums of squares, both written straight into the plan's result vector. The buffer
+    is kept between steps: a fresh one would cost page faults at every record.
+    """
+
+    def __init__(self, key: tuple[Any, ...], members: list[int], offset: int) -> None:
         shape, dtype, device, self.kind, self.level = key
-        self.members = members
-        rows, n = len(members), math.prod(shape)
-        work = dtype if dtype in (torch.float32, torch.float64) else torch.float32  # half precision would round
-        self.samples = torch.empty(rows, *shape, dtype=dtype, device=device)
-        self.converted = None if work == dtype else torch.empty(rows, n, dtype=work, device=device)
-        self.mask = torch.empty(rows, n, dtype=work, device=device)
-        self.zero = torch.zeros(rows, dtype=work, device=device)
-        self.count = torch.full((rows,), float(n), dtype=work, device=device)
+        self.members, self.offset = members, offset
+        rows, self.n = len(members), math.prod(shape)
+        self.buf = torch.empty(rows * (1 + _MASKS[self.kind]), self.n, dtype=dtype, device=device)
+        self.stacked = self.buf[:rows].view(rows, *shape)
+        self.size = len(self.buf) + rows  # result values: a sum per buffer row, then a norm per sample
+
+    def reduce(self, samples: list[Tensor], results: Tensor) -> None:
+        rows, buf = len(self.members), self.buf
+        torch.stack([samples[i] for i in self.members], out=self.stacked)
+        a = buf[:rows]
+        if self.kind == "relu":
+            torch.gt(a, 0, out=buf[rows:])
+        elif self.kind == "odd":
+            torch.ge(torch.abs(a, out=buf[rows:]), self.level, out=buf[rows:])
+        elif self.kind == "sigmoid":
+            torch.ge(a, self.level, out=buf[rows : 2 * rows])
+            torch.le(a, 1 - self.level, out=buf[2 * rows :])
+        start, mid = self.offset, self.offset + len(buf)
+        torch.sum(buf, 1, out=results[start:mid])
+        torch.linalg.vector_norm(a, dim=1, dtype=results.dtype, out=results[mid : mid + rows])
+
+    def rows(self, values: list[float], out: list[list[float]]) -> None:
+        """Per member: count, sum, sum of squares, dead count, saturated count, read from ``values``."""
+        rows, at, n = len(self.members), self.offset, float(self.n)
+        sums, norms = values[at : at + rows], values[at + len(self.buf) : at + self.size]
+        masks = [values[at + rows * (b + 1) : at + rows * (b + 2)] for b in range(_MASKS[self.kind])]
+        for j, i in enumerate(self.members):
+            dead = n - masks[0][j] if self.kind == "relu" else 0.0
+            saturated = sum(m[j] for m in masks) if self.kind in ("odd", "sigmoid") else 0.0
+            out[i] = [n, sums[j], norms[j] * norms[j], dead, saturated]
 
 
 class _Plan:
-    def __init__(self, layers: list[str], shapes: list[Any], groups: list[_Group], order: Tensor) -> None:
-        self.layers, self.shapes, self.groups, self.order = layers, shapes, groups, order
+    """The groups of a step's samples and one result vector per device they live on: float32 (accumulating
+    a 16-row sample in float64 costs ~1.5× the whole reduction on the CPU) unless a group is float64."""
 
-
-def _reduce(group: _Group) -> Tensor:
-    """Per stacked sample: count, sum, sum of squares, dead count, saturated count. Comparisons write float
-    masks into the scratch and sum them: on the CPU ~5× faster than summing a boolean tensor."""
-    a = group.samples.flatten(1)
-    if group.converted is not None:
-        a = group.converted.copy_(a)
-    mask, n, kind, level = group.mask, a.shape[1], group.kind, group.level
-    dead = n - torch.gt(a, 0, out=mask).sum(1) if kind == "relu" else group.zero
-    if kind == "odd":
-        saturated = torch.ge(torch.abs(a, out=mask), level, out=mask).sum(1)
-    elif kind == "sigmoid":
-        saturated = torch.ge(a, level, out=mask).sum(1) + torch.le(a, 1 - level, out=mask).sum(1)
-    else:
-        saturated = group.zero
-    square = torch.linalg.vector_norm(a, dim=1).square()
-    return torch.stack([group.count, a.sum(1), square, dead, saturated], 1)
+    def __init__(self, layers: list[str], shapes: list[Any], keys: list[tuple[tuple[Any, ...], list[int]]]) -> None:
+        self.layers, self.shapes = layers, shapes
+        sizes: dict[torch.device, int] = {}
+        dtypes: dict[torch.device, torch.dtype] = {}
+        self.groups: list[_Group] = []
+        for key, members in keys:
+            device = key[2]
+            group = _Group(key, members, sizes.get(device, 0))
+            sizes[device] = group.offset + group.size
+            dtypes[device] = torch.float64 if key[1] == torch.float64 else dtypes.get(device, torch.float32)
+            self.groups.append(group)
+        self.results = {d: torch.empty(size, dtype=dtypes[d], device=d) for d, size in sizes.items()}
 
 
 class PreActivation:
@@ -291,15 +320,14 @@ class GradientNorms(Probe):
     def names(self) -> list[tuple[str, str]]:
         return self._names
 
-    def compute(self, step: int) -> Tensor:
+    def compute(self, step: int) -> list[float]:
         grads = [p.new_zeros(()) if p.grad is None else p.grad if k is None else p.grad[:k] for p, k in self._reads]
         # scaling and ratios in plain Python: each extra kernel costs more than the arithmetic (see above)
         norms = [n * c for n, c in zip(torch.stack(torch._foreach_norm(grads)).tolist(), self._scale, strict=True)]
         if self._weight_norms is None or self._records % self.weight_every == 0:
             self._weight_norms = torch.stack(torch._foreach_norm([p.detach() for _, p in self.params])).tolist()
         self._records += 1
-        return torch.tensor([x for n, w in zip(norms, self._weight_norms, strict=True) for x in (n, _ratio(n, w))],
-                            dtype=torch.float64)  # fmt: skip
+        return [x for n, w in zip(norms, self._weight_norms, strict=True) for x in (n, _ratio(n, w))]
 
 
 def _ratio(a: float, b: float) -> float:
@@ -343,8 +371,8 @@ class UpdateRatio(Probe):
     def names(self) -> list[tuple[str, str]]:
         return []  # added to the step's record after the optimizer step, by attach_update
 
-    def compute(self, step: int) -> Tensor:
-        return torch.empty(0)
+    def compute(self, step: int) -> list[float]:
+        return []
 
     def detach(self) -> None:
         self._pre.remove()
@@ -360,8 +388,8 @@ class LossProbe(Probe):
     def names(self) -> list[tuple[str, str]]:
         return [("model", "loss")] if self.loss is not None else []
 
-    def compute(self, step: int) -> Tensor:
-        value = self.loss.detach().float().reshape(1) if self.loss is not None else torch.empty(0)
+    def compute(self, step: int) -> list[float]:
+        value = [] if self.loss is None else [self.loss.detach().item()]
         self.loss = None
         return value
 
