@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import weakref
 
 import pytest
 import torch
@@ -245,14 +246,21 @@ def test_functional_inplace_activation_is_watched_at_its_preactivation() -> None
     assert pre.clamp_min(0).mean().item() != pytest.approx(pre.mean().item(), rel=0.1)
 
 
-def test_closing_mid_step_releases_the_outputs_it_held() -> None:
-    net = _net()
+def test_outputs_are_let_go_at_the_end_of_the_forward_pass_and_on_close() -> None:
+    """Held into the backward pass, outputs would be freed late (and the memory the backward pass takes
+    instead costs page faults); a forward pass that never reaches the model's output holds them until close."""
+    net, x = _net(), torch.randn(8, 32)
+    refs: list[weakref.ref[torch.Tensor]] = []
+    net[1].register_forward_hook(lambda m, i, o: refs.append(weakref.ref(o)))
     mon = Monitor(net, every=1)
     with mon:
-        net(torch.randn(8, 32))  # a recorded step's forward pass, never followed by a backward pass
         probe = mon.probes[0]
-        assert len(probe._pending) == 3
-    assert probe._pending == []
+        y = net(x)
+        del y  # frees the graph, and with it autograd's reference to the Tanh output
+        assert refs[0]() is None  # so nothing in the monitor keeps it alive
+        net[:2](x)  # part of the model: its watched output is held, the forward pass has not ended
+        assert len(probe._pending) == 1
+    assert probe._pending == [] and probe._batches == []
 
 
 def test_half_precision_outputs_and_a_dtype_change_between_steps() -> None:

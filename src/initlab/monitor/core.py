@@ -160,7 +160,12 @@ class Monitor:
             return  # evaluation passes are not training steps
         out = _first_tensor(output)
         if self.schedule(self.steps + 1) and out is not None and out.requires_grad:
-            out.register_hook(self._on_output_grad)  # type: ignore[no-untyped-call]
+            if out.grad_fn is not None:  # a pre-hook on the node that made the output (cheaper)
+                out.grad_fn.register_prehook(self._on_output_grad)
+            else:
+                out.register_hook(self._on_output_grad)  # type: ignore[no-untyped-call]
+            for probe in self.probes:
+                probe.on_forward_end()
         else:
             self._count()  # an unrecorded step needs nothing from its backward pass: count it now
 
@@ -169,7 +174,7 @@ class Monitor:
         self._calls.clear()
         self._arm(self.schedule(self.steps + 1))
 
-    def _on_output_grad(self, grad: Tensor) -> None:
+    def _on_output_grad(self, grad: Any) -> None:
         torch.autograd.Variable._execution_engine.queue_callback(self._requeue)
 
     def _requeue(self) -> None:

@@ -1,9 +1,9 @@
 """Probes: each diagnostic quantity a small class with a lifecycle (Cockpit's design).
 
-``attach(monitor)`` → (``on_forward(layer, output)`` for every watched layer call) → ``names()`` and
-``compute(step)`` on recorded steps → ``detach()``. ``compute`` returns its values as Python floats (or as
-a 1-D tensor, which the monitor converts): a probe reduces on the tensors' device and copies the result to
-the host once, never value by value.
+``attach(monitor)`` → on recorded steps: ``on_forward(layer, output)`` for every watched layer call,
+``on_forward_end()``, then ``names()`` and ``compute(step)`` after the backward pass → ``detach()``.
+``compute`` returns its values as Python floats (or as a 1-D tensor, which the monitor converts): a probe
+reduces on the tensors' device and copies the result to the host once, never value by value.
 
 Costs are what make a monitor usable at every step (issue 5: ≤ 10% of a training step), and on the CPU they
 are not where one would guess: after a backward pass the caches hold the matrix kernels, and the first call
@@ -43,6 +43,10 @@ class Probe:
     def on_forward(self, layer: str, output: Tensor) -> None:
         """Called for each watched layer call on recorded steps (only if ``needs_activations``)."""
 
+    def on_forward_end(self) -> None:
+        """Called when the model's forward pass returns on a step to be recorded, before its backward pass
+        (with ``auto_step``; ``names`` must not depend on it)."""
+
     def names(self) -> list[tuple[str, str]]:
         """The (layer, statistic) pairs that ``compute`` returns, in order (may grow as layers are seen)."""
         raise NotImplementedError
@@ -67,14 +71,17 @@ class ActivationStats(Probe):
     all-reduces, so the global statistics are exact.
 
     Cost: the forward hook only keeps a reference to the output and its version counter (the tensor is
-    alive anyway: autograd saves it for the backward pass, or the next layer does). Any work in the hook
-    runs between two layers' kernels, with cold caches, at several times its isolated cost; the record
-    instead slices every sample in one tight loop, stacks same-shaped samples into one buffer kept between
-    steps, and reduces each stack with a handful of kernels. An output changed in place after its hook
-    (``h = act(x); h.mul_(m)``) no longer holds what the layer produced: that layer is left out of the step
-    (never reported wrong) and copied inside its hook from then on. Pre-activations (models with functional
-    activations, watched at their weight layers) are always copied: ``F.relu(x, inplace=True)`` overwrites
-    them.
+    alive anyway until the backward pass: autograd saves it, or the next layer does). Any work in the hook
+    runs between two layers' kernels, with cold caches, at several times its isolated cost. At the end of
+    the forward pass (:meth:`on_forward_end`) every sample is sliced in one tight loop, same-shaped samples
+    are stacked into one buffer kept between steps and reduced with a handful of kernels, and the
+    references are dropped: held through the backward pass, they would keep ~30 outputs from being freed as
+    autograd finishes with them, and the memory the backward pass then takes afresh costs ~1000 page
+    faults per step (~1 ms for the benchmark's MLP). The record only copies the results to the host. An
+    output changed in place after its hook (``h = act(x); h.mul_(m)``) no longer holds what the layer
+    produced: that layer is left out of the step (never reported wrong) and copied inside its hook from then
+    on. Pre-activations (models with functional activations, watched at their weight layers) are always
+    copied: ``F.relu(x, inplace=True)`` overwrites them.
     """
 
     needs_activations = True
@@ -85,9 +92,9 @@ class ActivationStats(Probe):
         self._rules: dict[str, tuple[str, float]] = {}
         self._copied: set[str] = set()  # layers whose output is overwritten after the hook
         self._pending: list[tuple[str, Tensor, int]] = []  # (layer, output or its copied sample, version)
-        self._ready: list[tuple[str, Tensor]] = []
+        self._batches: list[tuple[tuple[str, ...], _Plan]] = []  # reduced on the device, not yet copied
         self._names: tuple[tuple[str, ...], list[tuple[str, str]]] = ((), [])
-        self._last: _Plan | None = None
+        self._plans: dict[tuple[str, ...], _Plan] = {}
 
     def attach(self, monitor: Monitor) -> None:
         super().attach(monitor)
@@ -99,7 +106,7 @@ class ActivationStats(Probe):
 
     def detach(self) -> None:
         self._pending.clear()  # the references to outputs of a step that was never recorded
-        self._ready.clear()
+        self._batches.clear()
 
     def on_forward(self, layer: str, output: Tensor) -> None:
         if output.ndim == 0:
@@ -108,28 +115,40 @@ class ActivationStats(Probe):
             output = output.detach()[: self.sample_rows].clone()
         self._pending.append((layer, output, output._version))
 
-    def names(self) -> list[tuple[str, str]]:
-        """The layers called in this step whose outputs are intact (a skipped layer has no statistics)."""
-        self._ready = []
+    def on_forward_end(self) -> None:
+        """Reduce the samples of the outputs held so far on their device, then let the outputs go."""
+        ready = []
         for layer, output, version in self._pending:
             if output._version == version:
-                self._ready.append((layer, output))
+                ready.append((layer, output))
             else:
                 self._copied.add(layer)
         self._pending.clear()
-        labels = tuple(layer for layer, _ in self._ready)
+        if not ready:
+            return
+        labels = tuple(layer for layer, _ in ready)
+        with torch.no_grad():
+            samples = [output[: self.sample_rows] for _, output in ready]
+            plan = self._plan(labels, samples)
+            for group in plan.groups:
+                group.reduce(samples, plan.results[group.buf.device])
+        self._batches.append((labels, plan))
+
+    def names(self) -> list[tuple[str, str]]:
+        """The layers called in this step whose outputs are intact (a skipped layer has no statistics)."""
+        self.on_forward_end()  # outputs still held: the step's forward pass did not end at the model's output
+        labels = tuple(layer for batch, _ in self._batches for layer in batch)
         if labels != self._names[0]:
             self._names = (labels, [(layer, stat) for layer in labels for stat in ("mean", "std", "dead", "saturated")])
         return self._names[1]
 
-    def _plan(self, layers: list[str], samples: list[Tensor]) -> _Plan:
-        """How this step's samples are grouped and stacked: the last step's plan while layers and shapes
-        stay the same (the usual case), else a new one."""
+    def _plan(self, layers: tuple[str, ...], samples: list[Tensor]) -> _Plan:
+        """How these samples are grouped and stacked: the plan made for the same layers in an earlier step
+        while shapes, dtypes and devices stay the same (the usual case), else a new one."""
         shapes = [sample.shape for sample in samples]
-        last = self._last
+        last = self._plans.get(layers)
         if (
             last is not None
-            and last.layers == layers
             and last.shapes == shapes
             and all(samples[g.members[0]].dtype == g.buf.dtype and samples[g.members[0]].device == g.buf.device
                     for g in last.groups)
@@ -141,8 +160,10 @@ class ActivationStats(Probe):
             if rule is None:  # a second call of a reused module ("name#2") follows the module's rule
                 rule = self._rules[layer] = self._rules.get(layer.split("#")[0], _NONE)
             members.setdefault((sample.shape, sample.dtype, sample.device, *rule), []).append(i)
-        self._last = _Plan(layers, shapes, list(members.items()))
-        return self._last
+        if len(self._plans) >= 8:  # layer sets that changed for good (a layer found overwritten in place)
+            self._plans.clear()
+        plan = self._plans[layers] = _Plan(shapes, list(members.items()))
+        return plan
 
     def compute(self, step: int) -> list[float]:
         raw = self.raw()
@@ -151,19 +172,17 @@ class ActivationStats(Probe):
         return self.finish(raw)
 
     def raw(self) -> list[list[float]]:
-        """Per ready layer: count, sum, sum of squares, dead count, saturated count (reducible by summing)."""
-        ready, self._ready = self._ready, []
-        if not ready:
-            return []
-        with torch.no_grad():
-            samples = [output[: self.sample_rows] for _, output in ready]
-            plan = self._plan([layer for layer, _ in ready], samples)
-            for group in plan.groups:
-                group.reduce(samples, plan.results[group.buf.device])
+        """Per layer of ``names()``: count, sum, sum of squares, dead count, saturated count (reducible by
+        summing across ranks)."""
+        self.on_forward_end()
+        batches, self._batches = self._batches, []
+        rows: list[list[float]] = []
+        for labels, plan in batches:
             values = {device: result.tolist() for device, result in plan.results.items()}  # one copy per device
-        rows: list[list[float]] = [[] for _ in ready]
-        for group in plan.groups:
-            group.rows(values[group.buf.device], rows)
+            out: list[list[float]] = [[] for _ in labels]
+            for group in plan.groups:
+                group.rows(values[group.buf.device], out)
+            rows += out
         return rows
 
     @staticmethod
@@ -239,8 +258,8 @@ class _Plan:
     """The groups of a step's samples and one result vector per device they live on: float32 (accumulating
     a 16-row sample in float64 costs ~1.5× the whole reduction on the CPU) unless a group is float64."""
 
-    def __init__(self, layers: list[str], shapes: list[Any], keys: list[tuple[tuple[Any, ...], list[int]]]) -> None:
-        self.layers, self.shapes = layers, shapes
+    def __init__(self, shapes: list[Any], keys: list[tuple[tuple[Any, ...], list[int]]]) -> None:
+        self.shapes = shapes
         sizes: dict[torch.device, int] = {}
         dtypes: dict[torch.device, torch.dtype] = {}
         self.groups: list[_Group] = []
