@@ -291,3 +291,23 @@ def test_float64_outputs_are_reduced_in_float64() -> None:
     expected = torch.relu(net[0](x[:ROWS])).detach()
     assert mon.history.records[0][("1", "mean")] == pytest.approx(expected.mean().item(), rel=1e-12)
     assert mon.history.records[0][("1", "std")] == pytest.approx(expected.std().item(), rel=1e-9)
+
+
+def test_scalar_parameter_gradient_norm() -> None:
+    """A 0-d parameter (a learnable scale, as in Fixup) is read whole; its gradient norm is |grad|."""
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.scale = nn.Linear(4, 2), nn.Parameter(torch.tensor(0.5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) * self.scale
+
+    torch.manual_seed(0)
+    net = Scaled()
+    with Monitor(net, every=1) as mon:
+        net(torch.randn(8, 4)).pow(2).mean().backward()
+    assert net.scale.grad is not None
+    assert mon.history.records[0][("scale", "grad_norm")] == pytest.approx(net.scale.grad.abs().item(), rel=1e-6)
+    assert mon.history.records[0][("scale", "grad_weight_ratio")] == pytest.approx(net.scale.grad.abs().item() / 0.5)
