@@ -72,6 +72,10 @@ def test_sampled_gradient_norm_is_the_documented_estimator() -> None:
         assert record[(name, "grad_norm")] == pytest.approx(estimate, rel=1e-5)
         # and the estimate is close to the exact norm here (tolerance 15%: row norms of a random net vary)
         assert record[(name, "grad_norm")] == pytest.approx(g.norm().item(), rel=0.15)
+        # the weight norm under the ratio is sampled the same way (weight rows are alike: within 2% here)
+        w = math.sqrt(p.shape[0] / k) * p.detach()[:k].norm().item()
+        assert record[(name, "grad_weight_ratio")] == pytest.approx(estimate / w, rel=1e-5)
+        assert w == pytest.approx(p.detach().norm().item(), rel=0.02)
 
 
 def test_update_ratio_with_optimizer() -> None:

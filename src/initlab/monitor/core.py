@@ -107,6 +107,8 @@ class Monitor:
         self.layers, self.layer_activations = _watched_layers(model)
         self.weights = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
         self.weights = [f"{n}.weight" if n else "weight" for n in self.weights]
+        watched = any(p.needs_activations for p in self.probes)  # hooks made once, attached on recorded steps
+        self._layer_hooks = [(module, self._layer_hook(name)) for name, module in self.layers] if watched else []
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def __enter__(self) -> Monitor:
@@ -135,9 +137,9 @@ class Monitor:
         return self.schedule(self.steps)
 
     def _arm(self, on: bool) -> None:
-        if on and not self._handles and any(p.needs_activations for p in self.probes):
-            for name, module in self.layers:
-                self._handles.append(module.register_forward_hook(self._layer_hook(name)))
+        if on and not self._handles and self._layer_hooks:
+            for module, hook in self._layer_hooks:
+                self._handles.append(module.register_forward_hook(hook))
         elif not on:
             for handle in self._handles:
                 handle.remove()
@@ -212,7 +214,7 @@ class Monitor:
     def _record(self) -> None:
         names: list[tuple[str, str]] = []
         values: list[float] = []
-        with torch.inference_mode():
+        with torch.no_grad():
             for probe in self.probes:
                 names += probe.names()  # before compute, which may reset what the names depend on
                 out = probe.compute(self.steps)
