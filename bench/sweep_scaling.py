@@ -26,7 +26,7 @@ from initlab.sweep.runner import Backend
 WIDTH = int(sys.argv[1]) if len(sys.argv) > 1 else 96
 SPEC = expand({"depth": 20, "width": WIDTH, "epochs": 15, "batch_size": 64, "lr": 0.05},
               {"seed": list(range(8))}, name="scaling")  # fmt: skip
-REPEATS = 2
+REPEATS = 3
 ONE, ONE_THREAD, TWO, RAY = "1 worker", "1 worker, 1 thread", "2 workers", "ray (2 CPUs)"
 TMP = Path(tempfile.mkdtemp())
 
