@@ -8,8 +8,9 @@ reduces on the tensors' device and copies the result to the host once, never val
 Costs are what make a monitor usable at every step (issue 5: ≤ 10% of a training step), and on the CPU they
 are not where one would guess: after a backward pass the caches hold the matrix kernels, and the first call
 of any other kernel costs ~0.05–0.2 ms however small its input. So the built-in probes do nothing in the
-forward hooks but keep references, then run a handful of kernels per record over many layers at once
-(samples stacked into reused buffers, ``torch._foreach_norm`` for the gradients), on samples: the first
+forward hooks but keep references, then run a handful of kernels over many layers at once (activation
+samples stacked into reused buffers at the end of the forward pass, so the outputs are not held through the
+backward pass; ``torch._foreach_norm`` for the gradients), on samples: the first
 ``sample_rows`` examples of each output (a uniform sample for shuffled batches) and the first rows of each
 weight gradient, with sampling errors far below the detectors' thresholds (documented per probe; the oracle
 tests apply the same samples).
