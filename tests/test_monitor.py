@@ -315,3 +315,16 @@ def test_scalar_parameter_gradient_norm() -> None:
     assert net.scale.grad is not None
     assert mon.history.records[0][("scale", "grad_norm")] == pytest.approx(net.scale.grad.abs().item(), rel=1e-6)
     assert mon.history.records[0][("scale", "grad_weight_ratio")] == pytest.approx(net.scale.grad.abs().item() / 0.5)
+
+
+def test_steps_without_a_backward_pass_hold_nothing() -> None:
+    """A frozen model's forward passes (grad enabled, output without grad) count as steps but cannot be
+    recorded: what the hooks collected for them is dropped, not accumulated step after step."""
+    net = _net()
+    net.requires_grad_(False)
+    with Monitor(net, every=1) as mon:
+        for _ in range(5):
+            net(torch.randn(4, 32))
+        probe = mon.probes[0]
+        assert mon.steps == 5 and probe._pending == [] and probe._batches == []
+        assert mon.history.steps == []

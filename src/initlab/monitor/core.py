@@ -172,6 +172,9 @@ class Monitor:
             self._count()  # an unrecorded step needs nothing from its backward pass: count it now
 
     def _count(self) -> None:
+        if self._handles:  # a step meant to be recorded ended without a backward pass through the model
+            for probe in self.probes:
+                probe.discard()
         self.steps += 1
         self._calls.clear()
         self._arm(self.schedule(self.steps + 1))

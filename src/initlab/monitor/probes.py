@@ -1,9 +1,10 @@
 """Probes: each diagnostic quantity a small class with a lifecycle (Cockpit's design).
 
 ``attach(monitor)`` → on recorded steps: ``on_forward(layer, output)`` for every watched layer call,
-``on_forward_end()``, then ``names()`` and ``compute(step)`` after the backward pass → ``detach()``.
-``compute`` returns its values as Python floats (or as a 1-D tensor, which the monitor converts): a probe
-reduces on the tensors' device and copies the result to the host once, never value by value.
+``on_forward_end()``, then ``names()`` and ``compute(step)`` after the backward pass (or ``discard()`` if
+there is none) → ``detach()``. ``compute`` returns its values as Python floats (or as a 1-D tensor, which
+the monitor converts): a probe reduces on the tensors' device and copies the result to the host once, never
+value by value.
 
 Costs are what make a monitor usable at every step (issue 5: ≤ 10% of a training step), and on the CPU they
 are not where one would guess: after a backward pass the caches hold the matrix kernels, and the first call
@@ -56,6 +57,10 @@ class Probe:
         """A value per ``names()`` entry: Python floats, or a 1-D tensor."""
         raise NotImplementedError
 
+    def discard(self) -> None:
+        """The step ends unrecorded (its forward pass had no backward pass, e.g. a frozen model's): drop what
+        was collected for it."""
+
     def detach(self) -> None:
         """Release what ``attach`` took."""
 
@@ -105,9 +110,12 @@ class ActivationStats(Probe):
                 self._copied.add(layer)
         self._pending.clear()
 
-    def detach(self) -> None:
-        self._pending.clear()  # the references to outputs of a step that was never recorded
+    def discard(self) -> None:
+        self._pending.clear()  # the references to outputs of a step that is not recorded
         self._batches.clear()
+
+    def detach(self) -> None:
+        self.discard()
 
     def on_forward(self, layer: str, output: Tensor) -> None:
         if output.ndim == 0:
