@@ -354,7 +354,7 @@ class GradientNorms(Probe):
         return self._names
 
     def compute(self, step: int) -> list[float]:
-        grads = [p.new_zeros(()) if p.grad is None else p.grad if k is None else p.grad[:k] for p, k in self._reads]
+        grads = [p.new_zeros(()) if (g := p.grad) is None else g if k is None else g[:k] for p, k in self._reads]
         # scaling and ratios in plain Python: each extra kernel costs more than the arithmetic (see above)
         norms = [n * c for n, c in zip(torch.stack(torch._foreach_norm(grads)).tolist(), self._scale, strict=True)]
         if self._weight_norms is None or self._records % self.weight_every == 0:  # sampled as the gradients
