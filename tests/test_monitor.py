@@ -328,3 +328,17 @@ def test_steps_without_a_backward_pass_hold_nothing() -> None:
         probe = mon.probes[0]
         assert mon.steps == 5 and probe._pending == [] and probe._batches == []
         assert mon.history.steps == []
+
+
+def test_half_precision_saturation_uses_the_exact_level() -> None:
+    """sigmoid(4.84) rounds to 0.99219 in bfloat16, below sigmoid(5) = 0.99331: not saturated. Compared in
+    bfloat16, the level itself would round to 0.99219 and count it."""
+    net = nn.Sequential(nn.Linear(1, 1), nn.Sigmoid(), nn.Linear(1, 1)).to(torch.bfloat16)
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.zero_()
+    x = torch.full((4, 1), 4.84375, dtype=torch.bfloat16)  # exactly representable
+    assert net[1](net[0](x))[0].item() == pytest.approx(0.99219, abs=1e-5)
+    with Monitor(net, every=1) as mon:
+        net(x).sum().backward()
+    assert mon.history.records[0][("1", "saturated")] == 0.0

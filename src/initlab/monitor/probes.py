@@ -161,7 +161,7 @@ class ActivationStats(Probe):
         if (
             last is not None
             and last.shapes == shapes
-            and all(samples[g.members[0]].dtype == g.buf.dtype and samples[g.members[0]].device == g.buf.device
+            and all(samples[g.members[0]].dtype == g.dtype and samples[g.members[0]].device == g.buf.device
                     for g in last.groups)
         ):  # fmt: skip
             return last
@@ -225,17 +225,20 @@ class _Group:
 
     ``buf`` holds the samples stacked (one row each), then one block of rows per mask: ReLU family, the
     positive values; tanh-like, ``|x| ≥ level``; sigmoid-like, ``x ≥ level`` and ``x ≤ 1 − level``. Masks are
-    0/1 in the samples' dtype (exact in any float type; summing float masks is ~5× faster than summing
-    booleans on the CPU). One sum over ``buf``'s rows gives every sample's sum and every mask's count, one
-    norm the sums of squares, both written straight into the plan's result vector. The buffer
-    is kept between steps: a fresh one would cost page faults at every record.
+    float 0/1 (summing float masks is ~5× faster than summing booleans on the CPU). One sum over ``buf``'s
+    rows gives every sample's sum and every mask's count, one norm the sums of squares, both written straight
+    into the plan's result vector. The buffer is kept between steps: a fresh one would cost page faults at
+    every record.
     """
 
     def __init__(self, key: tuple[Any, ...], members: list[int], offset: int) -> None:
-        shape, dtype, device, self.kind, self.level = key
+        shape, self.dtype, device, self.kind, self.level = key
         self.members, self.offset = members, offset
         rows, self.n = len(members), math.prod(shape)
-        self.buf = torch.empty(rows * (1 + _MASKS[self.kind]), self.n, dtype=dtype, device=device)
+        # Half-precision samples are stacked into float32 (the stack converts): compared in their own dtype,
+        # the saturation levels would be rounded (sigmoid(5) = 0.9933 becomes 0.9922 in bfloat16).
+        work = self.dtype if self.dtype in (torch.float32, torch.float64) else torch.float32
+        self.buf = torch.empty(rows * (1 + _MASKS[self.kind]), self.n, dtype=work, device=device)
         self.stacked = self.buf[:rows].view(rows, *shape)
         self.size = len(self.buf) + rows  # result values: a sum per buffer row, then a norm per sample
 
