@@ -344,14 +344,15 @@ class GradientNorms(Probe):
         super().attach(monitor)
         self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
         self._names = [(n, stat) for n, _ in self.params for stat in ("grad_norm", "grad_weight_ratio")]
-        self._scale = [math.sqrt(p.shape[0] / self._rows(p)) if p.ndim else 1.0 for _, p in self.params]
         # (parameter, rows to read or None for all): slicing only what is sampled saves a view per vector
-        self._reads = [(p, k if p.ndim and k < p.shape[0] else None) for _, p in self.params for k in [self._rows(p)]]
+        self._reads = [(p, self._rows(p)) for _, p in self.params]
+        self._scale = [1.0 if k is None else math.sqrt(p.shape[0] / k) for p, k in self._reads]
         self._weight_norms, self._records = None, 0
 
-    def _rows(self, p: Tensor) -> int:
+    def _rows(self, p: Tensor) -> int | None:
+        """Rows to read, or None to read ``p`` whole (scalars, vectors, matrices of at most ``sample_rows``)."""
         k = self.sample_rows
-        return 1 if p.ndim == 0 else p.shape[0] if k is None or p.ndim < 2 or p.shape[0] <= k else k
+        return k if k is not None and p.ndim >= 2 and p.shape[0] > k else None
 
     def names(self) -> list[tuple[str, str]]:
         return self._names
