@@ -151,3 +151,20 @@ def test_no_false_positive_on_a_healthy_net(seed: int) -> None:
     losses = _train(net, mon, 200, lr=0.05, seed=seed)
     assert mon.findings == []
     assert losses[-1] < losses[0]
+
+
+def test_detect_reads_each_record_by_its_own_layout() -> None:
+    """Records that change layout mid-run (a layer left out of a step) are read by their own keys, finite
+    values whose sum overflows are not NaN, and the first non-finite value is found in record order."""
+    from initlab.monitor.detectors import DetectorState, detect
+
+    weights, t = ["a.weight", "b.weight"], Thresholds()
+    state = DetectorState()
+    full = {("a", "mean"): 1e308, ("a", "std"): 1e308, ("b", "mean"): 0.0, ("b", "std"): 1.0,
+            ("a.weight", "grad_norm"): 1.0, ("b.weight", "grad_norm"): 1.0}  # fmt: skip
+    assert detect(state, 1, full, weights, t) == []  # 2e308 overflows the sum; no value is non-finite
+    skipped = {("b", "mean"): 0.0, ("b", "std"): math.inf, ("a.weight", "grad_norm"): math.nan,
+               ("b.weight", "grad_norm"): 1.0}  # fmt: skip
+    (finding,) = detect(state, 2, skipped, weights, t)
+    assert (finding.kind, finding.layer, finding.step, finding.evidence) == ("nan", "b", 2, {"std": math.inf})
+    assert detect(state, 3, full, weights, t) == []  # back to the first layout; the NaN is reported once

@@ -108,28 +108,50 @@ class DetectorState:
     streaks: dict[tuple[str, str], int] = field(default_factory=dict)
     reported: set[tuple[str, str]] = field(default_factory=set)
     losses: list[float] = field(default_factory=list)
+    layout: _Layout | None = None
 
 
 Record = dict[tuple[str, str], float]
 Candidate = tuple[str, str, str, dict[str, float]]
 
 
-class _View:
-    """One pass over a record: the (layer, value) pairs of each statistic in record order, and the first
-    non-finite activation, gradient or loss value (a record holds hundreds of values; each check used to
-    walk all of them)."""
+class _Layout:
+    """Where each statistic sits in a record. A run's records share one key order (the probes' names), so
+    this is built once, and each record is then read with a few short list comprehensions instead of a walk
+    over its hundreds of keys: at every step, detection runs right after the backward pass, where any
+    Python loop costs several times its isolated time (cold caches; ``bench/monitor_overhead.py``)."""
 
-    def __init__(self, record: Record) -> None:
-        self.record = record
-        self.by_stat: dict[str, list[tuple[str, float]]] = {}
-        self.first_nonfinite: tuple[str, str, float] | None = None
-        for (layer, stat), value in record.items():
-            self.by_stat.setdefault(stat, []).append((layer, value))
-            if self.first_nonfinite is None and stat in _NAN_WATCHED and not math.isfinite(value):
-                self.first_nonfinite = (layer, stat, value)
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        self.keys = keys
+        self.by_stat: dict[str, list[tuple[str, int]]] = {}
+        for i, (layer, stat) in enumerate(keys):
+            self.by_stat.setdefault(stat, []).append((layer, i))
+        self.watched = [i for i, (_, stat) in enumerate(keys) if stat in _NAN_WATCHED]
+
+
+class _View:
+    """A record read through its layout: the (layer, value) pairs of a statistic in record order, and the
+    first non-finite activation, gradient or loss value."""
+
+    def __init__(self, record: Record, layout: _Layout) -> None:
+        self.record, self.layout = record, layout
+        self.values = list(record.values())
 
     def stat(self, name: str) -> list[tuple[str, float]]:
-        return self.by_stat.get(name, [])
+        values = self.values
+        return [(layer, values[i]) for layer, i in self.layout.by_stat.get(name, ())]
+
+    @property
+    def first_nonfinite(self) -> tuple[str, str, float] | None:
+        values = self.values
+        watched = [values[i] for i in self.layout.watched]
+        if math.isfinite(sum(watched)):  # NaN and ±Inf propagate through a sum; an overflow only costs the scan
+            return None
+        for i in self.layout.watched:
+            if not math.isfinite(values[i]):
+                layer, stat = self.layout.keys[i]
+                return layer, stat, values[i]
+        return None
 
 
 _NAN_WATCHED = frozenset(("mean", "std", "grad_norm", "loss"))
@@ -212,9 +234,10 @@ def _units(view: _View, t: Thresholds) -> list[Candidate]:
 
 
 def _nan(view: _View) -> list[Candidate]:
-    if view.first_nonfinite is None:  # records keep forward order: activations, then parameters
+    first = view.first_nonfinite  # records keep forward order: activations, then parameters
+    if first is None:
         return []
-    layer, stat, value = view.first_nonfinite
+    layer, stat, value = first
     where = "the loss" if stat == "loss" else ("an activation" if stat in ("mean", "std") else "a gradient")
     return [
         (
@@ -231,12 +254,13 @@ def _plateau(state: DetectorState, view: _View, t: Thresholds) -> list[Candidate
     if not math.isfinite(loss):
         return []
     state.losses.append(loss)
-    recent = state.losses[-t.plateau_steps :]
-    grads = [v for _, v in view.stat("grad_norm")]
-    if len(recent) < t.plateau_steps or not grads or max(grads) >= t.plateau_grad:
+    del state.losses[: -t.plateau_steps]  # only the window is ever read
+    recent = state.losses
+    if len(recent) < t.plateau_steps:
         return []
     change = abs(recent[0] - recent[-1]) / max(abs(recent[0]), 1e-12)
-    if change >= t.plateau_change:
+    grads = [v for _, v in view.stat("grad_norm")] if change < t.plateau_change else []
+    if not grads or max(grads) >= t.plateau_grad:
         return []
     return [
         (
@@ -252,7 +276,10 @@ def _plateau(state: DetectorState, view: _View, t: Thresholds) -> list[Candidate
 def detect(state: DetectorState, step: int, record: Record, weights: Sequence[str],
            t: Thresholds) -> list[Finding]:  # fmt: skip
     """New findings for one recorded step (``record``: (layer, stat) -> value; ``weights``: forward order)."""
-    view = _View(record)
+    keys = list(record)
+    if state.layout is None or state.layout.keys != keys:
+        state.layout = _Layout(keys)
+    view = _View(record, state.layout)
     candidates = _nan(view)
     immediate = {c[0] for c in candidates}
     candidates += _vanishing_exploding(view, weights, t) + _units(view, t) + _plateau(state, view, t)
