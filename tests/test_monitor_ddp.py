@@ -34,7 +34,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
         # Both ranks done with all communication before either tears its group down, and DDP's reducer
         # released first. A rank sometimes aborted in gloo ("terminate called without an active exception",
-        # SIGABRT) under `pytest -n 2`: 2 of ~67 runs without these lines, 1 of 160 with them (2026-11-24);
+        # SIGABRT) under `pytest -n 2`: 2 of ~67 runs without these lines, 1 of 360 with them (2026-11-24);
         # never in 160 runs of the same worker outside pytest, with or without the monitor.
         dist.barrier()
         del model
