@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,13 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         del model
     finally:
         dist.destroy_process_group()
+    # Leave without interpreter finalization and C++ static destructors, where gloo's threads can still be
+    # joinable ("terminate called without an active exception" is std::thread's destructor; pytorch/pytorch
+    # PR #179291 describes such a crash at finalization). Only on success: an exception above still reaches
+    # mp.spawn, which reports it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.mark.slow
