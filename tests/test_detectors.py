@@ -4,12 +4,14 @@ and a healthy net gives no finding."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 from torch import nn
 
 import initlab as il
+from initlab import InitlabError
 from initlab.data import load
 from initlab.monitor import Monitor, Thresholds
 
@@ -170,3 +172,12 @@ def test_detect_reads_each_record_by_its_own_layout() -> None:
     # Back to the first layout, read by it (a stale layout would name "b" again, already reported).
     (finding,) = detect(state, 3, {**full, ("a", "mean"): math.nan}, weights, t)
     assert (finding.kind, finding.layer, finding.step) == ("nan", "a", 3)
+
+
+@pytest.mark.parametrize(("name", "value"), [("plateau_steps", 0), ("patience", -1), ("plateau_steps", 2.5)])
+def test_thresholds_reject_step_counts_below_one(name: str, value: object) -> None:
+    default = getattr(Thresholds, name)
+    message = (f"Thresholds.{name} must be a whole number of recorded steps. Accepted: an int >= 1. "
+               f"Received: {value!r}. Pass {name}={default} (the default) or more.")  # fmt: skip
+    with pytest.raises(InitlabError, match=re.escape(message)):
+        Thresholds(**{name: value})

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from initlab._errors import fail
+
 __all__ = ["REMEDIES", "Finding", "Thresholds", "detect"]
 
 
@@ -42,6 +44,14 @@ class Thresholds:
     plateau_grad: float = 1e-4
     plateau_steps: int = 10
     patience: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("plateau_steps", "patience"):  # counts of recorded steps: the loss window, the streak
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fix = f"Pass {name}={getattr(Thresholds, name)} (the default) or more."
+                problem = f"Thresholds.{name} must be a whole number of recorded steps"
+                raise fail(problem, accepted="an int >= 1", received=value, fix=fix)
 
 
 @dataclass
