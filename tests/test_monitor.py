@@ -7,14 +7,24 @@ import json
 import math
 import weakref
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
 from torch import nn
 
-from initlab.monitor import GradientNorms, Monitor, log_schedule
+from initlab.monitor import GradientNorms, Monitor, fused_kernels, log_schedule, probes
 
 ROWS = 16  # ActivationStats' default sample
+
+
+@pytest.fixture(params=["fused", "torch"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each oracle runs on both paths: the fused C kernels (CPU float32/float64 tensors, the default here)
+    and the torch kernels that serve everything else (GPU, half precision, an install without a compiler)."""
+    if request.param == "torch":
+        monkeypatch.setattr(probes, "_fused", None)
+    return str(request.param)
 
 
 def _net() -> nn.Sequential:
@@ -31,7 +41,7 @@ def _brute(net: nn.Sequential, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return outs
 
 
-def test_activation_probe_matches_brute_force() -> None:
+def test_activation_probe_matches_brute_force(path: str) -> None:
     net, x = _net(), torch.randn(64, 32, generator=torch.Generator().manual_seed(1)) * 3
     outs = _brute(net, x)
     with Monitor(net, every=1) as mon:
@@ -50,7 +60,7 @@ def test_activation_probe_matches_brute_force() -> None:
             assert record[(layer, "saturated")] == pytest.approx(expected)
 
 
-def test_gradient_probe_matches_brute_force() -> None:
+def test_gradient_probe_matches_brute_force(path: str) -> None:
     net, x = _net(), torch.randn(64, 32)
     with Monitor(net, every=1, probes=[GradientNorms(sample_rows=None, weight_every=1)]) as mon:
         net(x).pow(2).mean().backward()
@@ -60,7 +70,7 @@ def test_gradient_probe_matches_brute_force() -> None:
         assert record[(name, "grad_weight_ratio")] == pytest.approx((p.grad.norm() / p.norm()).item(), rel=1e-5)
 
 
-def test_sampled_gradient_norm_is_the_documented_estimator() -> None:
+def test_sampled_gradient_norm_is_the_documented_estimator(path: str) -> None:
     net, x = _net(), torch.randn(256, 32, generator=torch.Generator().manual_seed(2))
     with Monitor(net, every=1) as mon:  # default: first 64 rows of matrices with more rows
         net(x).pow(2).mean().backward()
@@ -91,7 +101,7 @@ def test_update_ratio_with_optimizer() -> None:
         assert record[(name, "update_ratio")] == pytest.approx(expected, rel=1e-4)
 
 
-def test_module_reused_twice_is_recorded_twice() -> None:
+def test_module_reused_twice_is_recorded_twice(path: str) -> None:
     act = nn.Tanh()
 
     class Twice(nn.Module):
@@ -180,7 +190,7 @@ def test_tensorboard_files_read_back(tmp_path) -> None:  # type: ignore[no-untyp
     assert scalars[-1].value == pytest.approx(mon.history.records[-1][("0.weight", "grad_norm")], rel=1e-6)
 
 
-def test_functional_activations_are_watched_at_the_pre_activations() -> None:
+def test_functional_activations_are_watched_at_the_pre_activations(path: str) -> None:
     class Functional(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -199,9 +209,10 @@ def test_functional_activations_are_watched_at_the_pre_activations() -> None:
     assert mon.history.records[-1][("a", "saturated")] == pytest.approx((pre.abs() >= 5).float().mean().item())
 
 
-def test_output_changed_in_place_after_its_hook_is_never_reported_wrong() -> None:
-    """The hook keeps a reference; an output overwritten later in the forward pass (here ``h.add_(100)``,
-    which would shift its mean by 100) is left out of that step and copied inside its hook from then on."""
+def test_output_changed_in_place_after_its_hook_is_never_reported_wrong(path: str) -> None:
+    """An output overwritten later in the forward pass (here ``h.add_(100)``, which would shift its mean by
+    100): the fused path has reduced it in its hook already; the torch path keeps a reference, so it leaves
+    the layer out of that step and copies the output inside its hook from then on."""
 
     class Overwrites(nn.Module):
         def __init__(self) -> None:
@@ -221,12 +232,15 @@ def test_output_changed_in_place_after_its_hook_is_never_reported_wrong() -> Non
         for _ in range(2):
             net(torch.randn(32, 8)).sum().backward()
     first, second = mon.history.records
-    assert ("act", "mean") not in first  # step 1: the overwritten output is not used
+    if path == "fused":
+        assert first[("act", "mean")] == pytest.approx(expected[0].mean().item(), rel=1e-5)
+    else:
+        assert ("act", "mean") not in first  # step 1: the overwritten output is not used
     assert second[("act", "mean")] == pytest.approx(expected[1].mean().item(), rel=1e-5)  # step 2: copied
     assert second[("act", "dead")] == pytest.approx((expected[1] <= 0).float().mean().item())
 
 
-def test_functional_inplace_activation_is_watched_at_its_preactivation() -> None:
+def test_functional_inplace_activation_is_watched_at_its_preactivation(path: str) -> None:
     """Without activation modules the weight layers' outputs are watched; ``F.relu(x, inplace=True)``
     overwrites them, so they are copied in the hook: right from the first step."""
 
@@ -250,9 +264,10 @@ def test_functional_inplace_activation_is_watched_at_its_preactivation() -> None
     assert pre.clamp_min(0).mean().item() != pytest.approx(pre.mean().item(), rel=0.1)
 
 
-def test_outputs_are_let_go_at_the_end_of_the_forward_pass_and_on_close() -> None:
+def test_outputs_are_let_go_at_the_end_of_the_forward_pass_and_on_close(path: str) -> None:
     """Held into the backward pass, outputs would be freed late (and the memory the backward pass takes
-    instead costs page faults); a forward pass that never reaches the model's output holds them until close."""
+    instead costs page faults); on the torch path a forward pass that never reaches the model's output holds
+    them until close, the fused path holds none at all."""
     net, x = _net(), torch.randn(8, 32)
     refs: list[weakref.ref[torch.Tensor]] = []
     net[1].register_forward_hook(lambda m, i, o: refs.append(weakref.ref(o)))
@@ -263,8 +278,8 @@ def test_outputs_are_let_go_at_the_end_of_the_forward_pass_and_on_close() -> Non
         del y  # frees the graph, and with it autograd's reference to the Tanh output
         assert refs[0]() is None  # so nothing in the monitor keeps it alive
         net[:2](x)  # part of the model: its watched output is held, the forward pass has not ended
-        assert len(probe._pending) == 1
-    assert probe._pending == [] and probe._batches == []
+        assert len(probe._pending) == (1 if path == "torch" else 0)
+    assert probe._pending == [] and probe._batches == [] and probe._done == []
 
 
 def test_half_precision_outputs_and_a_dtype_change_between_steps() -> None:
@@ -281,7 +296,7 @@ def test_half_precision_outputs_and_a_dtype_change_between_steps() -> None:
     assert mon.history.records[1][("1", "std")] == pytest.approx(expected.std().item(), rel=1e-4)
 
 
-def test_float64_outputs_are_reduced_in_float64() -> None:
+def test_float64_outputs_are_reduced_in_float64(path: str) -> None:
     """A float64 model's statistics keep float64 precision (the result vector follows the samples' dtype):
     outputs near 1000 with a spread of ~1, where float32 sums would be off by ~1e-7 relative and the variance
     by far more; tolerance 1e-12 on the mean, 1e-9 on the std."""
@@ -297,7 +312,7 @@ def test_float64_outputs_are_reduced_in_float64() -> None:
     assert mon.history.records[0][("1", "std")] == pytest.approx(expected.std().item(), rel=1e-9)
 
 
-def test_scalar_parameter_gradient_norm() -> None:
+def test_scalar_parameter_gradient_norm(path: str) -> None:
     """A 0-d parameter (a learnable scale, as in Fixup) is read whole; its gradient norm is |grad|."""
 
     class Scaled(nn.Module):
@@ -317,7 +332,7 @@ def test_scalar_parameter_gradient_norm() -> None:
     assert mon.history.records[0][("scale", "grad_weight_ratio")] == pytest.approx(net.scale.grad.abs().item() / 0.5)
 
 
-def test_steps_without_a_backward_pass_hold_nothing() -> None:
+def test_steps_without_a_backward_pass_hold_nothing(path: str) -> None:
     """A frozen model's forward passes (grad enabled, output without grad) count as steps but cannot be
     recorded: what the hooks collected for them is dropped, not accumulated step after step."""
     net = _net()
@@ -326,7 +341,7 @@ def test_steps_without_a_backward_pass_hold_nothing() -> None:
         for _ in range(5):
             net(torch.randn(4, 32))
         probe = mon.probes[0]
-        assert mon.steps == 5 and probe._pending == [] and probe._batches == []
+        assert mon.steps == 5 and probe._pending == [] and probe._batches == [] and probe._done == []
         assert mon.history.steps == []
 
 
@@ -342,3 +357,68 @@ def test_half_precision_saturation_uses_the_exact_level() -> None:
     with Monitor(net, every=1) as mon:
         net(x).sum().backward()
     assert mon.history.records[0][("1", "saturated")] == 0.0
+
+
+def test_fused_kernels_are_built() -> None:
+    """setup.py builds them wherever a C compiler is (CI has one): without this, every "fused" case above would
+    quietly test the torch path twice."""
+    assert fused_kernels(), "initlab.monitor._fused was not built: reinstall with a C compiler (pip install -e .)"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_kernels_against_numpy(dtype: torch.dtype) -> None:
+    """Both C functions on lengths around their 256-element blocks, with NaN, ±Inf and a zero count; tolerance
+    1e-6 relative for float32 sums (blocks of 256 summed in float32), 1e-12 for float64."""
+    from initlab.monitor import _fused
+
+    rng = np.random.default_rng(0)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    for n in (0, 1, 7, 255, 256, 257, 1000, 4096 + 3):
+        t = torch.from_numpy(rng.normal(0, 2, n)).to(dtype)
+        x = t.double().numpy()
+        s, ss, pos, above, below = _fused.sums(t.data_ptr(), n, dtype == torch.float64, 1.5, -0.5)
+        assert (pos, above, below) == ((x > 0).sum(), (x >= 1.5).sum(), (x <= -0.5).sum())
+        assert s == pytest.approx(x.sum(), rel=tol, abs=tol * n)
+        assert ss == pytest.approx((x * x).sum(), rel=tol)
+        assert _fused.sumsq([t.data_ptr(), 0], [n, 5], dtype == torch.float64) == [pytest.approx(ss, rel=tol), 0.0]
+    t = torch.tensor([1.0, math.nan, 3.0, math.inf, -math.inf], dtype=dtype)
+    s, ss, pos, above, below = _fused.sums(t.data_ptr(), 5, dtype == torch.float64, 2.0, -1.0)
+    assert math.isnan(s) and math.isnan(ss) and (pos, above, below) == (3, 2, 1)  # NaN counts nowhere
+    assert math.isinf(_fused.sumsq([t[3:].data_ptr()], [1], dtype == torch.float64)[0])
+    with pytest.raises(ValueError, match="negative count"):
+        _fused.sums(t.data_ptr(), -1, False, 0.0, 0.0)
+
+
+def test_layers_on_both_paths_in_one_step_keep_call_order() -> None:
+    """A non-contiguous output (a ReLU applied to a transposed tensor) takes the torch path while the others
+    take the fused one: the record still lists the layers in call order, each matching brute force."""
+
+    class Transposed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.r1, self.r2, self.t3, self.b = (
+                nn.Linear(8, 32),
+                nn.ReLU(),
+                nn.ReLU(),
+                nn.Tanh(),
+                nn.Linear(32, 2),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.r1(self.a(x))
+            h = self.r2((h - 0.1).t()).t()  # r2's output is a transposed (non-contiguous) tensor
+            return self.b(self.t3(h * 2))
+
+    torch.manual_seed(5)
+    net, x = Transposed(), torch.randn(24, 8)
+    h1 = torch.relu(net.a(x)).detach()
+    h2 = torch.relu(h1 - 0.1)
+    h3 = torch.tanh(h2 * 2)
+    with Monitor(net, every=1) as mon:
+        net(x).sum().backward()
+    record = mon.history.records[0]
+    assert list(mon.probes[0]._plans) == [("r2",)]  # r2, and only r2, went the torch path
+    assert [layer for layer, stat in record if stat == "mean"] == ["r1", "r2", "t3"]
+    for layer, h in (("r1", h1), ("r2", h2.t()), ("t3", h3)):  # r2's module output is the transposed one
+        assert record[(layer, "mean")] == pytest.approx(h[:ROWS].mean().item(), rel=1e-5)
+        assert record[(layer, "dead")] == pytest.approx((h[:ROWS] <= 0).float().mean().item() if layer != "t3" else 0)

@@ -3,7 +3,7 @@
 from initlab.monitor.core import Monitor, Schedule, linear_schedule, log_schedule
 from initlab.monitor.detectors import REMEDIES, Finding, Thresholds
 from initlab.monitor.history import History
-from initlab.monitor.probes import ActivationStats, GradientNorms, LossProbe, Probe, UpdateRatio
+from initlab.monitor.probes import ActivationStats, GradientNorms, LossProbe, Probe, UpdateRatio, fused_kernels
 
 __all__ = [
     "REMEDIES",
@@ -18,6 +18,7 @@ __all__ = [
     "TensorBoardWriter",
     "Thresholds",
     "UpdateRatio",
+    "fused_kernels",
     "linear_schedule",
     "log_schedule",
 ]

@@ -7,20 +7,24 @@ the monitor converts): a probe reduces on the tensors' device and copies the res
 value by value.
 
 Costs are what make a monitor usable at every step (issue 5: ≤ 10% of a training step), and on the CPU they
-are not where one would guess: after a backward pass the caches hold the matrix kernels, and the first call
-of any other kernel costs ~0.05–0.2 ms however small its input. So the built-in probes do nothing in the
-forward hooks but keep references, then run a handful of kernels over many layers at once (activation
-samples stacked into reused buffers at the end of the forward pass, so the outputs are not held through the
-backward pass; ``torch._foreach_norm`` for the gradients), on samples: the first
-``sample_rows`` examples of each output (a uniform sample for shuffled batches) and the first rows of each
-weight gradient, with sampling errors far below the detectors' thresholds (documented per probe; the oracle
-tests apply the same samples).
+are not where one would guess: each torch kernel costs 5–20 µs of dispatch however small its input, and the
+first call of a kernel after a backward pass (whose code has left the caches) ~0.05–0.2 ms. So on the CPU the
+built-in probes use two fused C functions (``initlab.monitor._fused``, built by ``setup.py``): one pass over an
+output computes its sum, sum of squares and unit counts inside the forward hook, while the output is still in
+cache, and one call reads all gradient samples. Elsewhere (GPU, half precision, non-contiguous tensors, or an
+install without a C compiler: see :func:`fused_kernels`) the same statistics come from torch kernels over
+many layers at once (activation samples stacked into reused buffers at the end of the forward pass, so the
+outputs are not held through the backward pass; ``torch._foreach_norm`` for the gradients). Both read
+samples: the first ``sample_rows`` examples of each output (a uniform sample for shuffled batches) and the
+first rows of each weight gradient, with sampling errors far below the detectors' thresholds (documented per
+probe; the oracle tests apply the same samples, on both paths).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,9 +33,66 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from initlab.monitor.core import Monitor
 
-__all__ = ["ActivationStats", "GradientNorms", "LossProbe", "Probe", "UpdateRatio"]
+
+def _compiled() -> ModuleType | None:
+    """The optional compiled part (setup.py); without it the statistics come from torch kernels."""
+    try:
+        from initlab.monitor import _fused
+    except ImportError:  # an install without a C compiler
+        return None
+    return _fused
+
+
+_fused = _compiled()
+
+__all__ = ["ActivationStats", "GradientNorms", "LossProbe", "Probe", "UpdateRatio", "fused_kernels"]
 
 SATURATION_PRE = 5.0  # DeepDiagnosis (Wardat et al. 2022): |pre-activation| > 5 for tanh/sigmoid
+_FUSED_DTYPES = (torch.float32, torch.float64)
+_PLAIN = (Tensor, nn.Parameter)  # subclasses (fake, distributed, …) may have no memory of their own to read
+
+
+def fused_kernels() -> bool:
+    """Whether the monitor's fused CPU reductions were built with this install (``setup.py`` compiles them when
+    a C compiler is there). Without them the statistics are the same, from torch kernels, at about twice the
+    cost per recorded step on the CPU (``bench/monitor_overhead.py`` measures both)."""
+    return _fused is not None
+
+
+def _fusable(t: Tensor) -> bool:
+    """Whether the fused kernels can read ``t`` from its address: dense CPU float32/float64 memory."""
+    return (
+        _fused is not None
+        and type(t) in _PLAIN
+        and t.is_cpu
+        and t.dtype in _FUSED_DTYPES
+        and t.layout is torch.strided
+        and t.is_contiguous()
+        and not t.is_neg()  # a lazily negated view: its memory holds the values before the negation
+    )
+
+
+def _prefix(t: Tensor, rows: int | None) -> int:
+    """Elements in the first ``rows`` rows of a contiguous tensor (a prefix of its memory); all for None."""
+    n = t.numel()
+    return n if rows is None or t.ndim == 0 or t.shape[0] <= rows else n // t.shape[0] * rows
+
+
+def _fused_sumsq(tensors: Sequence[Tensor | None], counts: Sequence[int]) -> list[float] | None:
+    """The sum of squares of each tensor's first ``counts[i]`` elements, in one call (a missing tensor: 0), or
+    None when one of them is not for the fused kernels or their dtypes differ (the caller uses torch then)."""
+    if _fused is None:
+        return None
+    addresses, dtype = [], None
+    for t in tensors:
+        if t is None:
+            addresses.append(0)
+            continue
+        if not _fusable(t) or (dtype is not None and t.dtype != dtype):
+            return None
+        dtype = t.dtype
+        addresses.append(t.data_ptr())
+    return _fused.sumsq(addresses, list(counts), dtype is torch.float64)
 
 
 class Probe:
@@ -76,10 +137,15 @@ class ActivationStats(Probe):
     and 0.7). The raw sums (count, sum, sum of squares, dead count, saturated count) are what DDP
     all-reduces, so the global statistics are exact.
 
-    Cost: the forward hook only keeps a reference to the output and its version counter (the tensor is
-    alive anyway until the backward pass: autograd saves it, or the next layer does). Any work in the hook
-    runs between two layers' kernels, with cold caches, at several times its isolated cost. At the end of
-    the forward pass (:meth:`on_forward_end`) every sample is sliced in one tight loop, same-shaped samples
+    Cost, on the CPU with the fused kernels (:func:`fused_kernels`): the hook reduces the sample at once with
+    one C call (~2 µs for 16 × 256 values, read while the layer's output is still in cache) and keeps only
+    five numbers, so it reads exactly what the layer produced, whatever happens to the tensor afterwards.
+
+    Cost on the torch path (GPU, half precision, non-contiguous outputs, no C compiler at install): the
+    forward hook only keeps a reference to the output and its version counter (the tensor is alive anyway
+    until the backward pass: autograd saves it, or the next layer does). Torch kernels in the hook would run
+    between two layers' kernels, with cold caches, at several times their isolated cost. At the end of the
+    forward pass (:meth:`on_forward_end`) every sample is sliced in one tight loop, same-shaped samples
     are stacked into one buffer kept between steps and reduced with a handful of kernels, and the
     references are dropped: held through the backward pass, they would keep ~30 outputs from being freed as
     autograd finishes with them, and the memory the backward pass then takes afresh costs ~1000 page
@@ -96,9 +162,12 @@ class ActivationStats(Probe):
         self.sample_rows = sample_rows
         self.saturation = saturation
         self._rules: dict[str, tuple[str, float]] = {}
+        self._bounds: dict[str, tuple[str, float, float]] = {}  # the fused kernel's rule, hi and lo per layer
         self._copied: set[str] = set()  # layers whose output is overwritten after the hook
-        self._pending: list[tuple[str, Tensor, int]] = []  # (layer, output or its copied sample, version)
-        self._batches: list[tuple[tuple[str, ...], _Plan]] = []  # reduced on the device, not yet copied
+        self._calls = 0  # watched calls so far: orders the layers of a step reduced on different paths
+        self._done: list[tuple[int, str, list[float]]] = []  # (call, layer, raw sums) reduced by the fused kernel
+        self._pending: list[tuple[int, str, Tensor, int]] = []  # (call, layer, output or its copied sample, version)
+        self._batches: list[tuple[tuple[int, ...], tuple[str, ...], _Plan]] = []  # reduced on the device
         self._names: tuple[tuple[str, ...], list[tuple[str, str]]] = ((), [])
         self._plans: dict[tuple[str, ...], _Plan] = {}
 
@@ -113,6 +182,7 @@ class ActivationStats(Probe):
     def discard(self) -> None:
         self._pending.clear()  # the references to outputs of a step that is not recorded
         self._batches.clear()
+        self._done.clear()
 
     def detach(self) -> None:
         self.discard()
@@ -120,19 +190,45 @@ class ActivationStats(Probe):
     def on_forward(self, layer: str, output: Tensor) -> None:
         if output.ndim == 0:
             return
+        self._calls += 1
+        if _fusable(output):
+            self._done.append((self._calls, layer, self._sums(layer, output)))
+            return
         if self._copied and (layer in self._copied or layer.split("#")[0] in self._copied):
             output = output.detach()[: self.sample_rows].clone()
-        self._pending.append((layer, output, output._version))
+        self._pending.append((self._calls, layer, output, output._version))
+
+    def _rule(self, layer: str) -> tuple[str, float]:
+        rule = self._rules.get(layer)
+        if rule is None:  # a second call of a reused module ("name#2") follows the module's rule
+            rule = self._rules[layer] = self._rules.get(layer.split("#")[0], _NONE)
+        return rule
+
+    def _sums(self, layer: str, output: Tensor) -> list[float]:
+        """count, sum, sum of squares, dead count, saturated count of the output's sample, by the fused kernel."""
+        bounds = self._bounds.get(layer)
+        if bounds is None:  # the rule's levels as the kernel's two comparisons: x >= hi, x <= lo
+            kind, level = self._rule(layer)
+            hi, lo = {"odd": (level, -level), "sigmoid": (level, 1 - level)}.get(kind, (math.inf, -math.inf))
+            bounds = self._bounds[layer] = (kind, hi, lo)
+        kind, hi, lo = bounds
+        n = _prefix(output, self.sample_rows)
+        assert _fused is not None  # _fusable(output) said so
+        s, ss, positive, above, below = _fused.sums(output.data_ptr(), n, output.dtype is torch.float64, hi, lo)
+        dead = n - positive if kind == "relu" else 0.0
+        saturated = above + below if kind in ("odd", "sigmoid") else 0.0
+        return [float(n), s, ss, dead, saturated]
 
     def on_forward_end(self) -> None:
         """Reduce the samples of the outputs held so far on their device, then let the outputs go."""
         pending, self._pending = self._pending, []
         if not pending:
             return
-        labels, samples, rows = [], [], self.sample_rows
+        calls, labels, samples, rows = [], [], [], self.sample_rows
         with torch.no_grad():
-            for layer, output, version in pending:
+            for call, layer, output, version in pending:
                 if output._version == version:
+                    calls.append(call)
                     labels.append(layer)
                     samples.append(output[:rows])
                 else:
@@ -143,12 +239,17 @@ class ActivationStats(Probe):
             plan = self._plan(key, samples)
             for group in plan.groups:
                 group.reduce(samples, plan.results[group.buf.device])
-        self._batches.append((key, plan))
+        self._batches.append((tuple(calls), key, plan))
 
     def names(self) -> list[tuple[str, str]]:
         """The layers called in this step whose outputs are intact (a skipped layer has no statistics)."""
         self.on_forward_end()  # outputs still held: the step's forward pass did not end at the model's output
-        labels = tuple(layer for batch, _ in self._batches for layer in batch)
+        if self._batches:  # in call order, whichever path reduced each layer
+            calls = [(call, layer) for call, layer, _ in self._done]
+            calls += [c for batch_calls, batch, _ in self._batches for c in zip(batch_calls, batch, strict=True)]
+            labels = tuple(layer for _, layer in sorted(calls))
+        else:
+            labels = tuple(layer for _, layer, _ in self._done)
         if labels != self._names[0]:
             self._names = (labels, [(layer, stat) for layer in labels for stat in ("mean", "std", "dead", "saturated")])
         return self._names[1]
@@ -167,10 +268,7 @@ class ActivationStats(Probe):
             return last
         members: dict[tuple[Any, ...], list[int]] = {}
         for i, (layer, sample) in enumerate(zip(layers, samples, strict=True)):
-            rule = self._rules.get(layer)
-            if rule is None:  # a second call of a reused module ("name#2") follows the module's rule
-                rule = self._rules[layer] = self._rules.get(layer.split("#")[0], _NONE)
-            members.setdefault((sample.shape, sample.dtype, sample.device, *rule), []).append(i)
+            members.setdefault((sample.shape, sample.dtype, sample.device, *self._rule(layer)), []).append(i)
         if len(self._plans) >= 8:  # layer sets that changed for good (a layer found overwritten in place)
             self._plans.clear()
         plan = self._plans[layers] = _Plan(shapes, list(members.items()))
@@ -186,15 +284,18 @@ class ActivationStats(Probe):
         """Per layer of ``names()``: count, sum, sum of squares, dead count, saturated count (reducible by
         summing across ranks)."""
         self.on_forward_end()
-        batches, self._batches = self._batches, []
-        rows: list[list[float]] = []
-        for labels, plan in batches:
+        done, batches = self._done, self._batches
+        self._done, self._batches = [], []
+        if not batches:
+            return [row for _, _, row in done]
+        rows = [(call, row) for call, _, row in done]
+        for calls, labels, plan in batches:
             values = {device: result.tolist() for device, result in plan.results.items()}  # one copy per device
             out: list[list[float]] = [[] for _ in labels]
             for group in plan.groups:
                 group.rows(values[group.buf.device], out)
-            rows += out
-        return rows
+            rows += zip(calls, out, strict=True)
+        return [row for _, row in sorted(rows, key=lambda item: item[0])]  # call order, as names()
 
     @staticmethod
     def finish(raw: list[list[float]]) -> list[float]:
@@ -316,7 +417,8 @@ def _rule(act: Any, saturation: float) -> tuple[str, float]:
 
 
 class GradientNorms(Probe):
-    """Per parameter: gradient norm and gradient/weight norm ratio, one fused ``_foreach_norm`` each.
+    """Per parameter: gradient norm and gradient/weight norm ratio, all parameters in one call (the fused
+    kernel on the CPU, else one ``_foreach_norm``).
 
     Cost is reading the gradients (memory-bound: 8 MB for a 30×256 MLP, ~0.7 ms, most of a 10% budget), so
     for matrices with more than ``sample_rows`` rows the norm is estimated from the first ``sample_rows``
@@ -347,6 +449,7 @@ class GradientNorms(Probe):
         # (parameter, rows to read or None for all): slicing only what is sampled saves a view per vector
         self._reads = [(p, self._rows(p)) for _, p in self.params]
         self._scale = [1.0 if k is None else math.sqrt(p.shape[0] / k) for p, k in self._reads]
+        self._counts = [_prefix(p, k) for p, k in self._reads]  # elements read, for the fused kernel
         self._weight_norms, self._records = None, 0
 
     def _rows(self, p: Tensor) -> int | None:
@@ -358,14 +461,21 @@ class GradientNorms(Probe):
         return self._names
 
     def compute(self, step: int) -> list[float]:
-        grads = [p.new_zeros(()) if (g := p.grad) is None else g if k is None else g[:k] for p, k in self._reads]
-        # scaling and ratios in plain Python: each extra kernel costs more than the arithmetic (see above)
-        norms = [n * c for n, c in zip(torch.stack(torch._foreach_norm(grads)).tolist(), self._scale, strict=True)]
+        norms = self._norms([p.grad for p, _ in self._reads])
         if self._weight_norms is None or self._records % self.weight_every == 0:  # sampled as the gradients
-            weights = torch._foreach_norm([p.detach() if k is None else p.detach()[:k] for p, k in self._reads])
-            self._weight_norms = [n * c for n, c in zip(torch.stack(weights).tolist(), self._scale, strict=True)]
+            self._weight_norms = self._norms([p.detach() for p, _ in self._reads])
         self._records += 1
         return [x for n, w in zip(norms, self._weight_norms, strict=True) for x in (n, _ratio(n, w))]
+
+    def _norms(self, tensors: list[Tensor | None]) -> list[float]:
+        """Each parameter's tensor's norm (0 if missing), from its sampled rows and scaled as documented."""
+        squares = _fused_sumsq(tensors, self._counts)
+        if squares is not None:
+            return [math.sqrt(v) * c for v, c in zip(squares, self._scale, strict=True)]
+        parts = [p.new_zeros(()) if t is None else t if k is None else t[:k]
+                 for t, (p, k) in zip(tensors, self._reads, strict=True)]  # fmt: skip
+        # scaling and ratios in plain Python: each extra kernel costs more than the arithmetic (see above)
+        return [n * c for n, c in zip(torch.stack(torch._foreach_norm(parts)).tolist(), self._scale, strict=True)]
 
 
 def _ratio(a: float, b: float) -> float:
