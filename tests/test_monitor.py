@@ -387,6 +387,10 @@ def test_fused_kernels_against_numpy(dtype: torch.dtype) -> None:
     assert math.isinf(_fused.sumsq([t[3:].data_ptr()], [1], dtype == torch.float64)[0])
     with pytest.raises(ValueError, match="negative count"):
         _fused.sums(t.data_ptr(), -1, False, 0.0, 0.0)
+    if dtype == torch.float32:  # squares beyond float32's range overflow on both paths, as torch's own norms do
+        big = torch.full((8,), 1e20)
+        assert _fused.sumsq([big.data_ptr()], [8], False) == [math.inf]
+        assert torch._foreach_norm([big])[0].item() == math.inf
 
 
 def test_layers_on_both_paths_in_one_step_keep_call_order() -> None:

@@ -7,7 +7,7 @@ How it stays cheap (measured in ``bench/monitor_overhead.py``):
   finished (the mechanism DistributedDataParallel uses), so gradients are complete; other steps are
   counted at the end of their forward pass and cost one hook call;
 * layer hooks are attached only for the steps that are recorded (``every=``) and removed otherwise;
-* on the CPU a hook reduces its output's sample with one call of a fused C kernel (``probes``; ~2 µs while
+* on the CPU a hook reduces its output's sample with one call of a fused C kernel (``probes``; ~2–3 µs while
   the output is in cache) and the gradients are read in one more call after the backward pass; elsewhere
   the hooks only keep a reference to each output and the statistics are computed once per recorded step,
   a few torch kernels over many layers at once. Each probe converts its values to Python numbers once.

@@ -138,7 +138,7 @@ class ActivationStats(Probe):
     all-reduces, so the global statistics are exact.
 
     Cost, on the CPU with the fused kernels (:func:`fused_kernels`): the hook reduces the sample at once with
-    one C call (~2 µs for 16 × 256 values, read while the layer's output is still in cache) and keeps only
+    one C call (~2–3 µs for 16 × 256 values, read while the layer's output is still in cache) and keeps only
     five numbers, so it reads exactly what the layer produced, whatever happens to the tensor afterwards.
 
     Cost on the torch path (GPU, half precision, non-contiguous outputs, no C compiler at install): the
