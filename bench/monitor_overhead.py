@@ -3,7 +3,8 @@
 Run: .venv/bin/python bench/monitor_overhead.py
 Targets: all default probes at every step <= 1.10x the plain loop; at every=10 <= 1.02x. Those use the fused C
 kernels that setup.py builds; the same monitor on torch kernels only (an install without a C compiler, or tensors
-the kernels do not take) is measured in the same run for comparison.
+the kernels do not take) and with ``optimizer=`` (which adds the update/weight ratios) are measured in the same
+run for comparison (no target).
 The machines are shared (other tenants' load shows as ±10-20% drift within a minute), so the loops are
 interleaved finely: blocks of 10 steps (at every=10 each block holds exactly one recorded step), the
 configurations rotating block by block, 60 blocks each; the figure is the median block time per step.
@@ -52,7 +53,8 @@ def main() -> None:
     net, opt, x, y = build()
     runs: dict[str, Callable[[], None]] = {"plain": lambda: loop(net, opt, x, y, None)}
     monitors = {"every step": Monitor(net, every=1), "every=10": Monitor(net, every=10),
-                "every step, torch kernels only": Monitor(net, every=1)}  # fmt: skip
+                "every step, torch kernels only": Monitor(net, every=1),
+                "every step, optimizer= (update ratios)": Monitor(net, every=1, optimizer=opt)}  # fmt: skip
     kernels = probes._fused
     for label, mon in monitors.items():
 
@@ -83,6 +85,7 @@ def main() -> None:
         ("every step", "<= 1.10"),
         ("every=10", "<= 1.02"),
         ("every step, torch kernels only", "none"),
+        ("every step, optimizer= (update ratios)", "none"),
     ):
         t = statistics.median(times[label])
         print(f"Monitor, default probes, {label}: {t * 1e3:.2f} ms/step, ratio {t / plain:.3f} (target {target})")

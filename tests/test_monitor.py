@@ -88,17 +88,51 @@ def test_sampled_gradient_norm_is_the_documented_estimator(path: str) -> None:
         assert w == pytest.approx(p.detach().norm().item(), rel=0.02)
 
 
-def test_update_ratio_with_optimizer() -> None:
-    net = _net()
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+@pytest.mark.parametrize("sample_rows", [None, 64])
+def test_update_ratio_with_optimizer(path: str, sample_rows: int | None) -> None:
+    net, x = _net(), torch.randn(64, 32, generator=torch.Generator().manual_seed(3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    probe = probes.UpdateRatio(opt, sample_rows=sample_rows)
+    weights = [[p.detach().clone() for p in net.parameters()]]
+    with Monitor(net, every=3, probes=[probe]) as mon:  # steps 1 and 3 recorded, 2 and 4 not
+        for _ in range(4):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+            weights.append([p.detach().clone() for p in net.parameters()])
+    assert mon.history.steps == [1, 3]
+    record = mon.history.records[-1]  # step 3: weights[2] → weights[3], with the buffers of step 1 reused
+    for name, b, w in zip(dict(net.named_parameters()), weights[2], weights[3], strict=True):
+        exact = ((w - b).norm() / w.norm()).item()
+        # the documented estimator: the first 64 rows of matrices with more rows, else exact
+        k = 64 if sample_rows and w.ndim == 2 and w.shape[0] > 64 else w.shape[0]
+        estimate = ((w[:k] - b[:k]).norm() / w[:k].norm()).item()
+        assert record[(name, "update_ratio")] == pytest.approx(estimate, rel=1e-4)
+        # here within 15% of the exact ratio (the sampled gradient norm's tolerance, same net)
+        assert record[(name, "update_ratio")] == pytest.approx(exact, rel=1e-4 if k == w.shape[0] else 0.15)
+
+
+def test_update_ratio_when_the_optimizer_replaces_a_weight(path: str) -> None:
+    """A weight replaced during the optimizer step: by a non-contiguous copy, the ratio is still taken (on
+    the fused path the C snapshot is then compared with torch kernels); by one of another shape, the step
+    has no update ratio and training goes on."""
+    net, x = nn.Sequential(nn.Linear(8, 100), nn.Tanh(), nn.Linear(100, 3)), torch.randn(16, 8)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    weight, replace = net[0].weight, [lambda w: w.t().contiguous().t(), lambda w: w[:, :4].clone()]
+    opt.register_step_post_hook(lambda *_: setattr(weight, "data", replace.pop(0)(weight.data)))  # runs first
     with Monitor(net, every=1, optimizer=opt) as mon:
-        before = [p.detach().clone() for p in net.parameters()]
-        net(torch.randn(8, 32)).sum().backward()
+        before = weight.detach().clone()
+        net(x).pow(2).sum().backward()
         opt.step()
-    record = mon.history.records[-1]
-    for (name, p), b in zip(net.named_parameters(), before, strict=True):
-        expected = ((p.detach() - b).norm() / p.detach().norm()).item()
-        assert record[(name, "update_ratio")] == pytest.approx(expected, rel=1e-4)
+        assert not weight.is_contiguous()
+        w = weight.detach()
+        expected = ((w[:64] - before[:64]).norm() / w[:64].norm()).item()
+        assert mon.history.records[0][("0.weight", "update_ratio")] == pytest.approx(expected, rel=1e-4)
+        opt.zero_grad()  # the old gradient's strides no longer match the weight's
+        net(x).pow(2).sum().backward()
+        opt.step()
+    assert weight.shape == (100, 4)
+    assert mon.history.steps == [1, 2] and not any(stat == "update_ratio" for _, stat in mon.history.records[1])
 
 
 def test_module_reused_twice_is_recorded_twice(path: str) -> None:
@@ -391,6 +425,34 @@ def test_fused_kernels_against_numpy(dtype: torch.dtype) -> None:
         big = torch.full((8,), 1e20)
         assert _fused.sumsq([big.data_ptr()], [8], False) == [math.inf]
         assert torch._foreach_norm([big])[0].item() == math.inf
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_snapshot_and_update_sums_against_numpy(dtype: torch.dtype) -> None:
+    """snapshot copies segments one after another; update_sumsq compares them with the values now (same
+    lengths and tolerances as above)."""
+    from initlab.monitor import _fused
+
+    rng, f64 = np.random.default_rng(1), dtype == torch.float64
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    counts = [0, 1, 7, 255, 256, 257, 1000, 4096 + 3]
+    ts = [torch.from_numpy(rng.normal(0, 2, n)).to(dtype) for n in counts]
+    flat = torch.empty(sum(counts), dtype=dtype)
+    _fused.snapshot([t.data_ptr() for t in ts], counts, f64, flat.data_ptr())
+    assert torch.equal(flat, torch.cat(ts))
+    before = [t.double().numpy().copy() for t in ts]
+    for t in ts:
+        t.add_(torch.from_numpy(rng.normal(0, 0.01, t.numel())).to(dtype))
+    out = _fused.update_sumsq([t.data_ptr() for t in ts], counts, f64, flat.data_ptr())
+    for j, (t, b) in enumerate(zip(ts, before, strict=True)):
+        x = t.double().numpy()
+        # a float32 difference of values ~2 rounds at ~2e-7, i.e. ~2e-5 of a 0.01 step: tolerance 1e-4 there
+        assert out[2 * j] == pytest.approx(((x - b) ** 2).sum(), rel=tol if f64 else 1e-4)
+        assert out[2 * j + 1] == pytest.approx((x * x).sum(), rel=tol)
+    with pytest.raises(ValueError, match="negative count"):
+        _fused.snapshot([ts[1].data_ptr()], [-1], f64, flat.data_ptr())
+    with pytest.raises(TypeError, match="takes 4 arguments"):
+        _fused.update_sumsq([ts[1].data_ptr()], [1], f64)
 
 
 def test_layers_on_both_paths_in_one_step_keep_call_order() -> None:

@@ -13,6 +13,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #define BLOCK 256
 
@@ -55,10 +56,32 @@
         return total;                                                                           \
     }
 
+/* sum of squares of after - before, and of after */
+#define DEFINE_UPDATE_SUMSQ(NAME, T)                                                            \
+    static void NAME(const T *after, const T *before, Py_ssize_t n, double out[2]) {            \
+        double total[2] = {0, 0};                                                               \
+        for (Py_ssize_t start = 0; start < n; start += BLOCK) {                                 \
+            const T *a = after + start, *b = before + start;                                    \
+            int len = n - start < BLOCK ? (int)(n - start) : BLOCK;                             \
+            T dd = 0, aa = 0;                                                                   \
+            for (int i = 0; i < len; i++) {                                                     \
+                T d = a[i] - b[i];                                                              \
+                dd += d * d;                                                                    \
+                aa += a[i] * a[i];                                                              \
+            }                                                                                   \
+            total[0] += dd;                                                                     \
+            total[1] += aa;                                                                     \
+        }                                                                                       \
+        out[0] = total[0];                                                                      \
+        out[1] = total[1];                                                                      \
+    }
+
 DEFINE_SUMS(sums_f32, float)
 DEFINE_SUMS(sums_f64, double)
 DEFINE_SUMSQ(sumsq_f32, float)
 DEFINE_SUMSQ(sumsq_f64, double)
+DEFINE_UPDATE_SUMSQ(update_sumsq_f32, float)
+DEFINE_UPDATE_SUMSQ(update_sumsq_f64, double)
 
 static const void *address(PyObject *obj) { return (const void *)(uintptr_t)PyLong_AsUnsignedLongLong(obj); }
 
@@ -119,11 +142,96 @@ static PyObject *sumsq(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     return out;
 }
 
+/* The shared argument check of snapshot and update_sumsq: lists of addresses and counts, float64, and the
+ * address of the snapshot (the counts' values one after another). */
+static int segments(PyObject *const *args, Py_ssize_t nargs, const char *usage, Py_ssize_t *m, int *f64,
+                    char **snapshot) {
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    *m = PyList_GET_SIZE(args[0]);
+    *f64 = PyObject_IsTrue(args[2]);
+    *snapshot = (char *)address(args[3]);
+    if (*f64 < 0 || PyErr_Occurred()) return -1;
+    if (PyList_GET_SIZE(args[1]) != *m || *snapshot == NULL) {
+        PyErr_SetString(PyExc_ValueError, "as many counts as addresses, and a snapshot address");
+        return -1;
+    }
+    return 0;
+}
+
+static int segment(PyObject *const *args, Py_ssize_t j, const void **x, Py_ssize_t *n) {
+    *x = address(PyList_GET_ITEM(args[0], j));
+    *n = PyLong_AsSsize_t(PyList_GET_ITEM(args[1], j));
+    if (PyErr_Occurred()) return -1;
+    if (*n < 0 || (*n > 0 && *x == NULL)) {
+        PyErr_SetString(PyExc_ValueError, "a negative count or a null address");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *snapshot(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t m, n;
+    int f64;
+    char *out;
+    const void *x;
+    if (segments(args, nargs, "snapshot(addresses: list, counts: list, float64, destination) takes 4 arguments",
+                 &m, &f64, &out) < 0)
+        return NULL;
+    size_t size = f64 ? sizeof(double) : sizeof(float);
+    for (Py_ssize_t j = 0; j < m; j++) {
+        if (segment(args, j, &x, &n) < 0) return NULL;
+        memcpy(out, x, (size_t)n * size);
+        out += (size_t)n * size;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *update_sumsq(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t m, n;
+    int f64;
+    char *before;
+    const void *x;
+    if (segments(args, nargs, "update_sumsq(addresses: list, counts: list, float64, snapshot) takes 4 arguments",
+                 &m, &f64, &before) < 0)
+        return NULL;
+    size_t size = f64 ? sizeof(double) : sizeof(float);
+    PyObject *out = PyList_New(2 * m);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        double sq[2];
+        if (segment(args, j, &x, &n) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (f64)
+            update_sumsq_f64((const double *)x, (const double *)before, n, sq);
+        else
+            update_sumsq_f32((const float *)x, (const float *)before, n, sq);
+        before += (size_t)n * size;
+        for (int k = 0; k < 2; k++) {
+            PyObject *item = PyFloat_FromDouble(sq[k]);
+            if (item == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyList_SET_ITEM(out, 2 * j + k, item);
+        }
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"sums", (PyCFunction)(void (*)(void))sums, METH_FASTCALL,
      "sums(address, count, float64, hi, lo) -> (sum, sum of squares, count > 0, count >= hi, count <= lo)"},
     {"sumsq", (PyCFunction)(void (*)(void))sumsq, METH_FASTCALL,
      "sumsq(addresses, counts, float64) -> sums of squares (0.0 where the address is 0)"},
+    {"snapshot", (PyCFunction)(void (*)(void))snapshot, METH_FASTCALL,
+     "snapshot(addresses, counts, float64, destination): copy the values one after another to destination"},
+    {"update_sumsq", (PyCFunction)(void (*)(void))update_sumsq, METH_FASTCALL,
+     "update_sumsq(addresses, counts, float64, snapshot) -> [sum (x - before)^2, sum x^2, ...] per address"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,3 +5,9 @@ def sums(address: int, count: int, float64: bool, hi: float, lo: float, /) -> tu
 
 def sumsq(addresses: list[int], counts: list[int], float64: bool, /) -> list[float]:
     """The sum of squares of ``counts[i]`` values at each address (0.0 where the address is 0)."""
+
+def snapshot(addresses: list[int], counts: list[int], float64: bool, destination: int, /) -> None:
+    """Copy ``counts[i]`` values from each address, one after another, to ``destination``."""
+
+def update_sumsq(addresses: list[int], counts: list[int], float64: bool, snapshot: int, /) -> list[float]:
+    """Per address, the sum of squares of (values − their copy in ``snapshot``), then of the values."""

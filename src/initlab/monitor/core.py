@@ -211,9 +211,9 @@ class Monitor:
             self._record()
         self._arm(self.schedule(self.steps + 1))
 
-    def attach_update(self, names: Sequence[tuple[str, str]], ratio: Tensor) -> None:
+    def attach_update(self, names: Sequence[tuple[str, str]], ratio: Sequence[float]) -> None:
         """Update ratios arrive after the optimizer step, i.e. after the step was recorded: add them."""
-        self.history.add_late(self.steps, names, ratio.tolist())
+        self.history.add_late(self.steps, names, list(ratio))
 
     def _record(self) -> None:
         names: list[tuple[str, str]] = []

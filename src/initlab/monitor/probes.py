@@ -78,21 +78,50 @@ def _prefix(t: Tensor, rows: int | None) -> int:
     return n if rows is None or t.ndim == 0 or t.shape[0] <= rows else n // t.shape[0] * rows
 
 
-def _fused_sumsq(tensors: Sequence[Tensor | None], counts: Sequence[int]) -> list[float] | None:
-    """The sum of squares of each tensor's first ``counts[i]`` elements, in one call (a missing tensor: 0), or
-    None when one of them is not for the fused kernels or their dtypes differ (the caller uses torch then)."""
+def _fused_addresses(tensors: Sequence[Tensor | None], counts: Sequence[int]) -> tuple[list[int], bool] | None:
+    """The addresses of the tensors for the fused kernels (0 for a missing one) and whether they are float64,
+    or None when one of them cannot be read there (wrong kind, fewer than ``counts[i]`` elements, dtypes that
+    differ): the caller uses torch kernels then."""
     if _fused is None:
         return None
     addresses, dtype = [], None
-    for t in tensors:
+    for t, n in zip(tensors, counts, strict=True):
         if t is None:
             addresses.append(0)
             continue
-        if not _fusable(t) or (dtype is not None and t.dtype != dtype):
+        if not _fusable(t) or t.numel() < n or (dtype is not None and t.dtype != dtype):
             return None
         dtype = t.dtype
         addresses.append(t.data_ptr())
-    return _fused.sumsq(addresses, list(counts), dtype is torch.float64)
+    return addresses, dtype is torch.float64
+
+
+class _RowSample:
+    """The rows of each parameter that a probe reads: for matrices with more than ``sample_rows`` rows the
+    first ``sample_rows`` (a contiguous prefix), else all of it (scalars, vectors, small matrices, or every
+    parameter when ``sample_rows`` is None). ``norms`` reads those rows of same-shaped tensors in one call."""
+
+    def __init__(self, params: Sequence[Tensor], sample_rows: int | None) -> None:
+        def rows(p: Tensor) -> int | None:
+            k = sample_rows
+            return k if k is not None and p.ndim >= 2 and p.shape[0] > k else None
+
+        # (parameter, rows to read or None for all): slicing only what is sampled saves a view per vector
+        self.reads = [(p, rows(p)) for p in params]
+        self.counts = [_prefix(p, k) for p, k in self.reads]  # elements read, for the fused kernel
+        self.scale = [1.0 if k is None else math.sqrt(p.shape[0] / k) for p, k in self.reads]  # √(rows/k)
+
+    def views(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+        return [t if k is None else t[:k] for t, (_, k) in zip(tensors, self.reads, strict=True)]
+
+    def norms(self, tensors: Sequence[Tensor | None]) -> list[float]:
+        """The norm of the sampled rows of each tensor (shaped as its parameter; 0 if missing), unscaled."""
+        found = _fused_addresses(tensors, self.counts)
+        if found is not None and _fused is not None:  # one call for all
+            return [math.sqrt(v) for v in _fused.sumsq(found[0], self.counts, found[1])]
+        parts = [p.new_zeros(()) if t is None else t if k is None else t[:k]
+                 for t, (p, k) in zip(tensors, self.reads, strict=True)]  # fmt: skip
+        return torch.stack(torch._foreach_norm(parts)).tolist()
 
 
 class Probe:
@@ -439,43 +468,29 @@ class GradientNorms(Probe):
         self.sample_rows = sample_rows
         self.weight_every = weight_every
         self._weight_norms: list[float] | None = None
-        self._scale: list[float] = []
         self._records = 0
 
     def attach(self, monitor: Monitor) -> None:
         super().attach(monitor)
         self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
         self._names = [(n, stat) for n, _ in self.params for stat in ("grad_norm", "grad_weight_ratio")]
-        # (parameter, rows to read or None for all): slicing only what is sampled saves a view per vector
-        self._reads = [(p, self._rows(p)) for _, p in self.params]
-        self._scale = [1.0 if k is None else math.sqrt(p.shape[0] / k) for p, k in self._reads]
-        self._counts = [_prefix(p, k) for p, k in self._reads]  # elements read, for the fused kernel
+        self._sample = _RowSample([p for _, p in self.params], self.sample_rows)
         self._weight_norms, self._records = None, 0
-
-    def _rows(self, p: Tensor) -> int | None:
-        """Rows to read, or None to read ``p`` whole (scalars, vectors, matrices of at most ``sample_rows``)."""
-        k = self.sample_rows
-        return k if k is not None and p.ndim >= 2 and p.shape[0] > k else None
 
     def names(self) -> list[tuple[str, str]]:
         return self._names
 
     def compute(self, step: int) -> list[float]:
-        norms = self._norms([p.grad for p, _ in self._reads])
+        norms = self._norms([p.grad for _, p in self.params])
         if self._weight_norms is None or self._records % self.weight_every == 0:  # sampled as the gradients
-            self._weight_norms = self._norms([p.detach() for p, _ in self._reads])
+            self._weight_norms = self._norms([p.detach() for _, p in self.params])
         self._records += 1
         return [x for n, w in zip(norms, self._weight_norms, strict=True) for x in (n, _ratio(n, w))]
 
     def _norms(self, tensors: list[Tensor | None]) -> list[float]:
-        """Each parameter's tensor's norm (0 if missing), from its sampled rows and scaled as documented."""
-        squares = _fused_sumsq(tensors, self._counts)
-        if squares is not None:
-            return [math.sqrt(v) * c for v, c in zip(squares, self._scale, strict=True)]
-        parts = [p.new_zeros(()) if t is None else t if k is None else t[:k]
-                 for t, (p, k) in zip(tensors, self._reads, strict=True)]  # fmt: skip
+        """Each parameter's tensor's norm (0 if missing), estimated from its sampled rows as documented."""
         # scaling and ratios in plain Python: each extra kernel costs more than the arithmetic (see above)
-        return [n * c for n, c in zip(torch.stack(torch._foreach_norm(parts)).tolist(), self._scale, strict=True)]
+        return [n * c for n, c in zip(self._sample.norms(tensors), self._sample.scale, strict=True)]
 
 
 def _ratio(a: float, b: float) -> float:
@@ -490,31 +505,81 @@ def _ratio(a: float, b: float) -> float:
 
 
 class UpdateRatio(Probe):
-    """Per parameter: ‖ΔW‖/‖W‖ of the last optimizer step (needs ``optimizer=``; copies the weights before
-    each recorded step, which costs one extra read and write of every weight)."""
+    """Per parameter: ‖ΔW‖/‖W‖ of the last optimizer step (needs ``optimizer=``).
 
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+    Hooks on the optimizer copy the weights before each recorded step and compare after it. For matrices with
+    more than ``sample_rows`` rows only the first ``sample_rows`` rows are copied and read, as in
+    :class:`GradientNorms`, and the probe reports ``‖ΔW[:k]‖/‖W[:k]‖`` (the two norms' estimates, whose
+    √(rows/k) factors cancel). On the CPU one C call copies all of them into one buffer and one compares
+    (``_fused.snapshot`` and ``update_sumsq``); elsewhere torch kernels do it with a buffer per parameter.
+
+    Copying every whole weight with torch kernels cost 1.65× per step on the monitor benchmark's 30×256 MLP
+    (+14 ms, against +1.5 ms for all other probes); sampled and fused, ~+0.9 ms (``bench/monitor_overhead.py``
+    prints it), most of it moving 2 MB of weight rows through memory. The error is that of a sampled gradient
+    norm under plain SGD, whose update is the gradient times the learning rate (``bench/sampled_norm_error.py``:
+    median 9%, worst 40% with dead units), and smaller under Adam/RMSprop, whose per-coordinate scaling makes
+    update rows alike; the rule of thumb it serves (‖ΔW‖/‖W‖ ≈ 1e-3) is an order of magnitude.
+    ``sample_rows=None`` makes it exact.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, sample_rows: int | None = 64) -> None:
         self.optimizer = optimizer
-        self.before: list[Tensor] | None = None
+        self.sample_rows = sample_rows
+        self._flat: Tensor | None = None  # the fused path's copy: the sampled rows one after another
+        self._before: list[Tensor] = []  # the torch path's copy, one tensor per parameter
+        self._armed = False
 
     def attach(self, monitor: Monitor) -> None:
         super().attach(monitor)
         self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
+        self._names = [(n, "update_ratio") for n, _ in self.params]
+        self._weights = [p for _, p in self.params]  # the fused kernels read a Parameter's memory as is
+        self._sample = _RowSample(self._weights, self.sample_rows)
         self._pre = self.optimizer.register_step_pre_hook(self._snapshot)
         self._post = self.optimizer.register_step_post_hook(self._measure)
 
     def _snapshot(self, *args: Any) -> None:
-        if self.monitor.recording_next_update:
-            self.before = [p.detach().clone() for _, p in self.params]
+        if not self.monitor.recording_next_update or not self._weights:
+            return
+        counts = self._sample.counts
+        found = _fused_addresses(self._weights, counts)
+        if found is not None and _fused is not None:  # one C call copies every parameter's rows
+            dtype = torch.float64 if found[1] else torch.float32
+            if self._flat is None or self._flat.dtype != dtype:
+                self._flat = torch.empty(sum(counts), dtype=dtype)
+            _fused.snapshot(found[0], counts, found[1], self._flat.data_ptr())
+        else:
+            self._flat = None
+            rows = self._sample.views([p.detach() for p in self._weights])  # anew: p.data may have been replaced
+            if [(b.shape, b.dtype, b.device) for b in self._before] != [(r.shape, r.dtype, r.device) for r in rows]:
+                self._before = [torch.empty_like(r, memory_format=torch.contiguous_format) for r in rows]
+            torch._foreach_copy_(self._before, rows)
+        self._armed = True
 
     def _measure(self, *args: Any) -> None:
-        if self.before is None:
+        if not self._armed:
             return
-        after = [p.detach() for _, p in self.params]
-        delta = torch._foreach_sub(after, self.before)
-        ratio = torch.stack(torch._foreach_norm(delta)) / torch.stack(torch._foreach_norm(after))
-        self.before = None
-        self.monitor.attach_update([(n, "update_ratio") for n, _ in self.params], ratio)
+        self._armed = False
+        counts = self._sample.counts
+        if self._flat is not None:
+            found = _fused_addresses(self._weights, counts)
+            if found is not None and _fused is not None and found[1] == (self._flat.dtype is torch.float64):
+                squares = _fused.update_sumsq(found[0], counts, found[1], self._flat.data_ptr())
+                self._report(squares[0::2], squares[1::2])
+                return
+        # the torch path, or a weight replaced during the step by one the fused kernels cannot read
+        rows = self._sample.views([p.detach() for p in self._weights])
+        before = self._before if self._flat is None else torch.split(self._flat, counts)
+        if [b.numel() for b in before] != [r.numel() for r in rows]:
+            return  # a weight replaced by one of another shape: no ratio to take (raising would stop training)
+        before = [b.view(r.shape) for b, r in zip(before, rows, strict=True)]
+        torch._foreach_sub_(before, rows)  # before − after = −ΔW, in place
+        self._report(*(torch.stack(torch._foreach_norm(ts)).square().tolist() for ts in (before, rows)))
+
+    def _report(self, delta: Sequence[float], weight: Sequence[float]) -> None:
+        """Attach ‖ΔW‖/‖W‖ of the sampled rows to the step's record, from their sums of squares."""
+        ratios = [_ratio(math.sqrt(d), math.sqrt(w)) for d, w in zip(delta, weight, strict=True)]
+        self.monitor.attach_update(self._names, ratios)
 
     def names(self) -> list[tuple[str, str]]:
         return []  # added to the step's record after the optimizer step, by attach_update
@@ -525,6 +590,7 @@ class UpdateRatio(Probe):
     def detach(self) -> None:
         self._pre.remove()
         self._post.remove()
+        self._flat, self._before, self._armed = None, [], False
 
 
 class LossProbe(Probe):
