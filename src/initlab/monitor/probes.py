@@ -507,22 +507,21 @@ def _ratio(a: float, b: float) -> float:
 class UpdateRatio(Probe):
     """Per parameter: ‖ΔW‖/‖W‖ of the last optimizer step (needs ``optimizer=``).
 
-    Hooks on the optimizer copy the weights before each recorded step and compare after it. For matrices with
-    more than ``sample_rows`` rows only the first ``sample_rows`` rows are copied and read, as in
-    :class:`GradientNorms`, and the probe reports ``‖ΔW[:k]‖/‖W[:k]‖`` (the two norms' estimates, whose
-    √(rows/k) factors cancel). On the CPU one C call copies all of them into one buffer and one compares
-    (``_fused.snapshot`` and ``update_sumsq``); elsewhere torch kernels do it with a buffer per parameter.
+    Hooks on the optimizer copy the weights before each recorded step and compare after it: on the CPU one C
+    call copies every weight into one buffer and one compares (``_fused.snapshot`` and ``update_sumsq``);
+    elsewhere torch kernels do it with a buffer per parameter. On the monitor benchmark's 30×256 MLP this costs
+    ~2.6 ms per recorded step (13% of a step, or ~1% at the default ``every=10``; it was 13 ms with torch
+    kernels alone), most of it moving 8 MB of weights through memory (``bench/monitor_overhead.py`` prints it).
 
-    Copying every whole weight with torch kernels cost 1.65× per step on the monitor benchmark's 30×256 MLP
-    (+14 ms, against +1.5 ms for all other probes); sampled and fused, ~+0.9 ms (``bench/monitor_overhead.py``
-    prints it), most of it moving 2 MB of weight rows through memory. The error is that of a sampled gradient
-    norm under plain SGD, whose update is the gradient times the learning rate (``bench/sampled_norm_error.py``:
-    median 9%, worst 40% with dead units), and smaller under Adam/RMSprop, whose per-coordinate scaling makes
-    update rows alike; the rule of thumb it serves (‖ΔW‖/‖W‖ ≈ 1e-3) is an order of magnitude.
-    ``sample_rows=None`` makes it exact.
+    ``sample_rows=k`` copies and reads only the first ``k`` rows of matrices with more rows, as
+    :class:`GradientNorms` does, and reports ``‖ΔW[:k]‖/‖W[:k]‖`` (~1 ms for k = 64 there), but an update's
+    rows are less alike than a gradient's (``bench/sampled_norm_error.py``, k = 64 of 256 rows: under SGD
+    median error 18%, 90th percentile 83% — in layers whose tiny updates round away in float32, the sampled
+    rows may not have moved at all and read 0 —; under Adam median 9%, 90th percentile 31%, worst 96%), so
+    the ratio is exact by default.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, sample_rows: int | None = 64) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, sample_rows: int | None = None) -> None:
         self.optimizer = optimizer
         self.sample_rows = sample_rows
         self._flat: Tensor | None = None  # the fused path's copy: the sampled rows one after another
