@@ -9,9 +9,10 @@ value by value.
 Costs are what make a monitor usable at every step (issue 5: ≤ 10% of a training step), and on the CPU they
 are not where one would guess: each torch kernel costs 5–20 µs of dispatch however small its input, and the
 first call of a kernel after a backward pass (whose code has left the caches) ~0.05–0.2 ms. So on the CPU the
-built-in probes use two fused C functions (``initlab.monitor._fused``, built by ``setup.py``): one pass over an
+built-in probes use fused C functions (``initlab.monitor._fused``, built by ``setup.py``): one pass over an
 output computes its sum, sum of squares and unit counts inside the forward hook, while the output is still in
-cache, and one call reads all gradient samples. Elsewhere (GPU, half precision, non-contiguous tensors, or an
+cache, one call reads all gradient samples, and two calls copy and compare the weights around an optimizer
+step (update ratios). Elsewhere (GPU, half precision, non-contiguous tensors, or an
 install without a C compiler: see :func:`fused_kernels`) the same statistics come from torch kernels over
 many layers at once (activation samples stacked into reused buffers at the end of the forward pass, so the
 outputs are not held through the backward pass; ``torch._foreach_norm`` for the gradients). Both read
