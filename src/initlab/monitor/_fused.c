@@ -1,7 +1,9 @@
 /* The monitor's fused CPU reductions: one pass over a block of memory where the torch path needs a handful
  * of kernels, each costing 5-20 us of dispatch on the CPU whatever its size (more when its code is cold after
- * a backward pass). See initlab/monitor/probes.py, which checks device, dtype and layout before passing raw
- * addresses here, and falls back to torch kernels when this module was not built (no C compiler).
+ * a backward pass); and, for update ratios, a copy of many weights into one buffer and one pass comparing
+ * them with it after the optimizer step. See initlab/monitor/probes.py, which checks device, dtype, layout
+ * and size before passing raw addresses here, and falls back to torch kernels when this module was not built
+ * (no C compiler).
  *
  * No torch headers: plain C over float32/float64 memory, so it builds in a fraction of a second with any C
  * compiler. Each loop sums BLOCK elements in the input precision, then adds them to double totals (float32
@@ -183,7 +185,7 @@ static PyObject *snapshot(PyObject *self, PyObject *const *args, Py_ssize_t narg
     size_t size = f64 ? sizeof(double) : sizeof(float);
     for (Py_ssize_t j = 0; j < m; j++) {
         if (segment(args, j, &x, &n) < 0) return NULL;
-        memcpy(out, x, (size_t)n * size);
+        if (n > 0) memcpy(out, x, (size_t)n * size); /* memcpy from a null address is undefined even for 0 */
         out += (size_t)n * size;
     }
     Py_RETURN_NONE;
