@@ -453,6 +453,10 @@ def test_fused_snapshot_and_update_sums_against_numpy(dtype: torch.dtype) -> Non
         _fused.snapshot([ts[1].data_ptr()], [-1], f64, flat.data_ptr())
     with pytest.raises(TypeError, match="takes 4 arguments"):
         _fused.update_sumsq([ts[1].data_ptr()], [1], f64)
+    with pytest.raises(ValueError, match="a null buffer address"):
+        _fused.update_sumsq([ts[1].data_ptr()], [1], f64, 0)
+    with pytest.raises(ValueError, match="as many counts as addresses"):  # the check all three list calls share
+        _fused.sumsq([ts[1].data_ptr()], [1, 1], f64)
 
 
 def test_layers_on_both_paths_in_one_step_keep_call_order() -> None:

@@ -109,69 +109,74 @@ static PyObject *sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return Py_BuildValue("(ddddd)", out[0], out[1], out[2], out[3], out[4]);
 }
 
-static PyObject *sumsq(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyList_Check(args[0]) || !PyList_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "sumsq(addresses: list, counts: list, float64) takes 3 arguments");
-        return NULL;
-    }
-    PyObject *addresses = args[0], *counts = args[1];
-    Py_ssize_t m = PyList_GET_SIZE(addresses);
-    int f64 = PyObject_IsTrue(args[2]);
-    if (f64 < 0) return NULL;
-    if (PyList_GET_SIZE(counts) != m) {
-        PyErr_SetString(PyExc_ValueError, "sumsq: as many counts as addresses");
-        return NULL;
-    }
-    PyObject *out = PyList_New(m);
-    if (out == NULL) return NULL;
-    for (Py_ssize_t j = 0; j < m; j++) {
-        const void *x = address(PyList_GET_ITEM(addresses, j));
-        Py_ssize_t n = PyLong_AsSsize_t(PyList_GET_ITEM(counts, j));
-        if (PyErr_Occurred() || n < 0) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "sumsq: a negative count");
-            Py_DECREF(out);
-            return NULL;
-        }
-        /* address 0: an absent tensor (a parameter without a gradient this step), whose sum is 0 */
-        double value = x == NULL ? 0.0 : f64 ? sumsq_f64((const double *)x, n) : sumsq_f32((const float *)x, n);
-        PyObject *item = PyFloat_FromDouble(value);
-        if (item == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, j, item);
-    }
-    return out;
-}
-
-/* The shared argument check of snapshot and update_sumsq: lists of addresses and counts, float64, and the
- * address of the snapshot (the counts' values one after another). */
-static int segments(PyObject *const *args, Py_ssize_t nargs, const char *usage, Py_ssize_t *m, int *f64,
-                    char **snapshot) {
-    if (nargs != 4 || !PyList_Check(args[0]) || !PyList_Check(args[1])) {
+/* The list functions' shared argument check: ``expected`` arguments, the first two lists of addresses and
+ * counts of one length, the third float64; for snapshot and update_sumsq the fourth the buffer's address. */
+static int segments(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expected, const char *usage,
+                    Py_ssize_t *m, int *f64, char **buffer) {
+    if (nargs != expected || !PyList_Check(args[0]) || !PyList_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, usage);
         return -1;
     }
     *m = PyList_GET_SIZE(args[0]);
     *f64 = PyObject_IsTrue(args[2]);
-    *snapshot = (char *)address(args[3]);
-    if (*f64 < 0 || PyErr_Occurred()) return -1;
-    if (PyList_GET_SIZE(args[1]) != *m || *snapshot == NULL) {
-        PyErr_SetString(PyExc_ValueError, "as many counts as addresses, and a snapshot address");
+    if (*f64 < 0) return -1;
+    if (PyList_GET_SIZE(args[1]) != *m) {
+        PyErr_SetString(PyExc_ValueError, "as many counts as addresses");
+        return -1;
+    }
+    if (buffer != NULL) {
+        *buffer = (char *)address(args[3]);
+        if (PyErr_Occurred()) return -1;
+        if (*buffer == NULL) {
+            PyErr_SetString(PyExc_ValueError, "a null buffer address");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The j-th address and count. Address 0 stands for an absent tensor where ``absent_ok`` (sumsq: a parameter
+ * without a gradient this step), else only with a count of 0. */
+static int segment(PyObject *const *args, Py_ssize_t j, int absent_ok, const void **x, Py_ssize_t *n) {
+    *x = address(PyList_GET_ITEM(args[0], j));
+    *n = PyLong_AsSsize_t(PyList_GET_ITEM(args[1], j));
+    if (PyErr_Occurred()) return -1;
+    if (*n < 0 || (*n > 0 && *x == NULL && !absent_ok)) {
+        PyErr_SetString(PyExc_ValueError, "a negative count or a null address");
         return -1;
     }
     return 0;
 }
 
-static int segment(PyObject *const *args, Py_ssize_t j, const void **x, Py_ssize_t *n) {
-    *x = address(PyList_GET_ITEM(args[0], j));
-    *n = PyLong_AsSsize_t(PyList_GET_ITEM(args[1], j));
-    if (PyErr_Occurred()) return -1;
-    if (*n < 0 || (*n > 0 && *x == NULL)) {
-        PyErr_SetString(PyExc_ValueError, "a negative count or a null address");
+/* Sets out[i] to a new float from value; on failure drops out. */
+static int set_float(PyObject *out, Py_ssize_t i, double value) {
+    PyObject *item = PyFloat_FromDouble(value);
+    if (item == NULL) {
+        Py_DECREF(out);
         return -1;
     }
+    PyList_SET_ITEM(out, i, item);
     return 0;
+}
+
+static PyObject *sumsq(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t m, n;
+    int f64;
+    const void *x;
+    if (segments(args, nargs, 3, "sumsq(addresses: list, counts: list, float64) takes 3 arguments", &m, &f64,
+                 NULL) < 0)
+        return NULL;
+    PyObject *out = PyList_New(m);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        if (segment(args, j, 1, &x, &n) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        double value = x == NULL ? 0.0 : f64 ? sumsq_f64((const double *)x, n) : sumsq_f32((const float *)x, n);
+        if (set_float(out, j, value) < 0) return NULL;
+    }
+    return out;
 }
 
 static PyObject *snapshot(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -179,12 +184,12 @@ static PyObject *snapshot(PyObject *self, PyObject *const *args, Py_ssize_t narg
     int f64;
     char *out;
     const void *x;
-    if (segments(args, nargs, "snapshot(addresses: list, counts: list, float64, destination) takes 4 arguments",
+    if (segments(args, nargs, 4, "snapshot(addresses: list, counts: list, float64, destination) takes 4 arguments",
                  &m, &f64, &out) < 0)
         return NULL;
     size_t size = f64 ? sizeof(double) : sizeof(float);
     for (Py_ssize_t j = 0; j < m; j++) {
-        if (segment(args, j, &x, &n) < 0) return NULL;
+        if (segment(args, j, 0, &x, &n) < 0) return NULL;
         if (n > 0) memcpy(out, x, (size_t)n * size); /* memcpy from a null address is undefined even for 0 */
         out += (size_t)n * size;
     }
@@ -196,7 +201,7 @@ static PyObject *update_sumsq(PyObject *self, PyObject *const *args, Py_ssize_t 
     int f64;
     char *before;
     const void *x;
-    if (segments(args, nargs, "update_sumsq(addresses: list, counts: list, float64, snapshot) takes 4 arguments",
+    if (segments(args, nargs, 4, "update_sumsq(addresses: list, counts: list, float64, snapshot) takes 4 arguments",
                  &m, &f64, &before) < 0)
         return NULL;
     size_t size = f64 ? sizeof(double) : sizeof(float);
@@ -204,7 +209,7 @@ static PyObject *update_sumsq(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (out == NULL) return NULL;
     for (Py_ssize_t j = 0; j < m; j++) {
         double sq[2];
-        if (segment(args, j, &x, &n) < 0) {
+        if (segment(args, j, 0, &x, &n) < 0) {
             Py_DECREF(out);
             return NULL;
         }
@@ -213,14 +218,7 @@ static PyObject *update_sumsq(PyObject *self, PyObject *const *args, Py_ssize_t 
         else
             update_sumsq_f32((const float *)x, (const float *)before, n, sq);
         before += (size_t)n * size;
-        for (int k = 0; k < 2; k++) {
-            PyObject *item = PyFloat_FromDouble(sq[k]);
-            if (item == NULL) {
-                Py_DECREF(out);
-                return NULL;
-            }
-            PyList_SET_ITEM(out, 2 * j + k, item);
-        }
+        if (set_float(out, 2 * j, sq[0]) < 0 || set_float(out, 2 * j + 1, sq[1]) < 0) return NULL;
     }
     return out;
 }

@@ -566,7 +566,8 @@ class UpdateRatio(Probe):
             found = _fused_addresses(self._weights, counts)
             if found is not None and _fused is not None and found[1] == (self._flat.dtype is torch.float64):
                 squares = _fused.update_sumsq(found[0], counts, found[1], self._flat.data_ptr())
-                self._report(squares[0::2], squares[1::2])
+                norms = [math.sqrt(v) for v in squares]
+                self._report(norms[0::2], norms[1::2])
                 return
         # the torch path, or a weight replaced during the step by one the fused kernels cannot read
         rows = self._sample.views([p.detach() for p in self._weights])
@@ -575,11 +576,11 @@ class UpdateRatio(Probe):
             return  # a weight replaced by one of another shape: no ratio to take (raising would stop training)
         before = [b.view(r.shape) for b, r in zip(before, rows, strict=True)]
         torch._foreach_sub_(before, rows)  # before − after = −ΔW, in place
-        self._report(*(torch.stack(torch._foreach_norm(ts)).square().tolist() for ts in (before, rows)))
+        self._report(self._sample.norms(before), self._sample.norms(rows))
 
     def _report(self, delta: Sequence[float], weight: Sequence[float]) -> None:
-        """Attach ‖ΔW‖/‖W‖ of the sampled rows to the step's record, from their sums of squares."""
-        ratios = [_ratio(math.sqrt(d), math.sqrt(w)) for d, w in zip(delta, weight, strict=True)]
+        """Attach ‖ΔW‖/‖W‖ of the sampled rows to the step's record."""
+        ratios = [_ratio(d, w) for d, w in zip(delta, weight, strict=True)]
         self.monitor.attach_update(self._names, ratios)
 
     def names(self) -> list[tuple[str, str]]:
