@@ -6,6 +6,7 @@ import io
 import json
 import math
 import weakref
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from initlab import InitlabError
 from initlab.monitor import GradientNorms, Monitor, fused_kernels, log_schedule, probes
 
 ROWS = 16  # ActivationStats' default sample
@@ -133,6 +135,32 @@ def test_update_ratio_when_the_optimizer_replaces_a_weight(path: str) -> None:
         opt.step()
     assert weight.shape == (100, 4)
     assert mon.history.steps == [1, 2] and not any(stat == "update_ratio" for _, stat in mon.history.records[1])
+
+
+def _update_ratio(**kw: Any) -> probes.UpdateRatio:
+    return probes.UpdateRatio(torch.optim.SGD(_net().parameters()), **kw)
+
+
+@pytest.mark.parametrize("make", [probes.ActivationStats, GradientNorms, _update_ratio])
+def test_sample_rows_must_be_positive_or_none(make: Any) -> None:
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(InitlabError) as info:
+            make(sample_rows=bad)
+        assert str(info.value) == (
+            "sample_rows must be a positive number of rows. Accepted: an int >= 1, or None to read every row. "
+            f"Received: {bad!r}. Pass e.g. sample_rows=64, or None for exact statistics."
+        )
+    assert make(sample_rows=None).sample_rows is None
+
+
+def test_activation_stats_read_every_row_with_sample_rows_none(path: str) -> None:
+    net, x = _net(), torch.randn(64, 32, generator=torch.Generator().manual_seed(4))
+    outs = _brute(net, x)
+    with Monitor(net, every=1, probes=[probes.ActivationStats(sample_rows=None)]) as mon:
+        net(x).sum().backward()
+    record = mon.history.records[-1]
+    assert record[("3", "mean")] == pytest.approx(outs["3"].mean().item(), rel=1e-5)
+    assert record[("3", "dead")] == pytest.approx((outs["3"] <= 0).float().mean().item())
 
 
 def test_module_reused_twice_is_recorded_twice(path: str) -> None:

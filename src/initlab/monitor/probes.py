@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from initlab._errors import fail
+
 if TYPE_CHECKING:
     from initlab.monitor.core import Monitor
 
@@ -58,6 +60,14 @@ def fused_kernels() -> bool:
     a C compiler is there). Without them the statistics are the same, from torch kernels, at 0.2–0.5 ms more
     per recorded step on the benchmark's 30-layer MLP (``bench/monitor_overhead.py`` measures both)."""
     return _fused is not None
+
+
+def _sample_rows(value: int | None) -> int | None:
+    """A probe's ``sample_rows``, checked: a positive number of rows, or None to read every row."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise fail("sample_rows must be a positive number of rows", accepted="an int >= 1, or None to read every row",
+               received=value, fix="Pass e.g. sample_rows=64, or None for exact statistics.")  # fmt: skip
 
 
 def _fusable(t: Tensor) -> bool:
@@ -188,8 +198,8 @@ class ActivationStats(Probe):
 
     needs_activations = True
 
-    def __init__(self, sample_rows: int = 16, saturation: float = SATURATION_PRE) -> None:
-        self.sample_rows = sample_rows
+    def __init__(self, sample_rows: int | None = 16, saturation: float = SATURATION_PRE) -> None:
+        self.sample_rows = _sample_rows(sample_rows)
         self.saturation = saturation
         self._rules: dict[str, tuple[str, float]] = {}
         self._bounds: dict[str, tuple[str, float, float]] = {}  # the fused kernel's rule, hi and lo per layer
@@ -466,7 +476,7 @@ class GradientNorms(Probe):
 
     def __init__(self, sample_rows: int | None = 64, weight_every: int = 10) -> None:
         self.params: list[tuple[str, nn.Parameter]] = []
-        self.sample_rows = sample_rows
+        self.sample_rows = _sample_rows(sample_rows)
         self.weight_every = weight_every
         self._weight_norms: list[float] | None = None
         self._records = 0
@@ -525,7 +535,7 @@ class UpdateRatio(Probe):
 
     def __init__(self, optimizer: torch.optim.Optimizer, sample_rows: int | None = None) -> None:
         self.optimizer = optimizer
-        self.sample_rows = sample_rows
+        self.sample_rows = _sample_rows(sample_rows)
         self._flat: Tensor | None = None  # the fused path's copy: the sampled rows one after another
         self._before: list[Tensor] = []  # the torch path's copy, one tensor per parameter
         self._armed = False
