@@ -1,7 +1,7 @@
 """The initializers for NumPy arrays: ``initlab.numpy.he_normal(shape, rng=np.random.default_rng(0))``.
 
 Each function returns a new array drawn from exactly the distribution its torch twin fills a tensor with:
-both read the formula from ``initlab._formulas`` through the registry, so no formula exists twice.
+both read the formula from ``initlab.init._formulas`` through the registry, so no formula exists twice.
 Shapes are in torch layout by default; pass ``layout="keras"`` for channels-last kernels ``(k..., in, out)``.
 """
 
@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from initlab.fans import Fans
-from initlab.registry import get, lookup
+from initlab.init.fans import Fans
+from initlab.init.registry import get, lookup
 
 __all__ = [
     "constant",
