@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from initlab.demo import demo_spec, run_demo
-from initlab.sweep import LocalPool, run_sweep
-from initlab.sweep.spec import SweepSpec
+from initlab.compare.demo import demo_spec, run_demo
+from initlab.compare.sweep import LocalPool, run_sweep
+from initlab.compare.sweep.spec import SweepSpec
 
 
 def main() -> None:

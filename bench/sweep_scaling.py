@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from initlab.sweep import LocalPool, expand, run_sweep
-from initlab.sweep.runner import Backend
+from initlab.compare.sweep import LocalPool, expand, run_sweep
+from initlab.compare.sweep.runner import Backend
 
 WIDTH = int(sys.argv[1]) if len(sys.argv) > 1 else 96
 SPEC = expand({"depth": 20, "width": WIDTH, "epochs": 15, "batch_size": 64, "lr": 0.05},
@@ -51,7 +51,7 @@ def main() -> None:
     try:
         import ray
 
-        from initlab.sweep.ray_backend import RayCluster
+        from initlab.compare.sweep.ray_backend import RayCluster
     except ImportError:
         ray = None
     times: dict[str, list[tuple[float, float]]] = {ONE: [], ONE_THREAD: [], TWO: [], RAY: []}

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from initlab import initialize
-from initlab.data import load
-from initlab.models import ModelSpec, build
-from initlab.train import TrainConfig, evaluate, train
+from initlab.compare.data import load
+from initlab.compare.models import ModelSpec, build
+from initlab.compare.train import TrainConfig, evaluate, train
 
 CONFIG = TrainConfig(depth=10, width=256, epochs=5, batch_size=64, lr=0.05, monitor=False, snapshots=False)
 

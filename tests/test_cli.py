@@ -77,7 +77,7 @@ def test_run_writes_the_store_and_prints_json(tmp_path) -> None:  # type: ignore
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert {"run_id", "train_loss", "test_accuracy", "diverged", "findings"} <= set(data)
-    from initlab.store import Store
+    from initlab.compare.store import Store
 
     with Store(store) as db:
         run = db.runs("done")[0]

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import initlab as il
-from initlab.data import idx_dataset, load, read_idx
-from initlab.train import TrainConfig, train
+from initlab.compare.data import idx_dataset, load, read_idx
+from initlab.compare.train import TrainConfig, train
 
 
 def _write_idx(path: Path, array: np.ndarray, magic: int, *, gz: bool = False, cut: int = 0) -> Path:

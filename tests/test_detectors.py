@@ -12,7 +12,7 @@ from torch import nn
 
 import initlab as il
 from initlab import InitlabError
-from initlab.data import load
+from initlab.compare.data import load
 from initlab.monitor import Monitor, Thresholds
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 import initlab as il
-from initlab.models import ModelSpec, build
+from initlab.compare.models import ModelSpec, build
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import initlab as il
-from initlab.models import ModelSpec, build
+from initlab.compare.models import ModelSpec, build
 
 ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 SCHEMES = ["he_normal", "glorot_uniform", "lecun_normal", "torch_default", "small_random"]

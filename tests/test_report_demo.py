@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from initlab.store import Store
+from initlab.compare.store import Store
 
 CLI = [sys.executable, "-m", "initlab.cli.main"]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -183,8 +183,8 @@ def test_demo_bad_data_is_exit_2_before_any_run(tmp_path: Path) -> None:
 
 
 def test_report_of_a_single_run_without_snapshots(tmp_path: Path) -> None:
-    from initlab.report.html import build_report
-    from initlab.train import TrainConfig, train
+    from initlab.compare.report.html import build_report
+    from initlab.compare.train import TrainConfig, train
 
     with Store(tmp_path / "runs.db") as store:
         store.write(train(TrainConfig(depth=3, width=16, epochs=2)))

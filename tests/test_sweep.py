@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import initlab as il
-from initlab.store import Store
-from initlab.sweep import LocalPool, expand, load_spec, run_sweep
-from initlab.sweep.runner import owner_alive
+from initlab.compare.store import Store
+from initlab.compare.sweep import LocalPool, expand, load_spec, run_sweep
+from initlab.compare.sweep.runner import owner_alive
 
 SPEC = """
 seeds = [0, 1]
@@ -205,7 +205,7 @@ def test_status_prints_counts(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ray_backend_matches_the_local_pool(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
-    from initlab.sweep.ray_backend import RayCluster
+    from initlab.compare.sweep.ray_backend import RayCluster
 
     spec = load_spec(_spec(tmp_path))
     pool = LocalPool(2)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import initlab as il
-from initlab.store import Store
-from initlab.train import TrainConfig, train
+from initlab.compare.store import Store
+from initlab.compare.train import TrainConfig, train
 
 
 @pytest.mark.slow

@@ -6,13 +6,16 @@ The public surface is everything in ``__all__``; modules whose names start with 
 from __future__ import annotations
 
 from initlab import monitor, theory
-from initlab import numpy_init as numpy
 from initlab._errors import InitlabError, TrainingDiverged
-from initlab.activations import Activation, activation, activation_names
-from initlab.audit import AuditReport, audit
-from initlab.fans import Fans, fans
-from initlab.gains import gain
-from initlab.init import (
+from initlab.compare.store import Store
+from initlab.compare.train import RunResult, TrainConfig, train
+from initlab.init import arrays as numpy
+from initlab.init.activations import Activation, activation, activation_names
+from initlab.init.fans import Fans, fans
+from initlab.init.gains import gain
+from initlab.init.model import InitReport, LayerInit, initialize
+from initlab.init.registry import Initializer, get, scheme_names, schemes
+from initlab.init.tensors import (
     constant_,
     delta_orthogonal_,
     dirac_,
@@ -38,12 +41,9 @@ from initlab.init import (
     xavier_uniform_,
     zeros_,
 )
-from initlab.model_init import InitReport, LayerInit, initialize
 from initlab.monitor import Monitor
-from initlab.registry import Initializer, get, scheme_names, schemes
-from initlab.store import Store
+from initlab.theory.audit import AuditReport, audit
 from initlab.theory.propagate import Prediction, predict
-from initlab.train import RunResult, TrainConfig, train
 
 __version__ = "0.1.0"
 

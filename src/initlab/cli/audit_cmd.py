@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import typer
 
-from initlab.audit import audit
 from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
-from initlab.data import load
-from initlab.model_init import initialize
-from initlab.models import ModelSpec, build
+from initlab.compare.data import load
+from initlab.compare.models import ModelSpec, build
+from initlab.init.model import initialize
+from initlab.theory.audit import audit
 
 
 @user_errors

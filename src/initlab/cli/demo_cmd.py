@@ -10,8 +10,8 @@ from rich.table import Table
 
 from initlab.cli._common import stdout, user_errors
 from initlab.cli.sweep_cmd import SweepProgress
-from initlab.demo import DATASETS, demo_spec, run_demo
-from initlab.sweep.local import LocalPool
+from initlab.compare.demo import DATASETS, demo_spec, run_demo
+from initlab.compare.sweep.local import LocalPool
 
 
 @user_errors

@@ -6,8 +6,8 @@ import torch
 import typer
 
 from initlab.cli._common import Format, FormatOption, emit, user_errors
-from initlab.model_init import initialize
-from initlab.models import ModelSpec, build
+from initlab.compare.models import ModelSpec, build
+from initlab.init.model import initialize
 
 
 @user_errors

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from initlab.activations import Activation
-from initlab.activations import activation as resolve
 from initlab.cli._common import Format, FormatOption, emit, stderr, user_errors
+from initlab.init.activations import Activation
+from initlab.init.activations import activation as resolve
 from initlab.theory import meanfield as mf
 
 
@@ -59,7 +59,7 @@ def _json_float(v: object) -> object:
 
 
 def _plot(name: str, weight_var: float, bias_var: float, depth: int, path: Path) -> None:
-    from initlab.report.plots import phase_diagram_figure, save
+    from initlab.compare.report.plots import phase_diagram_figure, save
 
     wv_max = max(4.0, weight_var * 1.5)
     bv_max = max(0.5, bias_var * 1.5)
@@ -72,7 +72,7 @@ def _table(result: dict[str, object], profile: list[mf.LayerTheory]) -> object:
     from rich.console import Group
     from rich.table import Table
 
-    from initlab.report_types import fmt
+    from initlab._tables import fmt
 
     head = Table(title=f"mean-field theory: {result['activation']}, σ_w² = {result['weight_var']}, "
                        f"σ_b² = {result['bias_var']}", show_header=False)  # fmt: skip

@@ -8,7 +8,7 @@ import typer
 
 from initlab._errors import fail
 from initlab.cli._common import stdout, user_errors
-from initlab.report.html import build_report
+from initlab.compare.report.html import build_report
 
 
 @user_errors

@@ -12,8 +12,8 @@ import typer
 
 from initlab._errors import fail
 from initlab.cli._common import Format, FormatOption, emit, stderr, stdout, user_errors
-from initlab.store import Store
-from initlab.train import EpochMetrics, RunResult, TrainConfig, train
+from initlab.compare.store import Store
+from initlab.compare.train import EpochMetrics, RunResult, TrainConfig, train
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 OPTIONS = ", ".join("--" + f.replace("_", "-") for f in FIELDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from initlab.cli._common import Format, FormatOption, emit, user_errors
-from initlab.registry import schemes
+from initlab.init.registry import schemes
 
 
 @user_errors

@@ -12,10 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from initlab._errors import fail
 from initlab.cli._common import Format, FormatOption, emit, stderr, stdout, user_errors
-from initlab.store import Store
-from initlab.sweep.runner import Backend, Failure, Outcome, SweepSummary, run_sweep
-from initlab.sweep.spec import SweepSpec, load_spec
-from initlab.train import TrainConfig
+from initlab.compare.store import Store
+from initlab.compare.sweep.runner import Backend, Failure, Outcome, SweepSummary, run_sweep
+from initlab.compare.sweep.spec import SweepSpec, load_spec
+from initlab.compare.train import TrainConfig
 
 
 class BackendName(StrEnum):
@@ -52,10 +52,10 @@ def sweep_command(
 
 def _backend(name: BackendName, workers: int | None, ray_address: str | None) -> Backend:
     if name is BackendName.ray:
-        from initlab.sweep.ray_backend import RayCluster
+        from initlab.compare.sweep.ray_backend import RayCluster
 
         return RayCluster(ray_address, workers)
-    from initlab.sweep.local import LocalPool
+    from initlab.compare.sweep.local import LocalPool
 
     return LocalPool(workers)
 

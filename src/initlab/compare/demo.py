@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 
 from initlab._errors import unknown_name
-from initlab.data import load
-from initlab.report.html import build_report, epochs_to, score
-from initlab.store import Store
-from initlab.sweep.runner import Backend, Reporter, SweepSummary, run_sweep
-from initlab.sweep.spec import SweepSpec, expand
+from initlab.compare.data import load
+from initlab.compare.report.html import build_report, epochs_to, score
+from initlab.compare.store import Store
+from initlab.compare.sweep.runner import Backend, Reporter, SweepSummary, run_sweep
+from initlab.compare.sweep.spec import SweepSpec, expand
+from initlab.compare.train import TrainConfig
 from initlab.theory.schemes import trainable_depth
-from initlab.train import TrainConfig
 
 __all__ = ["CLAIMS", "DATASETS", "Claim", "DemoResult", "demo_spec", "judge", "run_demo"]
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
 from initlab._errors import fail, unknown_name
-from initlab.activations import activation as resolve_activation
+from initlab.init.activations import activation_module
 
 __all__ = ["MODEL_KINDS", "NORMS", "ModelSpec", "build"]
 
@@ -40,28 +40,6 @@ class ModelSpec:
     cell: str = "rnn"  # rnn only: rnn, lstm, gru
 
 
-def _act(name: str) -> nn.Module:
-    modules = {
-        "relu": nn.ReLU,
-        "tanh": nn.Tanh,
-        "sigmoid": nn.Sigmoid,
-        "gelu": nn.GELU,
-        "elu": nn.ELU,
-        "selu": nn.SELU,
-        "silu": nn.SiLU,
-        "leaky_relu": nn.LeakyReLU,
-        "softplus": nn.Softplus,
-        "linear": nn.Identity,
-        "mish": nn.Mish,
-        "softsign": nn.Softsign,
-        "hardtanh": nn.Hardtanh,
-    }
-    resolve_activation(name)  # unknown names fail here with the did-you-mean message
-    if name not in modules:
-        raise unknown_name("model activation", name, modules)
-    return modules[name]()
-
-
 def _norm(norm: str, width: int, conv: bool) -> nn.Module | None:
     if norm == "none":
         return None
@@ -81,7 +59,7 @@ def _block(layer: nn.Module, spec: ModelSpec, conv: bool) -> list[nn.Module]:
     norm = _norm(spec.norm, spec.width, conv)
     if norm is not None:
         parts.append(norm)
-    parts.append(_act(spec.activation))
+    parts.append(activation_module(spec.activation))
     if spec.dropout > 0:
         parts.append(nn.Dropout2d(spec.dropout) if conv else nn.Dropout(spec.dropout))
     return parts

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from initlab._errors import fail
-from initlab.train import RunResult
+from initlab.compare.train import RunResult
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 

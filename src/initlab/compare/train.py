@@ -22,13 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from initlab._errors import InitlabError, fail, unknown_name
-from initlab.audit import audit
-from initlab.data import Dataset, batches, load
-from initlab.model_init import initialize
-from initlab.models import ModelSpec, build
+from initlab.compare.data import Dataset, batches, load
+from initlab.compare.models import ModelSpec, build
+from initlab.init.model import initialize
 from initlab.monitor import Monitor
 from initlab.monitor.detectors import Finding
 from initlab.monitor.snapshot import distinct_units, layer_histograms
+from initlab.theory.audit import audit
 
 __all__ = ["OPTIMIZERS", "EpochMetrics", "RunResult", "TrainConfig", "train"]
 
@@ -40,7 +40,7 @@ class TrainConfig:
     """Every knob of a run. The run's id is a hash of these values, so equal configs are the same run."""
 
     # data and model
-    data: str = "digits"  # a name initlab.data.load knows
+    data: str = "digits"  # a name initlab.compare.data.load knows
     data_dir: str = ""  # directory of IDX files (mnist, fashion-mnist)
     model: str = "mlp"  # mlp, cnn or rnn
     depth: int = 5  # hidden layers

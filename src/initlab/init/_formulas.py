@@ -14,7 +14,7 @@ from typing import Literal
 from scipy import special
 
 from initlab._errors import fail, unknown_name
-from initlab.fans import FAN_MODES, Fans
+from initlab.init.fans import FAN_MODES, Fans
 
 __all__ = [
     "TRUNCATED_STD_2",

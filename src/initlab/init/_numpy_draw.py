@@ -1,4 +1,4 @@
-"""Draw a :data:`~initlab._formulas.Dist` into a new NumPy array (the NumPy twin of ``_torch_draw``)."""
+"""Draw a :data:`~initlab.init._formulas.Dist` into a new NumPy array (the NumPy twin of ``_torch_draw``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from numpy.typing import DTypeLike, NDArray
 from scipy import special
 
 from initlab._errors import fail
-from initlab._formulas import (
+from initlab.init._formulas import (
     Constant,
     DeltaOrthogonal,
     Dirac,

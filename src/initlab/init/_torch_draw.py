@@ -1,4 +1,4 @@
-"""Draw a :data:`~initlab._formulas.Dist` into a torch tensor, in place and without autograd.
+"""Draw a :data:`~initlab.init._formulas.Dist` into a torch tensor, in place and without autograd.
 
 fp16/bf16 tensors are filled through a float32 buffer: QR is not implemented for them (pytorch#9315) and
 erfinv in low precision produces far outliers (pytorch#145498). A zero-element tensor is returned untouched:
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from initlab._errors import fail
-from initlab._formulas import (
+from initlab.init._formulas import (
     Constant,
     DeltaOrthogonal,
     Dirac,

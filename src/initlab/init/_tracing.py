@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from initlab.activations import FUNCTIONS, METHODS, Activation, activation, is_activation_module
+from initlab.init.activations import FUNCTIONS, METHODS, Activation, activation, is_activation_module
 
 __all__ = ["WEIGHT_LAYERS", "Found", "find_activations", "residual_branches", "trace"]
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from initlab._errors import fail, unknown_name
 from initlab._quadrature import normal_nodes
 
-__all__ = ["Activation", "Family", "activation", "activation_names"]
+__all__ = ["Activation", "Family", "activation", "activation_module", "activation_names"]
 
 Fn = Callable[[Tensor], Tensor]
 Family = Literal["linear", "relu", "saturating", "smooth"]
@@ -222,6 +222,36 @@ def activation_names() -> list[str]:
     True
     """
     return sorted(_BUILDERS)
+
+
+_MODULE_CLASSES: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+    "softplus": nn.Softplus,
+    "linear": nn.Identity,
+    "mish": nn.Mish,
+    "softsign": nn.Softsign,
+    "hardtanh": nn.Hardtanh,
+}
+
+
+def activation_module(name: str) -> nn.Module:
+    """A new torch module for the activation ``name`` with torch's default parameters (what the model builders
+    put between layers).
+
+    >>> activation_module("relu")
+    ReLU()
+    """
+    activation(name)  # unknown names fail here with the did-you-mean message
+    if name not in _MODULE_CLASSES:
+        raise unknown_name("model activation", name, _MODULE_CLASSES)
+    return _MODULE_CLASSES[name]()
 
 
 def is_activation_module(module: nn.Module) -> bool:

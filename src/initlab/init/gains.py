@@ -18,7 +18,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from initlab._errors import fail, unknown_name
-from initlab.activations import Activation, activation, expected_square
+from initlab.init.activations import Activation, activation, expected_square
 
 __all__ = ["GainMethod", "gain"]
 

@@ -3,7 +3,7 @@
 ``initialize(model, "he_normal")`` walks the model, and for each layer:
 
 * Linear, ConvNd (any groups), ConvTransposeNd: the scheme on the weight with the layer's true fans
-  (:func:`initlab.fans`) and the gain of the activation that *follows* the layer, found by torch.fx tracing,
+  (:func:`initlab.init.fans`) and the gain of the activation that *follows* the layer, found by torch.fx tracing,
   else by module order, else from ``activation=``; the bias by the scheme's bias rule (zeros, except
   ``torch_default``, which reproduces torch's ``U(±1/√fan_in)``) unless ``bias=`` says otherwise.
 * Embedding: the scheme with ``fan_in = 1`` (a lookup), the padding row zero.
@@ -27,15 +27,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from initlab import _formulas as f
 from initlab._errors import fail, unknown_name
-from initlab._torch_draw import draw_
-from initlab._tracing import NORM_LAYERS, Found, find_activations, residual_branches, trace, weight_layers
-from initlab.activations import Activation, activation
-from initlab.fans import Fans, fans
-from initlab.gains import gain as gain_of
-from initlab.registry import Initializer, get
-from initlab.report_types import Rows
+from initlab._tables import Rows
+from initlab.init import _formulas as f
+from initlab.init._torch_draw import draw_
+from initlab.init._tracing import NORM_LAYERS, Found, find_activations, residual_branches, trace, weight_layers
+from initlab.init.activations import Activation, activation
+from initlab.init.fans import Fans, fans
+from initlab.init.gains import gain as gain_of
+from initlab.init.registry import Initializer, get
 
 __all__ = ["InitReport", "LayerInit", "initialize"]
 

@@ -18,15 +18,14 @@ import numpy as np
 import torch
 from numpy.typing import DTypeLike, NDArray
 
-from initlab import _formulas as f
 from initlab._errors import fail, unknown_name
-from initlab._numpy_draw import draw
-from initlab._torch_draw import draw_
-from initlab.activations import Activation, activation
-from initlab.fans import Fans, fans
-from initlab.theory import meanfield
+from initlab.init import _formulas as f
+from initlab.init._numpy_draw import draw
+from initlab.init._torch_draw import draw_
+from initlab.init.activations import Activation
+from initlab.init.fans import Fans, fans
 
-__all__ = ["Initializer", "Scheme", "get", "scheme_names", "schemes"]
+__all__ = ["Initializer", "Scheme", "get", "new_scheme", "register", "scheme_names", "schemes"]
 
 Plan = Callable[[Fans | None, Mapping[str, Any]], f.Dist]
 
@@ -67,7 +66,7 @@ def _vs(distribution: str, mode: str, default_gain: float) -> Plan:
     return plan
 
 
-def _scheme(name: str, plan: Plan, defaults: Mapping[str, Any], formula: str, paper: str, **kw: Any) -> Scheme:
+def new_scheme(name: str, plan: Plan, defaults: Mapping[str, Any], formula: str, paper: str, **kw: Any) -> Scheme:
     return Scheme(name, plan, dict(defaults), formula, paper, **kw)
 
 
@@ -78,52 +77,52 @@ _KERAS = "Keras 3 default"
 _SQRT2 = math.sqrt(2.0)
 
 _SCHEMES: list[Scheme] = [
-    _scheme("zeros", lambda _, p: f.Constant(0.0), {}, "W = 0", "cannot break symmetry", aliases=("zero",)),
-    _scheme("ones", lambda _, p: f.Constant(1.0), {}, "W = 1", "norm-layer scale", aliases=("one",)),
-    _scheme("constant", lambda _, p: f.Constant(float(p["value"])), {"value": 0.0}, "W = value", "-"),
-    _scheme(
+    new_scheme("zeros", lambda _, p: f.Constant(0.0), {}, "W = 0", "cannot break symmetry", aliases=("zero",)),
+    new_scheme("ones", lambda _, p: f.Constant(1.0), {}, "W = 1", "norm-layer scale", aliases=("one",)),
+    new_scheme("constant", lambda _, p: f.Constant(float(p["value"])), {"value": 0.0}, "W = value", "-"),
+    new_scheme(
         "normal",
         lambda _, p: f.Normal(p["mean"], f.check_scale("std", p["std"])),
         {"mean": 0.0, "std": 1.0},
         "N(mean, std²)",
         "torch.nn.init.normal_",
     ),
-    _scheme(
+    new_scheme(
         "random_normal",
         lambda _, p: f.Normal(p["mean"], f.check_scale("stddev", p["stddev"])),
         {"mean": 0.0, "stddev": 0.05},
         "N(mean, stddev²)",
         _KERAS,
     ),
-    _scheme(
+    new_scheme(
         "small_random",
         lambda _, p: f.Normal(0.0, f.check_scale("std", p["std"])),
         {"std": 0.01},
         "N(0, 0.01²)",
         "the classic small random init; vanishes in deep nets (Glorot & Bengio 2010)",
     ),
-    _scheme(
+    new_scheme(
         "uniform",
         lambda _, p: f.Uniform(p["a"], p["b"]),
         {"a": 0.0, "b": 1.0},
         "U(a, b)",
         "torch.nn.init.uniform_",
     ),
-    _scheme(
+    new_scheme(
         "random_uniform",
         lambda _, p: f.Uniform(p["minval"], p["maxval"]),
         {"minval": -0.05, "maxval": 0.05},
         "U(minval, maxval)",
         _KERAS,
     ),
-    _scheme(
+    new_scheme(
         "truncated_normal",
         lambda _, p: f.truncated(p["mean"], p["stddev"] * f.TRUNCATED_STD_2, -2.0, 2.0, "std"),
         {"mean": 0.0, "stddev": 0.05},
         "N(mean, stddev²) truncated to ±2·stddev (Keras: std 0.88·stddev)",
         _KERAS,
     ),
-    _scheme(
+    new_scheme(
         "variance_scaling",
         lambda fn, p: f.variance_scaling(fn or Fans(1, 1), p["scale"], p["mode"], p["distribution"]),
         {"scale": 1.0, "mode": "fan_in", "distribution": "truncated_normal"},
@@ -131,7 +130,7 @@ _SCHEMES: list[Scheme] = [
         "Keras VarianceScaling / JAX variance_scaling",
         fan_based=True,
     ),
-    _scheme(
+    new_scheme(
         "glorot_uniform",
         _vs("uniform", "fan_avg", 1.0),
         {"gain": None},
@@ -141,7 +140,7 @@ _SCHEMES: list[Scheme] = [
         gain_param="gain",
         aliases=("xavier_uniform",),
     ),
-    _scheme(
+    new_scheme(
         "glorot_normal",
         _vs("truncated_normal", "fan_avg", 1.0),
         {"gain": None},
@@ -150,7 +149,7 @@ _SCHEMES: list[Scheme] = [
         fan_based=True,
         gain_param="gain",
     ),
-    _scheme(
+    new_scheme(
         "xavier_normal",
         _vs("normal", "fan_avg", 1.0),
         {"gain": None},
@@ -159,7 +158,7 @@ _SCHEMES: list[Scheme] = [
         fan_based=True,
         gain_param="gain",
     ),
-    _scheme(
+    new_scheme(
         "he_uniform",
         _vs("uniform", "fan_in", _SQRT2),
         {"mode": "fan_in", "gain": None},
@@ -169,7 +168,7 @@ _SCHEMES: list[Scheme] = [
         gain_param="gain",
         aliases=("kaiming_uniform",),
     ),
-    _scheme(
+    new_scheme(
         "he_normal",
         _vs("truncated_normal", "fan_in", _SQRT2),
         {"mode": "fan_in", "gain": None},
@@ -178,7 +177,7 @@ _SCHEMES: list[Scheme] = [
         fan_based=True,
         gain_param="gain",
     ),
-    _scheme(
+    new_scheme(
         "kaiming_normal",
         _vs("normal", "fan_in", _SQRT2),
         {"mode": "fan_in", "gain": None},
@@ -187,7 +186,7 @@ _SCHEMES: list[Scheme] = [
         fan_based=True,
         gain_param="gain",
     ),
-    _scheme(
+    new_scheme(
         "lecun_uniform",
         lambda fn, p: f.variance_scaling(fn or Fans(1, 1), 1.0, "fan_in", "uniform"),
         {},
@@ -195,7 +194,7 @@ _SCHEMES: list[Scheme] = [
         _LECUN,
         fan_based=True,
     ),
-    _scheme(
+    new_scheme(
         "lecun_normal",
         lambda fn, p: f.variance_scaling(fn or Fans(1, 1), 1.0, "fan_in", "truncated_normal"),
         {},
@@ -203,7 +202,7 @@ _SCHEMES: list[Scheme] = [
         _LECUN,
         fan_based=True,
     ),
-    _scheme(
+    new_scheme(
         "torch_default",
         lambda fn, p: f.torch_default(fn or Fans(1, 1)),
         {},
@@ -212,7 +211,7 @@ _SCHEMES: list[Scheme] = [
         fan_based=True,
         bias_rule=lambda act, fans_, p: f.torch_default(fans_),
     ),
-    _scheme(
+    new_scheme(
         "orthogonal",
         lambda _, p: f.Orthogonal(1.0 if p["gain"] is None else p["gain"]),
         {"gain": None},
@@ -220,7 +219,7 @@ _SCHEMES: list[Scheme] = [
         "Saxe et al. (2014), Exact solutions to the nonlinear dynamics of learning",
         gain_param="gain",
     ),
-    _scheme(
+    new_scheme(
         "delta_orthogonal",
         lambda _, p: f.DeltaOrthogonal(1.0 if p["gain"] is None else p["gain"]),
         {"gain": None},
@@ -228,7 +227,7 @@ _SCHEMES: list[Scheme] = [
         "Xiao et al. (2018), Dynamical Isometry and a Mean Field Theory of CNNs",
         gain_param="gain",
     ),
-    _scheme(
+    new_scheme(
         "identity",
         lambda _, p: f.Identity(p["gain"]),
         {"gain": 1.0},
@@ -236,14 +235,14 @@ _SCHEMES: list[Scheme] = [
         "Le et al. (2015), A Simple Way to Initialize Recurrent Networks of Rectified Linear Units",
         aliases=("eye",),
     ),
-    _scheme(
+    new_scheme(
         "dirac",
         lambda _, p: f.Dirac(int(p["groups"])),
         {"groups": 1},
         "identity per channel (conv)",
         "torch.nn.init.dirac_",
     ),
-    _scheme(
+    new_scheme(
         "sparse",
         lambda _, p: f.Sparse(p["sparsity"], p["std"]),
         {"sparsity": 0.1, "std": 0.01},
@@ -253,55 +252,12 @@ _SCHEMES: list[Scheme] = [
 ]
 
 
-def _critical_bias_var(act: Activation | None, p: Mapping[str, Any]) -> float:
-    """The documented σ_b² of the ``critical`` scheme.
-
-    0 for linear, ReLU and leaky ReLU: positively homogeneous, so any σ_b > 0 makes q* diverge on the critical
-    line σ_w² = 2/(1+a²). 0.05 otherwise (the bias variance of Poole et al. 2016 and Schoenholz et al. 2017's
-    figures): it gives bounded activations a fixed point q* > 0, so the signal neither dies out nor
-    saturates, and the net sits on the edge of chaos at a finite length.
-    """
-    if p.get("bias_var") is not None:
-        return float(p["bias_var"])
-    return 0.0 if act is None or act.name in ("linear", "relu", "leaky_relu") else 0.05
-
-
-def _critical_gain(act: Activation | None, p: Mapping[str, Any]) -> float:
-    return math.sqrt(meanfield.critical_weight_var(act or "linear", _critical_bias_var(act, p)))
-
-
-def _critical_plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
-    assert fans_ is not None
-    act = activation(p["activation"]) if p.get("activation") else activation("tanh")
-    g = p["gain"] if p.get("gain") is not None else _critical_gain(act, p)
-    return f.variance_scaling(fans_, f.kaiming_scale(g), "fan_in", "normal")
-
-
-def _critical_bias(act: Activation | None, fans_: Fans, p: Mapping[str, Any]) -> f.Dist:
-    variance = _critical_bias_var(act, p)
-    return f.Normal(0.0, math.sqrt(variance)) if variance > 0 else f.Constant(0.0)
-
-
-_SCHEMES.append(
-    _scheme(
-        "critical",
-        _critical_plan,
-        {"activation": None, "bias_var": None, "gain": None},
-        "N(0, σ_w²*/fan_in), bias N(0, σ_b²) with χ1(σ_w²*, σ_b²) = 1 for the activation that follows",
-        "Poole et al. (2016), Exponential expressivity; Schoenholz et al. (2017), Deep Information Propagation",
-        fan_based=True,
-        gain_param="gain",
-        aliases=("edge_of_chaos",),
-        gain_rule=_critical_gain,
-        bias_rule=_critical_bias,
-    )
-)
-
 _BY_NAME: dict[str, Scheme] = {}
 
 
 def register(scheme: Scheme) -> Scheme:
-    """Add a scheme (used by ``initlab.theory`` for ``critical``); names must be new."""
+    """Add a scheme; names must be new. ``initlab.theory.critical`` adds ``critical`` this way, so that the
+    registry (a lower layer) does not import the mean-field theory it needs."""
     names = (scheme.name, *scheme.aliases)
     for key in {*names, *(n.replace("_", "") for n in names)}:
         existing = _BY_NAME.get(key)
@@ -459,7 +415,7 @@ def get(identifier: str | Mapping[str, Any] | Initializer | Callable[..., Any], 
             raise fail(
                 "input_axes/output_axes are not read from configs",
                 received=axes,
-                fix="Pass fans=initlab.fans(shape, in_axes=..., out_axes=...) when calling the initializer.",
+                fix="Pass fans=initlab.init.fans(shape, in_axes=..., out_axes=...) when calling the initializer.",
             )
         if params.get("distribution") == "untruncated_normal":
             params["distribution"] = "normal"

@@ -1,7 +1,7 @@
 """Weight initializers for torch tensors, following the ``torch.nn.init`` contract.
 
 Every ``name_`` function fills the tensor in place under ``torch.no_grad()``, returns it, and accepts
-``generator=`` for reproducibility; fan-based ones accept ``fans=`` (see :func:`initlab.fans`) for layers
+``generator=`` for reproducibility; fan-based ones accept ``fans=`` (see :func:`initlab.init.fans`) for layers
 whose fans the shape alone cannot tell (grouped and transposed convs, RNN gates). A zero-element tensor is
 returned unchanged by every initializer. fp16/bf16 tensors are filled through float32.
 
@@ -18,11 +18,11 @@ import math
 import torch
 from torch import Tensor
 
-from initlab import _formulas as f
 from initlab._errors import fail
-from initlab._torch_draw import draw_
-from initlab.fans import FanMode, Fans, fans
-from initlab.gains import gain as _gain
+from initlab.init import _formulas as f
+from initlab.init._torch_draw import draw_
+from initlab.init.fans import FanMode, Fans, fans
+from initlab.init.gains import gain as _gain
 
 __all__ = [
     "constant_",

@@ -23,11 +23,11 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from initlab._errors import TrainingDiverged, fail, unknown_name
-from initlab._tracing import WEIGHT_LAYERS, find_activations, trace
-from initlab.activations import activation, is_activation_module
+from initlab.init._tracing import WEIGHT_LAYERS
+from initlab.monitor._layers import first_tensor, watched_layers
 from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
 from initlab.monitor.history import History
-from initlab.monitor.probes import PreActivation, Probe, default_probes
+from initlab.monitor.probes import LossProbe, Probe, default_probes
 
 __all__ = ["Monitor", "Schedule", "linear_schedule", "log_schedule"]
 
@@ -105,7 +105,7 @@ class Monitor:
         self._root: RemovableHandle | None = None
         self._calls: dict[str, int] = {}
         self._pending_update: Tensor | None = None
-        self.layers, self.layer_activations = _watched_layers(model)
+        self.layers, self.layer_activations = watched_layers(model)
         self.weights = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
         self.weights = [f"{n}.weight" if n else "weight" for n in self.weights]
         watched = any(p.needs_activations for p in self.probes)  # hooks made once, attached on recorded steps
@@ -161,7 +161,7 @@ class Monitor:
     def _on_root_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
         if not torch.is_grad_enabled():
             return  # evaluation passes are not training steps
-        out = _first_tensor(output)
+        out = first_tensor(output)
         if self.schedule(self.steps + 1) and out is not None and out.requires_grad:
             if out.grad_fn is not None:  # a pre-hook on the node that made the output (cheaper)
                 out.grad_fn.register_prehook(self._on_output_grad)
@@ -194,8 +194,6 @@ class Monitor:
     # -- steps ---------------------------------------------------------------------------------------
     def observe_loss(self, loss: Tensor) -> None:
         """Give the monitor this step's loss (for NaN and plateau detection) without ending the step."""
-        from initlab.monitor.probes import LossProbe
-
         for probe in self.probes:
             if isinstance(probe, LossProbe):
                 probe.loss = loss
@@ -248,22 +246,3 @@ class Monitor:
     def summary(self) -> Any:
         """The last recorded value of every statistic per layer, as a rich table."""
         return self.history.summary_table(self.findings)
-
-
-def _first_tensor(output: Any) -> Tensor | None:
-    if isinstance(output, Tensor):
-        return output
-    items = output.values() if isinstance(output, dict) else output if isinstance(output, list | tuple) else ()
-    return next((t for t in items if isinstance(t, Tensor)), None)
-
-
-def _watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[str, Any]]:
-    """Activation modules where the model has them; else its weight layers with the activation they feed."""
-    inner = getattr(model, "module", model) if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    acts = [(n, m) for n, m in inner.named_modules() if is_activation_module(m) and activation(m).name != "linear"]
-    if acts:
-        return acts, {n: activation(m) for n, m in acts}
-    # No activation modules (functional activations): watch the weight layers' outputs, the pre-activations.
-    found = find_activations(inner, trace(inner))
-    layers = [(n, m) for n, m in inner.named_modules() if isinstance(m, WEIGHT_LAYERS)]
-    return layers, {n: PreActivation(found[n].activation) if n in found else None for n, _ in layers}

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from initlab.report_types import fmt
+from initlab._tables import fmt
 
 __all__ = ["History"]
 

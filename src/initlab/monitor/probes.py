@@ -26,15 +26,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from initlab._errors import fail
-
-if TYPE_CHECKING:
-    from initlab.monitor.core import Monitor
 
 
 def _compiled() -> ModuleType | None:
@@ -135,12 +132,30 @@ class _RowSample:
         return torch.stack(torch._foreach_norm(parts)).tolist()
 
 
+class Host(Protocol):
+    """What a probe may use of the monitor it is attached to (``initlab.monitor.Monitor`` is one); a protocol, so
+    that probes do not import the monitor that drives them."""
+
+    model: nn.Module
+    layer_activations: dict[str, Any]
+
+    @property
+    def distributed(self) -> bool: ...
+
+    @property
+    def recording_next_update(self) -> bool: ...
+
+    def all_reduce(self, tensor: Tensor) -> Tensor: ...
+
+    def attach_update(self, names: Sequence[tuple[str, str]], ratio: Sequence[float]) -> None: ...
+
+
 class Probe:
     """Base class: override ``names`` and ``compute``; the hooks into the model are the monitor's."""
 
     needs_activations = False
 
-    def attach(self, monitor: Monitor) -> None:
+    def attach(self, monitor: Host) -> None:
         self.monitor = monitor
 
     def on_forward(self, layer: str, output: Tensor) -> None:
@@ -211,7 +226,7 @@ class ActivationStats(Probe):
         self._names: tuple[tuple[str, ...], list[tuple[str, str]]] = ((), [])
         self._plans: dict[tuple[str, ...], _Plan] = {}
 
-    def attach(self, monitor: Monitor) -> None:
+    def attach(self, monitor: Host) -> None:
         super().attach(monitor)
         for layer, act in monitor.layer_activations.items():
             self._rules[layer] = _rule(act, self.saturation)
@@ -481,7 +496,7 @@ class GradientNorms(Probe):
         self._weight_norms: list[float] | None = None
         self._records = 0
 
-    def attach(self, monitor: Monitor) -> None:
+    def attach(self, monitor: Host) -> None:
         super().attach(monitor)
         self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
         self._names = [(n, stat) for n, _ in self.params for stat in ("grad_norm", "grad_weight_ratio")]
@@ -540,7 +555,7 @@ class UpdateRatio(Probe):
         self._before: list[Tensor] = []  # the torch path's copy, one tensor per parameter
         self._armed = False
 
-    def attach(self, monitor: Monitor) -> None:
+    def attach(self, monitor: Host) -> None:
         super().attach(monitor)
         self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
         self._names = [(n, "update_ratio") for n, _ in self.params]

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from initlab._tracing import WEIGHT_LAYERS
-from initlab.monitor.core import _first_tensor, _watched_layers
+from initlab.init._tracing import WEIGHT_LAYERS
+from initlab.monitor._layers import first_tensor, watched_layers
 
 __all__ = ["distinct_units", "layer_histograms"]
 
@@ -22,12 +22,12 @@ def layer_histograms(model: nn.Module, x: Tensor, y: Tensor, bins: int = 40) -> 
     """For every watched layer (the activations the monitor watches), histograms of its output values and of
     the loss gradient with respect to them, on the batch ``(x, y)``; one bin range per kind, shared by all layers
     so that layers can be compared. Rows: layer, kind ("activation" or "gradient"), edges, counts."""
-    layers, _ = _watched_layers(model)
+    layers, _ = watched_layers(model)
     outputs: dict[str, Tensor] = {}
 
     def keep(name: str) -> Any:
         def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
-            tensor = _first_tensor(output)
+            tensor = first_tensor(output)
             if tensor is None or not tensor.requires_grad:
                 return None
             if tensor is output:  # a copy of our own, safe from later in-place operations

@@ -1,6 +1,7 @@
 """Mean-field theory of signal propagation: ``meanfield`` (any activation, any grid) and ``propagate``
-(through a concrete model)."""
+(through a concrete model). Importing it registers the ``critical`` initializer (``critical.py``)."""
 
+from initlab.theory import critical as _critical  # noqa: F401  (registers the scheme)
 from initlab.theory.meanfield import (
     DepthScales,
     PhaseDiagram,

@@ -17,10 +17,10 @@ import torch
 from torch import Tensor, fx, nn
 
 from initlab._errors import fail
-from initlab._tracing import WEIGHT_LAYERS
-from initlab.activations import activation, is_activation_module
-from initlab.gains import gain
-from initlab.report_types import Rows
+from initlab._tables import Rows
+from initlab.init._tracing import WEIGHT_LAYERS
+from initlab.init.activations import activation, is_activation_module
+from initlab.init.gains import gain
 from initlab.theory import meanfield
 from initlab.theory.propagate import input_stat, label, propagate
 
@@ -51,7 +51,7 @@ class AuditReport(Rows):
     grad_norm_ratio: float = math.nan  # ‖∂L/∂W‖ of the first weight layer over that of the last
     chi_per_layer: float = math.nan  # measured geometric-mean change of gradient variance per weight layer
     findings: list[str] = dataclasses.field(default_factory=list)
-    title: ClassVar[str] = "initlab.audit"
+    title: ClassVar[str] = "initlab.theory.audit"
     columns: ClassVar[tuple[str, ...]] = ("name", "kind", "predicted_var", "measured_var", "var_ratio",
                                           "predicted_grad", "measured_grad", "grad_ratio")  # fmt: skip
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from initlab._errors import fail
 from initlab._quadrature import normal_nodes, normal_nodes_2d
-from initlab.activations import Activation, activation
+from initlab.init.activations import Activation, activation
 
 __all__ = [
     "DepthScales",

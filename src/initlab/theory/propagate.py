@@ -32,9 +32,9 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from initlab._errors import fail
 from initlab._quadrature import normal_nodes
-from initlab._tracing import trace
-from initlab.activations import FUNCTIONS, METHODS, Activation, activation, is_activation_module
-from initlab.report_types import Rows
+from initlab._tables import Rows
+from initlab.init._tracing import trace
+from initlab.init.activations import FUNCTIONS, METHODS, Activation, activation, is_activation_module
 
 __all__ = ["LayerPrediction", "Prediction", "predict"]
 

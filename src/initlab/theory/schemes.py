@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
-from initlab.model_init import initialize
-from initlab.models import ModelSpec, build
+from torch import nn
+
+from initlab.init.activations import activation_module
+from initlab.init.model import initialize
 from initlab.theory import meanfield
 
 __all__ = ["scheme_point", "trainable_depth"]
@@ -18,7 +20,10 @@ def scheme_point(scheme: str, act: str, width: int = 128) -> tuple[float, float]
     >>> scheme_point("he_normal", "relu")
     (2.0, 0.0)
     """
-    net = build(ModelSpec("mlp", 3, width, act), (width,), 10)
+    net = nn.Sequential(
+        nn.Linear(width, width), activation_module(act), nn.Linear(width, width), activation_module(act),
+        nn.Linear(width, 10),
+    )  # fmt: skip
     rows = initialize(net, scheme).rows
     weight = next(r for r in rows if r.name.endswith("weight") and r.fan_in == width and r.fan_out == width)
     bias = next(r for r in rows if r.name == weight.name.replace("weight", "bias"))

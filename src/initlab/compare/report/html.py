@@ -19,15 +19,15 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from initlab.report import plots
-from initlab.store import Store
+from initlab.compare.report import plots
+from initlab.compare.store import Store
 from initlab.theory.schemes import trainable_depth
 
 __all__ = ["build_report", "epochs_to", "remedy", "score"]
 
 TARGET = 0.8
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("initlab.report", "templates"),
+    loader=jinja2.PackageLoader("initlab.compare.report", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]),
     undefined=jinja2.StrictUndefined,
 )

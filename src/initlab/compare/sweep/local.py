@@ -12,8 +12,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 import torch
 
 from initlab._errors import fail
-from initlab.sweep.runner import Outcome, execute
-from initlab.train import TrainConfig
+from initlab.compare.sweep.runner import Outcome, execute
+from initlab.compare.train import TrainConfig
 
 __all__ = ["LocalPool"]
 

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from initlab._errors import fail
-from initlab.sweep.runner import Outcome, execute
-from initlab.train import TrainConfig
+from initlab.compare.sweep.runner import Outcome, execute
+from initlab.compare.train import TrainConfig
 
 __all__ = ["RayCluster"]
 

@@ -20,10 +20,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Protocol
 
-from initlab.data import Dataset, load
-from initlab.store import Store
-from initlab.sweep.spec import SweepSpec
-from initlab.train import RunResult, TrainConfig, train
+from initlab.compare.data import Dataset, load
+from initlab.compare.store import Store
+from initlab.compare.sweep.spec import SweepSpec
+from initlab.compare.train import RunResult, TrainConfig, train
 
 __all__ = ["Backend", "Failure", "Outcome", "SweepSummary", "execute", "owner", "owner_alive", "run_sweep"]
 
