@@ -12,6 +12,8 @@ from initlab.cli._common import Format, FormatOption, emit, stderr, user_errors
 from initlab.init.activations import Activation
 from initlab.init.activations import activation as resolve
 from initlab.theory import meanfield as mf
+from initlab.theory.critical import critical_weight_var
+from initlab.theory.diagram import phase_diagram
 
 
 @user_errors
@@ -47,7 +49,7 @@ def predict_command(
 
 def _critical(act: Activation, bias_var: float) -> float | None:
     try:
-        return mf.critical_weight_var(act, bias_var)
+        return critical_weight_var(act, bias_var)
     except ValueError:
         return None
 
@@ -63,7 +65,7 @@ def _plot(name: str, weight_var: float, bias_var: float, depth: int, path: Path)
 
     wv_max = max(4.0, weight_var * 1.5)
     bv_max = max(0.5, bias_var * 1.5)
-    diagram = mf.phase_diagram(name, np.linspace(0.05, wv_max, 200), np.linspace(0.0, bv_max, 200))
+    diagram = phase_diagram(name, np.linspace(0.05, wv_max, 200), np.linspace(0.0, bv_max, 200))
     save(phase_diagram_figure(diagram, (weight_var, bias_var), depth), path)
     stderr.print(f"phase diagram written to {path}")
 

@@ -31,7 +31,9 @@ class Activation:
     """A resolved activation: a name, an optional parameter, the function and (optionally) its derivatives.
 
     ``family`` tells the monitor which statistics mean something: ``"relu"`` units can die (output ≤ 0 with a
-    zero gradient), ``"saturating"`` units (tanh, sigmoid, …) can saturate.
+    zero gradient), ``"saturating"`` units (tanh, sigmoid, …) can saturate. ``kinks`` are the points where φ or
+    one of its first two derivatives jumps; quadrature splits its panels there, so that piecewise activations
+    are integrated as exactly as smooth ones.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Activation:
     d1: Fn | None = field(default=None, compare=False, repr=False)
     d2: Fn | None = field(default=None, compare=False, repr=False)
     key: object = field(default=None, repr=False)
+    kinks: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.fn(x)
@@ -75,7 +78,7 @@ def _linear(p: float | None) -> Activation:
 
 
 def _relu(p: float | None) -> Activation:
-    return Activation("relu", F.relu, None, "relu", lambda x: (x > 0).to(x.dtype), _zero)
+    return Activation("relu", F.relu, None, "relu", lambda x: (x > 0).to(x.dtype), _zero, kinks=(0.0,))
 
 
 def _leaky_relu(p: float | None) -> Activation:
@@ -87,6 +90,7 @@ def _leaky_relu(p: float | None) -> Activation:
         "relu",
         lambda x: torch.where(x > 0, 1.0, a).to(x.dtype),
         _zero,
+        kinks=(0.0,),
     )
 
 
@@ -113,16 +117,18 @@ def _sigmoid(p: float | None) -> Activation:
     return Activation("sigmoid", torch.sigmoid, None, "saturating", d1, d2)
 
 
-def _simple(name: str, fn: Fn, family: Family = "smooth") -> Callable[[float | None], Activation]:
-    return lambda p: Activation(name, fn, None, family)
+def _simple(
+    name: str, fn: Fn, family: Family = "smooth", kinks: tuple[float, ...] = ()
+) -> Callable[[float | None], Activation]:
+    return lambda p: Activation(name, fn, None, family, kinks=kinks)
 
 
 def _with_param(
-    name: str, default: float, make: Callable[[float], Fn], family: Family = "smooth"
+    name: str, default: float, make: Callable[[float], Fn], family: Family = "smooth", kinks: tuple[float, ...] = ()
 ) -> Callable[[float | None], Activation]:
     def build(p: float | None) -> Activation:
         value = default if p is None else float(p)
-        return Activation(name, make(value), value, family)
+        return Activation(name, make(value), value, family, kinks=kinks)
 
     return build
 
@@ -133,19 +139,19 @@ _BUILDERS: dict[str, Callable[[float | None], Activation]] = {
     "leaky_relu": _leaky_relu,
     "tanh": _tanh,
     "sigmoid": _sigmoid,
-    "elu": _with_param("elu", 1.0, lambda a: lambda x: F.elu(x, a)),
-    "celu": _with_param("celu", 1.0, lambda a: lambda x: F.celu(x, a)),
+    "elu": _with_param("elu", 1.0, lambda a: lambda x: F.elu(x, a), kinks=(0.0,)),
+    "celu": _with_param("celu", 1.0, lambda a: lambda x: F.celu(x, a), kinks=(0.0,)),
     "softplus": _with_param("softplus", 1.0, lambda b: lambda x: F.softplus(x, b)),
-    "selu": _simple("selu", F.selu),
+    "selu": _simple("selu", F.selu, kinks=(0.0,)),
     "gelu": _simple("gelu", F.gelu),
     "gelu_tanh": _simple("gelu_tanh", lambda x: F.gelu(x, approximate="tanh")),
     "silu": _simple("silu", F.silu),
     "mish": _simple("mish", F.mish),
-    "hardswish": _simple("hardswish", F.hardswish),
+    "hardswish": _simple("hardswish", F.hardswish, kinks=(-3.0, 3.0)),
     "softsign": _simple("softsign", F.softsign, "saturating"),
-    "hardtanh": _simple("hardtanh", F.hardtanh, "saturating"),
-    "hardsigmoid": _simple("hardsigmoid", F.hardsigmoid, "saturating"),
-    "relu6": _simple("relu6", F.relu6, "relu"),
+    "hardtanh": _simple("hardtanh", F.hardtanh, "saturating", kinks=(-1.0, 1.0)),
+    "hardsigmoid": _simple("hardsigmoid", F.hardsigmoid, "saturating", kinks=(-3.0, 3.0)),
+    "relu6": _simple("relu6", F.relu6, "relu", kinks=(0.0, 6.0)),
     "erf": _simple("erf", torch.erf, "saturating"),
     "sin": _simple("sin", torch.sin),
 }

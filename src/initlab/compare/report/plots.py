@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from initlab.theory.meanfield import PhaseDiagram
+from initlab.theory.diagram import PhaseDiagram
 
 __all__ = [
     "curves_figure",
