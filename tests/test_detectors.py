@@ -58,7 +58,11 @@ def test_small_random_sigmoid_vanishes_within_20_steps() -> None:
     assert finding.step <= 20 and finding.layer == "0.weight"
     assert finding.evidence["ratio"] < 1e-3 and finding.evidence["first_grad_norm"] < 1e-4
     assert finding.message.startswith("gradients vanish: the first layer's gradient norm is")
-    assert "he_normal" in finding.remedies[0] and any("BatchNorm" in r for r in finding.remedies)
+    # The initialization it names was predicted first (issue 22): small random sigmoid weights give χ1 ≈ 0.002,
+    # and the scheme named is predicted to bring χ1 to 1.00, both numbers stated.
+    assert finding.remedies[0].startswith("initialize closer to the edge of chaos: initlab.initialize(model, ")
+    assert "gives χ1 = 1.00 per layer for sigmoid (this model: 0.00" in finding.remedies[0]
+    assert any("BatchNorm" in r for r in finding.remedies)
 
 
 def test_large_relu_weights_explode() -> None:

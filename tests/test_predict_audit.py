@@ -83,10 +83,43 @@ def test_findings_name_the_phase_and_the_fix() -> None:
     ordered = il.audit(_mlp("sigmoid", "glorot_uniform", width=256), torch.randn(256, 256))
     assert ordered.findings[0].startswith("ordered phase: gradient variance χ = 0.05 per layer, gradients "
                                           "shrink 18.")  # fmt: skip
-    assert "initlab.initialize(model, 'critical') puts every layer on the edge of chaos" in ordered.findings[0]
+    assert (
+        "Fix: initlab.initialize(model, 'critical') gives χ1 = 1.00 per layer for sigmoid (this model: 0.05"
+        in (ordered.findings[0])
+    )
     chaotic = il.audit(_mlp("tanh", "glorot_uniform", width=256), torch.randn(256, 256))
     assert chaotic.findings[0].startswith("chaotic phase")
     assert chaotic.grad_norm_ratio > 1
+
+
+def _named_fix(finding: str) -> tuple[str, float, float]:
+    match = re.search(r"initlab\.initialize\(model, '(\w+)'\) gives χ1 = ([\d.]+) per layer for \w+ "
+                      r"\(this model: ([\d.]+)\)", finding)  # fmt: skip
+    assert match is not None, finding
+    return match[1], float(match[2]), float(match[3])
+
+
+@pytest.mark.parametrize("scale", [3.0, 4.0, 6.0])
+def test_a_fix_is_predicted_to_help_before_it_is_named(scale: float) -> None:
+    # A chaotic tanh net (σ_w² = scale): the audit used to say "he_normal with tanh's gain gives χ1 = 1.21",
+    # a larger gain for a net that already explodes. The fix it names must be predicted closer to χ1 = 1 than
+    # the model, with both numbers, and no suggestion may move χ1 further from 1.
+    net = _mlp("tanh", "lecun_normal", width=256, depth=20)
+    g = torch.Generator().manual_seed(0)
+    for layer in net[:-1:2]:  # every hidden layer N(0, scale / fan_in), zero bias
+        il.normal_(layer.weight, 0.0, (scale / layer.in_features) ** 0.5, generator=g)
+        il.zeros_(layer.bias)
+    finding = il.audit(net, torch.randn(256, 256, generator=torch.Generator().manual_seed(1))).findings[0]
+    assert finding.startswith("chaotic phase"), finding
+    scheme, predicted, measured = _named_fix(finding)
+    assert abs(predicted - 1) < abs(measured - 1)
+    assert il.theory.chi1("tanh", *il.theory.schemes.scheme_point(scheme, "tanh")) == pytest.approx(
+        predicted, abs=0.005
+    )
+
+
+def test_no_fix_is_named_where_none_is_predicted_to_help() -> None:
+    assert il.theory.schemes.fix_text("tanh", 1.0) is None  # already critical: nothing is closer
 
 
 def test_critical_init_is_critical() -> None:

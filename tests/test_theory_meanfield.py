@@ -64,11 +64,15 @@ def test_phase_diagram_agrees_with_pointwise() -> None:
             assert d.xi_c[i, j] == pytest.approx(th.depth_scales("tanh", wv, bv).xi_c, rel=1e-3)
 
 
-def _simulate(act: str, wv: float, bv: float, *, width: int = 2000, depth: int = 60) -> tuple[float, float, float]:
-    """A random net N(0, σ_w²/N), N(0, σ_b²): measured q, χ1 and c over the last half of the layers."""
+def _simulate(act: str, wv: float, bv: float, *, width: int = 2000, depth: int = 60,
+              q_in: float | None = None) -> tuple[float, float, float]:  # fmt: skip
+    """A random net N(0, σ_w²/N), N(0, σ_b²): measured q, χ1 and c over the last half of the layers.
+    ``q_in``: the first layer's pre-activation length (default σ_w² + σ_b², from unit-variance inputs)."""
     g = torch.Generator().manual_seed(0)
     phi = il.activation(act)
     x = torch.randn(2, width, generator=g, dtype=torch.float64)
+    if q_in is not None:
+        x *= math.sqrt((q_in - bv) / wv)
     x[1] = 0.5 * x[0] + math.sqrt(0.75) * x[1]  # two inputs with correlation 0.5
     hs, weights, h = [], [], x
     for _ in range(depth):
@@ -91,6 +95,8 @@ def _simulate(act: str, wv: float, bv: float, *, width: int = 2000, depth: int =
 CASES = [
     ("relu", 1.5, 0.1), ("relu", 1.0, 0.5), ("tanh", 1.5, 0.05), ("tanh", 3.0, 0.2), ("gelu", 1.5, 0.05),
     ("gelu", 1.2, 0.1), ("selu", 1.0, 0.0), ("selu", 0.7, 0.3), ("sigmoid", 3.0, 0.2), ("sigmoid", 8.0, 0.5),
+    # tanh without bias on the chaotic side (issue 22): c* = 0, not the -0.587 an extrapolation once returned.
+    ("tanh", 1.2, 0.0), ("tanh", 4.0, 0.0),
 ]  # fmt: skip
 
 
@@ -130,3 +136,26 @@ def test_layer_profile_matches_the_maps() -> None:
     assert profile[2].grad_var == pytest.approx(profile[2].chi)
     assert profile[0].grad_var == pytest.approx(profile[0].chi * profile[1].chi * profile[2].chi)
     assert profile[-1].grad_var == 1.0
+
+
+@pytest.mark.slow
+def test_monte_carlo_gelu_at_its_critical_point() -> None:
+    # GELU with σ_b² = 0.3: the edge of chaos is a true crossing at σ_w² ≈ 1.956 (q* ≈ 8.77), not the point
+    # σ_w² = 2 where q* diverges. One layer of width 4000, 8 draws of 256 inputs at length q*: the output length
+    # is q* again and back-propagated gradient variance is multiplied by χ1 = 1. Over many layers the length
+    # random-walks at finite width, because the map's slope at q* is close to 1, so one step is the sharp
+    # test. Tolerance 2% (each estimate's Monte Carlo error is ~0.3%).
+    wv = th.critical_weight_var("gelu", 0.3)
+    q_star = th.fixed_point("gelu", wv, 0.3)
+    assert wv == pytest.approx(1.956, abs=1e-3) and 0 < q_star < 20
+    g, phi, width = torch.Generator().manual_seed(2), il.activation("gelu"), 4000
+    lengths, chis = [], []
+    for _ in range(8):
+        h = torch.randn(256, width, generator=g, dtype=torch.float64) * math.sqrt(q_star)
+        w = torch.randn(width, width, generator=g, dtype=torch.float64) * math.sqrt(wv / width)
+        b = torch.randn(width, generator=g, dtype=torch.float64) * math.sqrt(0.3)
+        lengths.append((phi(h) @ w.T + b).pow(2).mean().item())
+        delta = torch.randn(256, width, generator=g, dtype=torch.float64)
+        chis.append(((delta @ w) * phi.derivative(h)).pow(2).mean().item() / delta.pow(2).mean().item())
+    assert float(np.mean(lengths)) == pytest.approx(q_star, rel=0.02)
+    assert float(np.mean(chis)) == pytest.approx(1.0, rel=0.02)

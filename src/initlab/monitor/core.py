@@ -28,6 +28,7 @@ from initlab.monitor._layers import first_tensor, watched_layers
 from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
 from initlab.monitor.history import History
 from initlab.monitor.probes import LossProbe, Probe, default_probes
+from initlab.theory.schemes import fix_text, weights_chi1
 
 __all__ = ["Monitor", "Schedule", "linear_schedule", "log_schedule"]
 
@@ -105,6 +106,8 @@ class Monitor:
         self._root: RemovableHandle | None = None
         self._calls: dict[str, int] = {}
         self._pending_update: Tensor | None = None
+        self._fix_known = False  # see _init_fix
+        self._fix: str | None = None
         self.layers, self.layer_activations = watched_layers(model)
         self.weights = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
         self.weights = [f"{n}.weight" if n else "weight" for n in self.weights]
@@ -223,12 +226,22 @@ class Monitor:
                 values += out.detach().reshape(-1).tolist() if isinstance(out, Tensor) else out
         record = dict(zip(names, values, strict=True))
         self.history.add(self.steps, record)
-        for finding in detect(self._state, self.steps, record, self.weights, self.thresholds):
+        for finding in detect(self._state, self.steps, record, self.weights, self.thresholds, self._init_fix):
             self.findings.append(finding)
             if self.on_finding is not None:
                 self.on_finding(finding)
             if finding.kind in self.stop_on:
                 raise TrainingDiverged(str(finding), finding)
+
+    def _init_fix(self) -> str | None:
+        """The initialization a remedy may name: the scheme whose predicted χ1 is closer to 1 than the model's
+        current weights give (computed at the first finding that asks, then kept), or None."""
+        if not self._fix_known:
+            self._fix_known = True
+            found = weights_chi1(getattr(self.model, "module", self.model))  # the module inside DDP
+            text = fix_text(*found) if found is not None else None
+            self._fix = f"initialize closer to the edge of chaos: {text}" if text else None
+        return self._fix
 
     @property
     def distributed(self) -> bool:

@@ -22,13 +22,13 @@ and each (kind, layer) is reported once.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from initlab._errors import fail
 
-__all__ = ["REMEDIES", "Finding", "Thresholds", "detect"]
+__all__ = ["PREDICTED_INIT", "REMEDIES", "Finding", "Thresholds", "detect"]
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,14 @@ class Finding:
         return f"step {self.step}, {self.layer}: {self.message} Try: {tries}"
 
 
+# Where a remedy is an initialization, it is named only once theory predicts it helps (issue 22): the monitor
+# replaces this marker by the scheme whose predicted χ1 is closer to 1 than the model's weights give, with both
+# numbers, or drops it where no scheme is (``detect``'s ``init_fix``).
+PREDICTED_INIT = "<an initialization predicted to bring χ1 closer to 1>"
+
 REMEDIES: dict[str, list[str]] = {
     "vanishing": [
-        "initialize for the activation: initlab.initialize(model, 'he_normal') for ReLU nets, 'glorot_uniform' "
-        "or 'critical' for tanh",
+        PREDICTED_INIT,
         "add BatchNorm after each hidden layer",
         "add residual connections so gradients have a short path",
         "use Adam, whose per-parameter step size does not shrink with the gradient",
@@ -82,17 +86,17 @@ REMEDIES: dict[str, list[str]] = {
     "exploding": [
         "clip gradients by norm (torch.nn.utils.clip_grad_norm_(params, 1.0))",
         "lower the learning rate by 10×",
-        "initialize with smaller weights for the activation: 'he_normal' for ReLU, 'glorot_uniform' for tanh",
+        PREDICTED_INIT,
         "add BatchNorm after each hidden layer",
     ],
     "dying_relu": [
         "use LeakyReLU (negative slope 0.01–0.2) so inactive units still get a gradient",
         "start biases at 0 (initlab's default), not negative",
         "lower the learning rate: a large step can push units into the dead region",
-        "initialize with he_normal",
+        PREDICTED_INIT,
     ],
     "saturation": [
-        "initialize with glorot_uniform (tanh) or the 'critical' scheme so pre-activations stay small",
+        PREDICTED_INIT,
         "add BatchNorm before the activation",
         "replace tanh/sigmoid by ReLU or LeakyReLU",
         "lower the learning rate",
@@ -104,7 +108,7 @@ REMEDIES: dict[str, list[str]] = {
         "use Adam with a smaller learning rate",
     ],
     "plateau": [
-        "initialize for the activation (he_normal for ReLU, glorot/critical for tanh)",
+        PREDICTED_INIT,
         "raise the learning rate or use Adam",
         "add BatchNorm or residual connections",
     ],
@@ -283,9 +287,10 @@ def _plateau(state: DetectorState, view: _View, t: Thresholds) -> list[Candidate
     ]
 
 
-def detect(state: DetectorState, step: int, record: Record, weights: Sequence[str],
-           t: Thresholds) -> list[Finding]:  # fmt: skip
-    """New findings for one recorded step (``record``: (layer, stat) -> value; ``weights``: forward order)."""
+def detect(state: DetectorState, step: int, record: Record, weights: Sequence[str], t: Thresholds,
+           init_fix: Callable[[], str | None] = lambda: None) -> list[Finding]:  # fmt: skip
+    """New findings for one recorded step (``record``: (layer, stat) -> value; ``weights``: forward order).
+    ``init_fix`` is asked, only when a finding's remedies include an initialization, for the predicted one."""
     keys = list(record)
     if state.layout is None or state.layout.keys != keys:
         state.layout = _Layout(keys)
@@ -304,8 +309,17 @@ def detect(state: DetectorState, step: int, record: Record, weights: Sequence[st
         ready = kind in immediate or kind == "plateau" or state.streaks[key] >= t.patience
         if ready and key not in state.reported and not _shadowed(kind, state):
             state.reported.add(key)
-            findings.append(Finding(step, layer, kind, message, evidence, list(REMEDIES[kind])))
+            findings.append(Finding(step, layer, kind, message, evidence, _remedies(kind, init_fix)))
     return findings
+
+
+def _remedies(kind: str, init_fix: Callable[[], str | None]) -> list[str]:
+    remedies = []
+    for remedy in REMEDIES[kind]:
+        text = init_fix() if remedy == PREDICTED_INIT else remedy
+        if text is not None:
+            remedies.append(text)
+    return remedies
 
 
 def _shadowed(kind: str, state: DetectorState) -> bool:

@@ -20,9 +20,9 @@ from initlab._errors import fail
 from initlab._tables import Rows
 from initlab.init._tracing import WEIGHT_LAYERS
 from initlab.init.activations import activation, is_activation_module
-from initlab.init.gains import gain
 from initlab.theory import meanfield
 from initlab.theory.propagate import input_stat, label, propagate
+from initlab.theory.schemes import fix_text
 
 __all__ = ["AuditReport", "AuditRow", "audit"]
 
@@ -107,6 +107,9 @@ def audit(model: nn.Module, batch: Tensor | tuple[Tensor, Tensor], loss_fn: Loss
     if not isinstance(inputs, Tensor) or inputs.ndim < 2:
         raise fail("audit needs a batch of inputs with a batch dimension", received=getattr(inputs, "shape", inputs),
                    fix="Pass a tensor of shape (batch, features...) or a (inputs, targets) pair.")  # fmt: skip
+    if inputs.shape[0] < 2:
+        raise fail("audit needs at least 2 examples to measure a variance", accepted="a batch of 2 or more",
+                   received=inputs.shape[0], fix="Pass a larger batch (256 is a good size).")  # fmt: skip
     in_shape = tuple(inputs.shape[1:])
     flat = inputs.double().transpose(0, 1).reshape(in_shape[0], -1) if len(in_shape) > 1 else inputs.double().T
     prediction, graph = propagate(model, in_shape, input_stat(in_shape, flat.mean(1), flat.var(1)))
@@ -207,17 +210,16 @@ def _findings(report: AuditReport, model: nn.Module) -> list[str]:
     phase = meanfield.phase(chi, tol=0.1)
     per = f"{1 / chi:.1f}× per layer" if chi < 1 else f"{chi:.1f}× per layer"
     first = report.grad_norm_ratio
-    fix = _remedy(_main_activation(model))
+    fix = _remedy(_main_activation(model), chi)
     if phase == "ordered":
         text = (
             f"ordered phase: gradient variance χ = {chi:.2f} per layer, gradients shrink {per} towards "
-            f"the input; layer 1's weight gradient is {first:.2g} of the last layer's. Fix: {fix}."
+            f"the input; layer 1's weight gradient is {first:.2g} of the last layer's. {fix}."
         )
     elif phase == "chaotic":
         text = (
             f"chaotic phase: gradient variance χ = {chi:.2f} per layer, gradients grow {per} towards the "
-            f"input; layer 1's weight gradient is {first:.2g}× the last layer's. Fix: {fix}, or clip "
-            f"gradients by norm."
+            f"input; layer 1's weight gradient is {first:.2g}× the last layer's. {fix}, or clip gradients by norm."
         )
     else:
         text = f"critical: gradient variance changes by χ = {chi:.2f} per layer; signal and gradients propagate."
@@ -230,14 +232,12 @@ def _findings(report: AuditReport, model: nn.Module) -> list[str]:
     return findings
 
 
-def _remedy(act: str | None) -> str:
-    """The fix, with the χ1 it gives: He's gain for the activation, and the critical init."""
-    act = act or "linear"
-    he = meanfield.chi1(act, gain(act) ** 2, 0.0)
-    return (
-        f"he_normal with {act}'s gain gives χ1 = {he:.2f}; initlab.initialize(model, 'critical') puts every "
-        "layer on the edge of chaos (χ1 = 1.00)"
-    )
+def _remedy(act: str | None, chi: float) -> str:
+    """The initialization fix, named only if theory predicts it brings χ1 closer to 1 than the measured χ."""
+    text = fix_text(act or "linear", chi)
+    if text is None:
+        return f"Fix: no initialization scheme is predicted to bring χ1 closer to 1 than {chi:.2f} for {act}"
+    return f"Fix: {text}"
 
 
 def _main_activation(model: nn.Module) -> str | None:

@@ -113,8 +113,9 @@ def _suggestion(phi: Activation, bias_var: float, upper: float) -> str:
         grid = torch.logspace(-3, math.log10(upper), _GRID_POINTS, dtype=torch.float64)
         root = _search(phi, torch.tensor(candidate, dtype=torch.float64), grid, depth=2)[0]
         if root is not None:
-            return (f"At bias_var={candidate} there is one (σ_w² = {root:.4g}): pass bias_var={candidate}, or use a "
-                    "fixed scheme such as he_normal and watch the run with initlab.Monitor.")  # fmt: skip
+            return (f"At bias_var={candidate} there is one (σ_w² = {root:.4g}): use initlab.get('critical', "
+                    f"bias_var={candidate}), or a fixed scheme such as he_normal and watch the run with "
+                    "initlab.Monitor.")  # fmt: skip
     return "Use a fixed scheme such as he_normal and watch the run with initlab.Monitor."
 
 
@@ -167,7 +168,9 @@ def _critical_bias_var(act: Activation | None, p: Mapping[str, Any]) -> float:
 
 
 def _critical_gain(act: Activation | None, p: Mapping[str, Any]) -> float:
-    return math.sqrt(critical_weight_var(act or "linear", _critical_bias_var(act, p)))
+    if act is None or act.name == "linear":
+        return 1.0  # a linear layer (the output) has χ1 = σ_w² whatever its bias: critical at σ_w² = 1
+    return math.sqrt(critical_weight_var(act, _critical_bias_var(act, p)))
 
 
 def _critical_plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:

@@ -248,7 +248,8 @@ def fixed_point(act: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike 
     """
     check_variances(weight_var, bias_var)
     if not (math.isfinite(q0) and q0 > 0):
-        raise fail("q0 must be a finite length > 0", accepted="a number > 0", received=q0, fix="Pass q0=1.0.")
+        raise fail("the input length q0 must be finite and > 0", accepted="a variance > 0, e.g. 1.0",
+                   received=q0, fix="Pass the variance of the inputs, 1.0 for standardized data.")  # fmt: skip
     phi = activation(act)
     return _out(_length(phi, _t(weight_var), _t(bias_var), q0), weight_var, bias_var)
 
@@ -381,6 +382,9 @@ def layer_profile(act: ActivationLike, weight_var: float, bias_var: float, depth
     [2.0, 2.0, 2.0]
     """
     check_variances(weight_var, bias_var)
+    if not (math.isfinite(q0) and q0 > 0):
+        raise fail("the input length q0 must be finite and > 0", accepted="a variance > 0, e.g. 1.0",
+                   received=q0, fix="Pass the variance of the inputs, 1.0 for standardized data.")  # fmt: skip
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise fail("depth must be a whole number of layers ≥ 1", accepted="an int ≥ 1", received=depth,
                    fix="Pass depth=20, for example.")  # fmt: skip

@@ -1,16 +1,26 @@
-"""Where an initialization scheme puts a deep net on the phase diagram, and how deep it can train."""
+"""Where an initialization scheme puts a deep net on the phase diagram, how deep it can train, and which
+schemes a model would be better off with (a fix is predicted before it is named: issue 22)."""
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
+import torch
 from torch import nn
 
+from initlab._errors import InitlabError
+from initlab.init._tracing import find_activations
 from initlab.init.activations import activation_module
+from initlab.init.fans import fans
 from initlab.init.model import initialize
 from initlab.theory import meanfield
 
-__all__ = ["scheme_point", "trainable_depth"]
+__all__ = ["SchemeFix", "better_schemes", "fix_text", "scheme_point", "trainable_depth", "weights_chi1"]
+
+# The schemes a fix may name, in the order they are offered when equally close to χ1 = 1.
+FIX_CANDIDATES = ("critical", "lecun_normal", "he_normal", "glorot_normal")
 
 
 def scheme_point(scheme: str, act: str, width: int = 128) -> tuple[float, float]:
@@ -36,7 +46,76 @@ def trainable_depth(scheme: str, act: str, width: int = 128) -> float:
 
     >>> trainable_depth("torch_default", "tanh") < 10 < trainable_depth("critical", "tanh")
     True
+    >>> trainable_depth("zeros", "tanh")
+    0.0
     """
     weight_var, bias_var = scheme_point(scheme, act, width)
+    if weight_var == 0:  # zero weights (the zeros scheme): no signal crosses even one layer
+        return 0.0
     xi_c = float(meanfield.depth_scales(act, weight_var, bias_var).xi_c)
     return 6 * xi_c if not math.isnan(xi_c) else math.nan
+
+
+@dataclass(frozen=True)
+class SchemeFix:
+    """A scheme and the χ1 mean-field theory predicts for a hidden layer it initializes."""
+
+    scheme: str
+    chi1: float
+
+
+@functools.lru_cache(maxsize=64)
+def _predicted(scheme: str, act: str) -> float | None:
+    try:
+        weight_var, bias_var = scheme_point(scheme, act)
+    except InitlabError:  # the critical scheme does not exist for every activation and bias variance
+        return None
+    return float(meanfield.chi1(act, weight_var, bias_var))
+
+
+def better_schemes(act: str, chi: float) -> list[SchemeFix]:
+    """The schemes whose predicted χ1 for a hidden layer feeding ``act`` is closer to 1 than ``chi`` (the
+    model's), closest first. Empty where none is: then no initialization should be suggested.
+
+    >>> [f.scheme for f in better_schemes("relu", 0.5)][:2]
+    ['critical', 'he_normal']
+    """
+    fixes = [SchemeFix(s, c) for s in FIX_CANDIDATES if (c := _predicted(s, act)) is not None]
+    better = (f for f in fixes if abs(f.chi1 - 1) < abs(chi - 1))
+    return sorted(better, key=lambda f: round(abs(f.chi1 - 1), 6))  # ties keep FIX_CANDIDATES' order
+
+
+def fix_text(act: str, chi: float) -> str | None:
+    """A one-line initialization fix with both numbers, or None where no scheme is predicted to do better.
+
+    >>> print(fix_text("sigmoid", 0.01))  # doctest: +ELLIPSIS
+    initlab.initialize(model, 'critical') gives χ1 = 1.00 per layer for sigmoid (this model: 0.01); ...
+    """
+    fixes = better_schemes(act, chi)
+    if not fixes:
+        return None
+    best, rest = fixes[0], "".join(f"; {f.scheme!r} gives {f.chi1:.2f}" for f in fixes[1:2])
+    return (f"initlab.initialize(model, {best.scheme!r}) gives χ1 = {best.chi1:.2f} per layer for {act} "
+            f"(this model: {chi:.2f}){rest}")  # fmt: skip
+
+
+def weights_chi1(model: nn.Module) -> tuple[str, float] | None:
+    """The model's most common hidden activation and the χ1 its current weights give there (geometric mean
+    over the weight layers that feed it; σ_w² = fan_in · Var[W], σ_b² = E[b²]); None without such layers."""
+    found = find_activations(model)
+    layers = dict(model.named_modules())
+    acts = [f.activation.name for f in found.values() if f.activation is not None and f.activation.name != "linear"]
+    if not acts:
+        return None
+    act = max(set(acts), key=acts.count)
+    logs = []
+    for name, f in found.items():
+        weight, bias = getattr(layers[name], "weight", None), getattr(layers[name], "bias", None)
+        if f.activation is None or f.activation.name != act or not isinstance(weight, torch.Tensor):
+            continue
+        with torch.no_grad():
+            weight_var = fans(weight, layer=layers[name]).fan_in * float(weight.double().var())
+            bias_var = float(bias.double().pow(2).mean()) if isinstance(bias, torch.Tensor) else 0.0
+        if weight_var > 0 and math.isfinite(weight_var) and math.isfinite(bias_var):
+            logs.append(math.log(max(float(meanfield.chi1(act, weight_var, bias_var)), 1e-300)))
+    return (act, math.exp(sum(logs) / len(logs))) if logs else None
