@@ -112,3 +112,12 @@ def test_critical_init_never_picks_a_discontinuity() -> None:
             if isinstance(layer, torch.nn.Linear):
                 variances.append(h.var().item())
     assert max(variances) / variances[0] < 4 and variances[0] / min(variances) < 4, variances
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, math.nan, math.inf])
+def test_predict_needs_a_positive_input_variance(bad: float) -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    with pytest.raises(il.InitlabError, match=re.escape(
+            f"input_var must be a finite variance > 0. Accepted: a number > 0, e.g. 1.0 for standardized inputs. "
+            f"Received: {bad}. Pass the variance of one input element.")):  # fmt: skip
+        il.predict(net, 4, input_var=bad)

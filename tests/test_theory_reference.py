@@ -41,7 +41,7 @@ def _cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / math.sqrt(2))
 
 
-# name: (φ, φ', φ'') in closed form; kinked ones have their kink at 0 only.
+# name: (φ, φ', φ'') in closed form; kinks at 0 unless KINKS says otherwise.
 ACTS: dict[str, tuple[F, F, F]] = {
     "tanh": (math.tanh, lambda x: 1 - math.tanh(x) ** 2, lambda x: -2 * math.tanh(x) * (1 - math.tanh(x) ** 2)),
     "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x),
@@ -57,27 +57,32 @@ ACTS: dict[str, tuple[F, F, F]] = {
     "gelu": (lambda x: x * _cdf(x), lambda x: _cdf(x) + x * _pdf(x), lambda x: _pdf(x) * (2 - x * x)),
     "silu": (lambda x: x * _sig(x), lambda x: _sig(x) * (1 + x * (1 - _sig(x))),
              lambda x: _sig(x) * (1 - _sig(x)) * (2 + x * (1 - 2 * _sig(x)))),
+    "hardtanh": (lambda x: min(max(x, -1.0), 1.0), lambda x: float(-1 < x < 1), lambda x: 0.0),
 }  # fmt: skip
+KINKS = {"hardtanh": (-1.0, 1.0)}  # in x; every other activation here is smooth or kinked at 0 only
 
 WEIGHT_VARS = [0.5, 0.9, 1.2, 1.5, 1.8, 2.5, 3.0]
 BIAS_VARS = [0.0, 0.05, 0.3]
 Q_HUGE = 1e12
 
 
-def _e1(f: F, q: float) -> float:
-    """E[f(√q z)], split at z = 0 and, at large q, where x = √q z = ±40 (f changes shape within |x| < 40: at
-    q = 1e12 that is |z| < 4e-5, which quad over one long interval does not see)."""
+def _cuts(kinks: tuple[float, ...], lo: float, hi: float) -> list[float]:
+    return sorted({lo, hi, *(k for k in kinks if lo < k < hi)})
+
+
+def _e1(f: F, q: float, kinks: tuple[float, ...] = (0.0,)) -> float:
+    """E[f(√q z)], split where x = √q z crosses a kink and, at large q, at x = ±40 (f changes shape within
+    |x| < 40: at q = 1e12 that is |z| < 4e-5, which quad over one long interval does not see)."""
     s = math.sqrt(q)
-    inner = 40 / s
-    cuts = [-12.0, *([-inner] if inner < 12 else []), 0.0, *([inner] if inner < 12 else []), 12.0]
+    cuts = _cuts((0.0, *(k / s for k in (*kinks, -40.0, 40.0))), -12.0, 12.0)
     kw = {"epsabs": 1e-15, "epsrel": 1e-13, "limit": 200}
     return sum(integrate.quad(lambda z: f(s * z) * _pdf(z), a, b, **kw)[0] for a, b in itertools.pairwise(cuts))
 
 
-def _e2(f: F, g: F, q: float, c: float) -> float:
+def _e2(f: F, g: F, q: float, c: float, kinks: tuple[float, ...] = (0.0,)) -> float:
     """E[f(u1) g(u2)], u1 = √q z1, u2 = √q (c z1 + √(1-c²) z2): nested quad. The inner integral runs over
-    x = u2 ~ N(√q c z1, q (1 - c²)) within 12 standard deviations, split where x = 0 (the kink); over z2 on an
-    infinite range it failed as c -> 1, where that Gaussian is narrow."""
+    x = u2 ~ N(√q c z1, q (1 - c²)) within 12 standard deviations, split at the kinks of g; over z2 on an
+    infinite range it failed as c -> 1, where that Gaussian is narrow. The outer one is split at f's kinks."""
     s, rho = math.sqrt(q), math.sqrt(max(1 - c * c, 0.0))
     kw = {"epsabs": 1e-14, "epsrel": 1e-11, "limit": 200}
 
@@ -85,13 +90,13 @@ def _e2(f: F, g: F, q: float, c: float) -> float:
         mean, sd = s * c * z1, s * rho
         if sd == 0:
             return g(mean)
-        lo, hi = mean - 12 * sd, mean + 12 * sd
-        cuts = [lo, *([0.0] if lo < 0 < hi else []), hi]
         density = lambda x: math.exp(-((x - mean) ** 2) / (2 * sd * sd)) / (sd * math.sqrt(2 * math.pi))  # noqa: E731
+        cuts = _cuts(kinks, mean - 12 * sd, mean + 12 * sd)
         return sum(integrate.quad(lambda x: g(x) * density(x), a, b, **kw)[0] for a, b in itertools.pairwise(cuts))
 
+    cuts = _cuts((0.0, *(k / s for k in kinks)), -12.0, 12.0)
     return sum(integrate.quad(lambda z1: f(s * z1) * inner(z1) * _pdf(z1), a, b, **kw)[0]
-               for a, b in ((-12.0, 0.0), (0.0, 12.0)))  # fmt: skip
+               for a, b in itertools.pairwise(cuts))  # fmt: skip
 
 
 def _first_root(h: F, x0: float, grid: list[float]) -> float | None:
@@ -112,7 +117,7 @@ def ref_q_star(act: str, wv: float, bv: float) -> float:
     phi = ACTS[act][0]
 
     def h(q: float) -> float:
-        return wv * _e1(lambda x: phi(x) ** 2, q) + bv - q
+        return wv * _e1(lambda x: phi(x) ** 2, q, KINKS.get(act, (0.0,))) + bv - q
 
     if h(1.0) > 0:
         root = _first_root(h, 1.0, [1.1**k for k in range(1, 291)])  # up to 1e12
@@ -126,7 +131,7 @@ def _q_eval(q: float) -> float:
 
 
 def ref_chi1(act: str, wv: float, bv: float) -> float:
-    return wv * _e1(lambda x: ACTS[act][1](x) ** 2, _q_eval(ref_q_star(act, wv, bv)))
+    return wv * _e1(lambda x: ACTS[act][1](x) ** 2, _q_eval(ref_q_star(act, wv, bv)), KINKS.get(act, (0.0,)))
 
 
 @functools.cache
@@ -135,7 +140,7 @@ def ref_c_star(act: str, wv: float, bv: float) -> float:
     q = ref_q_star(act, wv, bv)
 
     def h(c: float) -> float:
-        return (wv * _e2(phi, phi, q, c) + bv) / q - c
+        return (wv * _e2(phi, phi, q, c, KINKS.get(act, (0.0,))) + bv) / q - c
 
     if h(0.5) > 0:
         grid = sorted({*(0.5 + 0.5 * k / 16 for k in range(1, 16)), *(1 - 10.0**-k for k in range(2, 10))})
@@ -147,12 +152,13 @@ def ref_depth_scales(act: str, wv: float, bv: float) -> tuple[float, float]:
     phi, d1, d2 = ACTS[act]
     q = ref_q_star(act, wv, bv)
     chi = ref_chi1(act, wv, bv)
-    rate_q = chi + wv * _e1(lambda x: d2(x) * phi(x), _q_eval(q))
+    kinks = KINKS.get(act, (0.0,))
+    rate_q = chi + wv * _e1(lambda x: d2(x) * phi(x), _q_eval(q), kinks)
     if chi < 1:
         rate_c = chi
     else:
         c = ref_c_star(act, wv, bv)
-        rate_c = wv * _e2(d1, d1, q, c)
+        rate_c = wv * _e2(d1, d1, q, c, kinks)
     return tuple(math.inf if r >= 1 else -1 / math.log(r) for r in (rate_q, rate_c))  # type: ignore[return-value]
 
 
@@ -202,13 +208,13 @@ def test_the_points_cover_both_phases_and_zero_bias() -> None:
     # ordered points, and σ_b² = 0, for the bounded activations at least.
     chaotic = [(a, w, b) for a, w, b in POINTS if a in ("tanh", "erf") and th.chi1(a, w, b) > 1.02]
     ordered = [(a, w, b) for a, w, b in POINTS if th.chi1(a, w, b) < 0.98]
-    assert len(POINTS) >= 9 * 20
+    assert len(POINTS) >= 10 * 20
     assert any(b == 0.0 for _, _, b in chaotic) and len(chaotic) >= 10 and len(ordered) >= 60
 
 
 CRITICAL = [("tanh", 0.0), ("tanh", 0.05), ("tanh", 0.3), ("erf", 0.0), ("erf", 0.1), ("sigmoid", 0.05),
             ("relu", 0.0), ("leaky_relu", 0.0), ("elu", 0.1), ("selu", 0.0), ("selu", 0.1), ("gelu", 0.3),
-            ("silu", 1.0)]  # fmt: skip
+            ("silu", 1.0), ("hardtanh", 0.0), ("hardtanh", 0.1)]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -218,7 +224,7 @@ def test_critical_weight_var_matches_the_reference(act: str, bv: float) -> None:
     # The reference: χ1(σ_w²) - 1 is continuous near the crossing; brentq in a ±1% bracket around it, after
     # checking that q* is finite and positive at both ends (a true crossing, not a jump of q*).
     lo, hi = ours * 0.99, ours * 1.01
-    if bv == 0 and act in ("tanh", "erf", "relu", "leaky_relu", "selu"):
+    if bv == 0 and act in ("tanh", "erf", "relu", "leaky_relu", "selu", "hardtanh"):
         # σ_b = 0 and φ(0) = 0: the edge is where q* = 0 turns unstable, σ_w² = 1 / E[φ'(0+ z)²].
         ref = 1 / _e1(lambda x: ACTS[act][1](x) ** 2, 1e-30)
         assert ref_q_star(act, ref * 0.999, 0.0) == 0.0 and ref_chi1(act, ref * 1.001, 0.0) > 1

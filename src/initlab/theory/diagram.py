@@ -149,8 +149,10 @@ def _series_c_star(b2: Tensor, wv: Tensor, bv: Tensor, q: Tensor) -> tuple[Tenso
 
 
 def _chaotic_rate(phi: Activation, wv: Tensor, bv: Tensor, q: Tensor) -> Tensor:
-    """χ_c at the stable c* for chaotic points (flat tensors): the series where it has converged, else a few
-    Newton steps of the same solver on the exact 2-D map, from the series' c*."""
+    """χ_c at the stable c* for chaotic points (flat tensors): the series where it has converged, else the same
+    solver on the exact 2-D map. A truncated series with exact coefficients lies below the map (its terms are
+    non-negative), so its c* is left of the true one: a safe start for the monotone Newton steps. Where the
+    coefficients themselves are not exact (kinks away from 0, q > 4), the steps start from 0."""
     b2, exact = _mehler(phi, q)
     c, rate, converged = _series_c_star(b2, wv, bv, q)
     rest = torch.nonzero(~(converged & exact)).reshape(-1)
@@ -160,7 +162,7 @@ def _chaotic_rate(phi: Activation, wv: Tensor, bv: Tensor, q: Tensor) -> Tensor:
         def value_and_slope(cc: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
             return _cmap_and_slope(phi, w[idx], b[idx], qq[idx], cc)
 
-        c_exact = solve_correlation(value_and_slope, c[rest], iters=2)
+        c_exact = solve_correlation(value_and_slope, torch.where(exact[rest], c[rest], 0.0))
         rate[rest] = _cmap_and_slope(phi, w, b, qq, c_exact)[1]
     return rate
 

@@ -369,5 +369,8 @@ def predict(model: nn.Module, input_shape: tuple[int, ...] | int, input_var: flo
     >>> [round(r.forward_var, 1) for r in predict(net, 500)]  # He: 2·input_var; relu: Var = q(1/2 - 1/2π)
     [2.0, 0.7, 1.9]
     """
+    if isinstance(input_var, bool) or not isinstance(input_var, int | float) or not 0 < input_var < math.inf:
+        raise fail("input_var must be a finite variance > 0", accepted="a number > 0, e.g. 1.0 for standardized "
+                   "inputs", received=input_var, fix="Pass the variance of one input element.")  # fmt: skip
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
     return propagate(model, shape, input_stat(shape, 0.0, input_var))[0]
