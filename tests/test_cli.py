@@ -29,7 +29,14 @@ def test_init_json_report() -> None:
     data = json.loads(result.stdout)
     weights = [r for r in data["rows"] if r["name"].endswith("weight")]
     assert len(weights) == 4
-    assert weights[0]["activation"] == "tanh" and abs(weights[0]["gain"] - 5 / 3) < 1e-12
+    # he_normal keeps its published gain √2 before tanh (issue 21); --gain activation opts into tanh's 5/3
+    assert weights[0]["activation"] == "tanh" and abs(weights[0]["gain"] - 2**0.5) < 1e-12
+    assert weights[0]["source"] == "published"
+    args = ["init", "--depth", "3", "--width", "16", "--activation", "tanh", "--gain", "activation", "--format", "json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    first = json.loads(result.stdout)["rows"][0]
+    assert abs(first["gain"] - 5 / 3) < 1e-12 and first["source"] == "activation (fx)"
 
 
 def test_unknown_scheme_is_exit_2_without_traceback() -> None:
@@ -93,3 +100,13 @@ def test_run_bad_field_and_value_are_exit_2(tmp_path) -> None:  # type: ignore[n
     result = runner.invoke(app, ["run", "--depth", "three", "--store", store])
     assert result.exit_code == 2
     assert "config field 'depth' takes an int. Received: 'three'." in result.stderr
+
+
+def test_schemes_state_the_gain_rule_in_one_sentence() -> None:
+    result = runner.invoke(app, ["schemes"])
+    assert result.exit_code == 0
+    assert "Every name keeps its published meaning (no activation gain for Glorot/Xavier and LeCun, √2 for" in " ".join(
+        result.stdout.split()
+    )
+    rows = json.loads(runner.invoke(app, ["schemes", "--format", "json"]).stdout)
+    assert {r["name"]: r["published_gain"] for r in rows}["he_normal"] == 2**0.5

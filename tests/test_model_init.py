@@ -19,9 +19,10 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_gain_follows_the_activation_after_each_layer() -> None:
+def test_opt_in_gain_follows_the_activation_after_each_layer() -> None:
+    # gain="activation" (issue 21: the default keeps kaiming_normal's published √2 everywhere)
     net = nn.Sequential(nn.Linear(256, 512), nn.Tanh(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
-    report = il.initialize(net, "kaiming_normal", generator=_gen())
+    report = il.initialize(net, "kaiming_normal", generator=_gen(), gain="activation")
     rows = {r.name: r for r in report}
     assert rows["0.weight"].gain == pytest.approx(5 / 3)
     assert rows["2.weight"].gain == pytest.approx(math.sqrt(2))
@@ -47,8 +48,8 @@ class Functional(nn.Module):
 
 
 def test_fx_sees_functional_activations() -> None:
-    report = il.initialize(Functional(), "he_normal", generator=_gen())
-    assert (report["a.weight"].activation, report["a.weight"].source) == ("tanh", "fx")
+    report = il.initialize(Functional(), "he_normal", generator=_gen(), gain="activation")
+    assert (report["a.weight"].activation, report["a.weight"].source) == ("tanh", "activation (fx)")
     assert report["b.weight"].activation == "leaky_relu"
     assert report["b.weight"].gain == pytest.approx(math.sqrt(2 / 1.04))
 
@@ -67,10 +68,10 @@ class Untraceable(nn.Module):
 
 
 def test_module_order_fallback_and_override() -> None:
-    report = il.initialize(Untraceable(), "glorot_uniform")
-    assert (report["a.weight"].activation, report["a.weight"].source) == ("sigmoid", "module order")
-    report = il.initialize(Untraceable(), "glorot_uniform", activation={"a": "tanh"})
-    assert (report["a.weight"].activation, report["a.weight"].source) == ("tanh", "override")
+    report = il.initialize(Untraceable(), "glorot_uniform", gain="activation")
+    assert (report["a.weight"].activation, report["a.weight"].source) == ("sigmoid", "activation (module order)")
+    report = il.initialize(Untraceable(), "glorot_uniform", activation={"a": "tanh"}, gain="activation")
+    assert (report["a.weight"].activation, report["a.weight"].source) == ("tanh", "activation (override)")
     with pytest.raises(il.InitlabError, match=re.escape("unknown layer 'c'")):
         il.initialize(Untraceable(), activation={"c": "tanh"})
 

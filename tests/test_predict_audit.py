@@ -87,7 +87,9 @@ def test_findings_name_the_phase_and_the_fix() -> None:
         "Fix: initlab.initialize(model, 'critical') gives χ1 = 1.00 per layer for sigmoid (this model: 0.05"
         in (ordered.findings[0])
     )
-    chaotic = il.audit(_mlp("tanh", "glorot_uniform", width=256), torch.randn(256, 256))
+    tanh = _mlp("tanh", "glorot_uniform", width=256)  # published gain 1: σ_w² = 1, the edge of chaos for tanh
+    il.initialize(tanh, "glorot_uniform", gain="activation", generator=torch.Generator().manual_seed(0))  # 5/3
+    chaotic = il.audit(tanh, torch.randn(256, 256))
     assert chaotic.findings[0].startswith("chaotic phase")
     assert chaotic.grad_norm_ratio > 1
 

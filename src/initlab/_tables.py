@@ -13,8 +13,9 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["Rows", "fmt"]
 
@@ -83,10 +84,12 @@ class Rows:
             table.add_row(*(fmt(getattr(row, c)) for c in cols))
         return table
 
-    def __rich__(self) -> Table:
-        return self.table()
+    def __rich__(self) -> RenderableType:
+        """The table, then the result's ``notes`` (if it has any), one per line."""
+        notes = getattr(self, "notes", None) or []
+        return Group(self.table(), *(Text(f"note: {n}") for n in notes)) if notes else self.table()
 
     def __str__(self) -> str:
         buffer = io.StringIO()
-        Console(file=buffer, width=160, color_system=None).print(self.table())
+        Console(file=buffer, width=160, color_system=None).print(self.__rich__())
         return buffer.getvalue()

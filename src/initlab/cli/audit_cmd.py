@@ -19,6 +19,11 @@ def audit_command(
     width: int = typer.Option(256, help="Hidden units (channels for cnn)."),
     activation: str = typer.Option("tanh", help="Activation of the hidden layers."),
     scheme: str = typer.Option("glorot_uniform", help="Initialization scheme (see `initlab schemes`)."),
+    gain: str = typer.Option(
+        "published",
+        help="published: each scheme's own gain (its name's meaning); activation: "
+        "the gain of the activation after each layer.",
+    ),
     norm: str = typer.Option("none", help="none, batch or layer."),
     data: str = typer.Option("digits", help="Data set for the batch."),
     batch_size: int = typer.Option(256, "--batch-size", help="Examples in the measured batch."),
@@ -28,7 +33,7 @@ def audit_command(
     """Measure one forward/backward pass beside the mean-field prediction, per layer, and say what it means."""
     dataset = load(data)
     net = build(ModelSpec(model, depth, width, activation, norm=norm), dataset.in_shape, dataset.classes)
-    initialize(net, scheme, generator=torch.Generator().manual_seed(seed))
+    initialize(net, scheme, generator=torch.Generator().manual_seed(seed), gain=gain)
     idx = torch.randperm(dataset.train_x.shape[0], generator=torch.Generator().manual_seed(seed))[:batch_size]
     report = audit(net, (dataset.train_x[idx], dataset.train_y[idx]))
     if fmt is Format.json:

@@ -17,6 +17,11 @@ def init_command(
     width: int = typer.Option(256, help="Hidden units (channels for cnn)."),
     activation: str = typer.Option("relu", help="Activation of the hidden layers."),
     scheme: str = typer.Option("he_normal", help="Initialization scheme (see `initlab schemes`)."),
+    gain: str = typer.Option(
+        "published",
+        help="published: each scheme's own gain (its name's meaning); activation: "
+        "the gain of the activation after each layer.",
+    ),
     in_features: int = typer.Option(64, help="Input features (8×8 digits: 64)."),
     classes: int = typer.Option(10, help="Output classes."),
     residual: str = typer.Option("none", help="Residual rule: none, zero_last or fixup."),
@@ -32,5 +37,6 @@ def init_command(
         scheme,
         generator=torch.Generator().manual_seed(seed),
         residual=None if residual == "none" else residual,
+        gain=gain,
     )
     emit(report, fmt)

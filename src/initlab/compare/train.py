@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from initlab._errors import InitlabError, fail, unknown_name
 from initlab.compare.data import Dataset, batches, load
 from initlab.compare.models import ModelSpec, build
-from initlab.init.model import initialize
+from initlab.init.model import GAIN_POLICIES, initialize
 from initlab.monitor import Monitor
 from initlab.monitor.detectors import Finding
 from initlab.monitor.snapshot import distinct_units, layer_histograms
@@ -54,6 +54,7 @@ class TrainConfig:
     cell: str = "rnn"  # rnn only: rnn, lstm, gru
     # initialization
     scheme: str = "he_normal"  # any name `initlab schemes` lists
+    gain: str = "published"  # published: the scheme's own gain; activation: the following activation's (opt-in)
     residual_init: str = "none"  # none, zero_last or fixup
     # optimization
     optimizer: str = "sgd"  # sgd, momentum, rmsprop, adam, adamw
@@ -81,6 +82,8 @@ class TrainConfig:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in ("constant", "cosine"):
             raise unknown_name("schedule", self.schedule, ("constant", "cosine"))
+        if self.gain not in GAIN_POLICIES:
+            raise unknown_name("gain", self.gain, GAIN_POLICIES)
         if self.residual_init not in ("none", "zero_last", "fixup"):
             raise unknown_name("residual_init", self.residual_init, ("none", "zero_last", "fixup"))
         for name in ("lr", "epochs", "batch_size"):
@@ -219,7 +222,7 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     spec = ModelSpec(config.model, config.depth, config.width, config.activation, config.norm, config.dropout,
                      config.weight_norm, config.residual, config.groups, config.cell)  # fmt: skip
     model = build(spec, tuple(train_x.shape[1:]), data.classes).to(config.device)
-    initialize(model, config.scheme, generator=generator,
+    initialize(model, config.scheme, generator=generator, gain=config.gain,
                residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
     probe = (train_x[:256].to(config.device), data.train_y[:256].to(config.device))
     snapshots = _Snapshots(model, probe) if config.snapshots else None

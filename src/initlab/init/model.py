@@ -3,9 +3,15 @@
 ``initialize(model, "he_normal")`` walks the model, and for each layer:
 
 * Linear, ConvNd (any groups), ConvTransposeNd: the scheme on the weight with the layer's true fans
-  (:func:`initlab.init.fans`) and the gain of the activation that *follows* the layer, found by torch.fx tracing,
-  else by module order, else from ``activation=``; the bias by the scheme's bias rule (zeros, except
-  ``torch_default``, which reproduces torch's ``U(±1/√fan_in)``) unless ``bias=`` says otherwise.
+  (:func:`initlab.init.fans`); the bias by the scheme's bias rule (zeros, except ``torch_default``, which
+  reproduces torch's ``U(±1/√fan_in)``) unless ``bias=`` says otherwise.
+* Names keep their published meaning: Glorot/Xavier and LeCun have no activation gain, He/Kaiming is
+  √(2/fan_in) whatever follows (the paper, Keras, torch's default), torch's and Keras' names draw what their
+  functions draw. ``gain="activation"`` is initlab's explicit opt-in: each layer's gain becomes that of the
+  activation that *follows* it (found by torch.fx tracing, else by module order, else from ``activation=``).
+  The ``source`` column says where each gain came from; a note says where a published gain is poorly matched
+  to a ReLU-like activation (there the variance factor per layer is exact) and names the opt-in. The
+  ``critical`` scheme is defined by the activation, so it always reads it.
 * Embedding: the scheme with ``fan_in = 1`` (a lookup), the padding row zero.
 * RNN/LSTM/GRU: input weights per gate block with the scheme, recurrent weights orthogonal per gate block
   (Saxe et al. 2014; ``recurrent=`` to change), biases zero, LSTM forget-gate bias 1 (Jozefowicz et al. 2015).
@@ -37,10 +43,12 @@ from initlab.init.fans import Fans, fans
 from initlab.init.gains import gain as gain_of
 from initlab.init.registry import Initializer, get
 
-__all__ = ["InitReport", "LayerInit", "initialize"]
+__all__ = ["GAIN_POLICIES", "InitReport", "LayerInit", "initialize"]
 
 ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
 RESIDUAL_RULES = ("zero_last", "fixup")
+GAIN_POLICIES = ("published", "activation")  # the scheme's own gain, or the following activation's (opt-in)
+_HOMOGENEOUS = ("relu", "leaky_relu")  # φ(ax) = aφ(x): the variance factor per layer is exactly (gain/needed)²
 
 
 @dataclasses.dataclass
@@ -65,6 +73,7 @@ class InitReport(Rows):
 
     rows: list[LayerInit]
     scheme: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)
     title: ClassVar[str] = "initlab.initialize"
     columns: ClassVar[tuple[str, ...]] = (
         "name",
@@ -87,7 +96,10 @@ class _Context:
     recurrent: Initializer
     generator: torch.Generator | None
     found: dict[str, Found]
+    gain_policy: str = "published"
     rows: list[LayerInit] = dataclasses.field(default_factory=list)
+    # (scheme, activation) -> [(the layer's forward gain std·√fan_in, the activation's gain)], for the notes
+    mismatches: dict[tuple[str, str], list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
 
 
 def initialize(
@@ -99,6 +111,7 @@ def initialize(
     residual: str | None = None,
     activation: ActivationSpec | Mapping[str, ActivationSpec] | None = None,
     recurrent: str | Initializer = "orthogonal",
+    gain: str = "published",
 ) -> InitReport:
     """Initialize every parameter of ``model`` in place and report what was done.
 
@@ -112,6 +125,9 @@ def initialize(
         activation: one activation for every layer where none was detected (except the last layer), or a
             dict ``{layer_name: activation}`` that overrides detection for the named layers.
         recurrent: the scheme for RNN recurrent weights.
+        gain: ``"published"`` (default) keeps each scheme's own gain, so a name means what it means in the paper,
+            torch or Keras; ``"activation"`` scales each layer by the gain of the activation that follows it
+            (``initlab.gain``: √2 for ReLU, 5/3 for tanh, 1/√E[φ(z)²] otherwise) for schemes with a gain.
 
     Returns:
         An :class:`InitReport`.
@@ -119,13 +135,18 @@ def initialize(
     Raises:
         InitlabError: unknown scheme, bias rule, residual rule or activation.
 
-    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))
     >>> report = initialize(net, "he_normal", generator=torch.Generator().manual_seed(0))
-    >>> [(r.name, r.activation, round(r.gain, 3)) for r in report if r.name.endswith("weight")]
-    [('0.weight', 'relu', 1.414), ('2.weight', 'linear', 1.0)]
+    >>> [(r.name, r.activation, round(r.gain, 3), r.source) for r in report if r.name.endswith("weight")]
+    [('0.weight', 'tanh', 1.414, 'published'), ('2.weight', 'linear', 1.414, 'published')]
+    >>> report = initialize(net, "he_normal", gain="activation")
+    >>> [(r.activation, round(r.gain, 3), r.source) for r in report if r.name.endswith("weight")]
+    [('tanh', 1.667, 'activation (fx)'), ('linear', 1.0, 'activation (none)')]
     """
     if residual is not None and residual not in RESIDUAL_RULES:
         raise unknown_name("residual rule", residual, RESIDUAL_RULES)
+    if gain not in GAIN_POLICIES:
+        raise unknown_name("gain", gain, GAIN_POLICIES)
     graph = trace(model)
     ctx = _Context(
         get(scheme),
@@ -133,6 +154,7 @@ def initialize(
         get(recurrent),
         generator,
         _with_overrides(model, find_activations(model, graph), activation),
+        gain,
     )
     for name, module in model.named_modules():
         rule = _rule_for(module)
@@ -140,7 +162,7 @@ def initialize(
             rule(name, module, ctx)
     if residual is not None:
         _residual(model, graph, residual, ctx)
-    return InitReport(ctx.rows, ctx.init.name)
+    return InitReport(ctx.rows, ctx.init.name, _notes(ctx))
 
 
 def _bias_rule(bias: str | float | Mapping[str, Any] | Initializer | None) -> Initializer | float | None:
@@ -223,15 +245,15 @@ def _init_weight(
 ) -> None:
     init = _weight_scheme(init or ctx.init, getattr(module, pname).ndim)
     act: Activation | None = found.activation
-    explicit = init.params.get(init.scheme.gain_param) if init.scheme.gain_param else None
-    if gain is None and explicit is not None:
-        gain = float(explicit)  # the user's own gain= wins over the activation's
-    elif gain is None:
-        rule = init.scheme.gain_rule
-        gain = rule(act, init.params) if rule is not None else gain_of(act if act is not None else "linear")
+    gain, source = _gain(init, act, found, ctx.gain_policy, gain)
     dist = init.dist(fans_, gain)
     _fill(module, pname, lambda t: init(t, gain=gain, fans=fans_, generator=ctx.generator))
     shape = tuple(getattr(module, pname).shape)
+    std = _target_std(dist, shape)
+    if source == "published" and act is not None and act.name in _HOMOGENEOUS and std and fans_.fan_in:
+        needed = gain_of(act)
+        ctx.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(fans_.fan_in), needed))
+    reported = gain if gain is not None else init.scheme.default_gain
     ctx.rows.append(
         LayerInit(
             _join(name, pname),
@@ -240,12 +262,43 @@ def _init_weight(
             fans_.fan_in,
             fans_.fan_out,
             init.name,
-            _target_std(dist, shape),
-            gain if init.scheme.gain_param else None,
+            std,
+            reported if init.scheme.gain_param else None,
             act.name if act is not None else "linear",
-            found.source,
+            source,
         )
     )
+
+
+def _gain(init: Initializer, act: Activation | None, found: Found, policy: str,
+          fixed: float | None) -> tuple[float | None, str]:  # fmt: skip
+    """The gain for one weight (None: the scheme's published one) and where it came from."""
+    explicit = init.params.get(init.scheme.gain_param) if init.scheme.gain_param else None
+    if fixed is not None:
+        return fixed, "fixed"  # embeddings and recurrent weights: gain 1 by construction
+    if explicit is not None:
+        return float(explicit), "gain="  # the user's own gain wins
+    if init.scheme.gain_rule is not None:  # the scheme is defined by the activation (critical)
+        return init.scheme.gain_rule(act, init.params), f"{init.name} ({found.source})"
+    if policy == "activation" and init.scheme.gain_param is not None:
+        return gain_of(act if act is not None else "linear"), f"activation ({found.source})"
+    return None, "published"
+
+
+def _notes(ctx: _Context) -> list[str]:
+    """One note per (scheme, ReLU-like activation) whose published gain is off by more than 10%."""
+    notes = []
+    for (scheme, act), pairs in ctx.mismatches.items():
+        have = sorted(g for g, _ in pairs)[len(pairs) // 2]
+        needed = pairs[0][1]
+        if abs(have / needed - 1) <= 0.1:
+            continue
+        opt_in = (f"initialize(model, {scheme!r}, gain='activation') scales by {act}'s gain"
+                  if get(scheme).scheme.gain_param else f"{scheme} has no gain; he_normal matches {act}")  # fmt: skip
+        notes.append(f"{scheme} keeps its published gain: its {len(pairs)} layers before {act} have a forward "
+                     f"gain of {have:.3g} where {act} needs {needed:.3g}, so the signal's variance is multiplied "
+                     f"by {(have / needed) ** 2:.2f} per layer. {opt_in}.")  # fmt: skip
+    return notes
 
 
 def _init_bias(

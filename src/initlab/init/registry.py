@@ -40,7 +40,8 @@ class Scheme:
     formula: str
     paper: str
     fan_based: bool = False
-    gain_param: str | None = None  # the parameter model-level initialization sets from the activation
+    gain_param: str | None = None  # the parameter initialize(..., gain="activation") sets from the activation
+    default_gain: float | None = None  # the published gain, used when gain_param is left at None
     aliases: tuple[str, ...] = ()
     # Model-level rules: the gain for the activation after a layer (default: initlab.gain) and the
     # distribution of that layer's bias (default: zeros).
@@ -57,16 +58,23 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _vs(distribution: str, mode: str, default_gain: float) -> Plan:
+def _vs(distribution: str, mode: str) -> Plan:
     def plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
         assert fans_ is not None
-        g = default_gain if p.get("gain") is None else p["gain"]
-        return f.variance_scaling(fans_, f.kaiming_scale(g), p.get("mode", mode), distribution)
+        return f.variance_scaling(fans_, f.kaiming_scale(p["gain"]), p.get("mode", mode), distribution)
 
     return plan
 
 
 def new_scheme(name: str, plan: Plan, defaults: Mapping[str, Any], formula: str, paper: str, **kw: Any) -> Scheme:
+    """A :class:`Scheme`; with ``default_gain``, its plan sees that gain wherever ``gain`` is left at None."""
+    default = kw.get("default_gain")
+    if default is not None:
+        inner = plan
+
+        def plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
+            return inner(fans_, {**p, "gain": default if p.get("gain") is None else p["gain"]})
+
     return Scheme(name, plan, dict(defaults), formula, paper, **kw)
 
 
@@ -132,59 +140,65 @@ _SCHEMES: list[Scheme] = [
     ),
     new_scheme(
         "glorot_uniform",
-        _vs("uniform", "fan_avg", 1.0),
+        _vs("uniform", "fan_avg"),
         {"gain": None},
         "U(±gain·√(6/(fan_in+fan_out)))",
         _GLOROT,
         fan_based=True,
         gain_param="gain",
+        default_gain=1.0,
         aliases=("xavier_uniform",),
     ),
     new_scheme(
         "glorot_normal",
-        _vs("truncated_normal", "fan_avg", 1.0),
+        _vs("truncated_normal", "fan_avg"),
         {"gain": None},
         "truncated N, std gain·√(2/(fan_in+fan_out))",
         _GLOROT,
         fan_based=True,
         gain_param="gain",
+        default_gain=1.0,
     ),
     new_scheme(
         "xavier_normal",
-        _vs("normal", "fan_avg", 1.0),
+        _vs("normal", "fan_avg"),
         {"gain": None},
         "N(0, gain²·2/(fan_in+fan_out))",
         _GLOROT,
         fan_based=True,
         gain_param="gain",
+        default_gain=1.0,
     ),
     new_scheme(
         "he_uniform",
-        _vs("uniform", "fan_in", _SQRT2),
+        _vs("uniform", "fan_in"),
         {"mode": "fan_in", "gain": None},
         "U(±gain·√(3/fan_in)), gain √2 for ReLU",
         _HE,
         fan_based=True,
         gain_param="gain",
+        default_gain=_SQRT2,
         aliases=("kaiming_uniform",),
     ),
     new_scheme(
         "he_normal",
-        _vs("truncated_normal", "fan_in", _SQRT2),
+        _vs("truncated_normal", "fan_in"),
         {"mode": "fan_in", "gain": None},
         "truncated N, std gain/√fan_in",
         _HE,
         fan_based=True,
         gain_param="gain",
+        default_gain=_SQRT2,
     ),
     new_scheme(
         "kaiming_normal",
-        _vs("normal", "fan_in", _SQRT2),
+        _vs("normal", "fan_in"),
         {"mode": "fan_in", "gain": None},
         "N(0, gain²/fan_in)",
         _HE,
         fan_based=True,
         gain_param="gain",
+        default_gain=_SQRT2,
     ),
     new_scheme(
         "lecun_uniform",
@@ -213,19 +227,21 @@ _SCHEMES: list[Scheme] = [
     ),
     new_scheme(
         "orthogonal",
-        lambda _, p: f.Orthogonal(1.0 if p["gain"] is None else p["gain"]),
+        lambda _, p: f.Orthogonal(p["gain"]),
         {"gain": None},
         "Haar orthogonal × gain",
         "Saxe et al. (2014), Exact solutions to the nonlinear dynamics of learning",
         gain_param="gain",
+        default_gain=1.0,
     ),
     new_scheme(
         "delta_orthogonal",
-        lambda _, p: f.DeltaOrthogonal(1.0 if p["gain"] is None else p["gain"]),
+        lambda _, p: f.DeltaOrthogonal(p["gain"]),
         {"gain": None},
         "orthogonal center tap, zeros elsewhere",
         "Xiao et al. (2018), Dynamical Isometry and a Mean Field Theory of CNNs",
         gain_param="gain",
+        default_gain=1.0,
     ),
     new_scheme(
         "identity",
