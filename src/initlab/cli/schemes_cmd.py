@@ -7,10 +7,11 @@ from rich.table import Table
 from initlab.cli._common import Format, FormatOption, emit, user_errors
 from initlab.init.registry import schemes
 
-
-GAIN_RULE = ("Every name keeps its published meaning (no activation gain for Glorot/Xavier and LeCun, √2 for "
-             "He/Kaiming, torch's and Keras' defaults for their names); gain='activation' (--gain activation) opts "
-             "into the gain of the activation after each layer.")
+GAIN_RULE = (
+    "Every name keeps its published meaning (no activation gain for Glorot/Xavier and LeCun, √2 for "
+    "He/Kaiming, torch's and Keras' defaults for their names); gain='activation' (--gain activation) opts "
+    "into the gain of the activation after each layer."
+)
 
 
 @user_errors
