@@ -185,3 +185,18 @@ def test_thresholds_reject_step_counts_below_one(name: str, value: object) -> No
                f"Received: {value!r}. Pass {name}={default} (the default) or more.")  # fmt: skip
     with pytest.raises(InitlabError, match=re.escape(message)):
         Thresholds(**{name: value})
+
+
+def test_a_zero_initialized_residual_branch_is_not_a_dead_relu() -> None:
+    # issue 21: the demo's best residual run carried "dying ReLU 100%" because each branch [Linear, ReLU] starts
+    # with its Linear at exactly zero (residual="zero_last"), so the ReLU's input is exactly 0 - by design, not
+    # dead units. Such a layer is silent; a ReLU with a negative bias is still dead (test above).
+    from initlab.compare.models import ModelSpec, build
+
+    net = build(ModelSpec("mlp", 8, 64, "relu", residual=True), (64,), 10)
+    il.initialize(net, "he_normal", residual="zero_last", generator=torch.Generator().manual_seed(0))
+    mon = Monitor(net, every=1)
+    _train(net, mon, 10)
+    assert "dying_relu" not in _kinds(mon)
+    silent = [name for name, _ in mon.layers if mon._silent(name)]
+    assert len(silent) == 7  # the 7 residual blocks' ReLUs; the first hidden layer's ReLU is not silent

@@ -24,7 +24,7 @@ from torch.utils.hooks import RemovableHandle
 
 from initlab._errors import TrainingDiverged, fail, unknown_name
 from initlab.init._tracing import WEIGHT_LAYERS
-from initlab.monitor._layers import first_tensor, watched_layers
+from initlab.monitor._layers import first_tensor, inner_module, watched_layers
 from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
 from initlab.monitor.history import History
 from initlab.monitor.probes import LossProbe, Probe, default_probes
@@ -109,6 +109,7 @@ class Monitor:
         self._fix_known = False  # see _init_fix
         self._fix: str | None = None
         self.layers, self.layer_activations = watched_layers(model)
+        self._producers = _producers(inner_module(model), [name for name, _ in self.layers])
         self.weights = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
         self.weights = [f"{n}.weight" if n else "weight" for n in self.weights]
         watched = any(p.needs_activations for p in self.probes)  # hooks made once, attached on recorded steps
@@ -226,19 +227,30 @@ class Monitor:
                 values += out.detach().reshape(-1).tolist() if isinstance(out, Tensor) else out
         record = dict(zip(names, values, strict=True))
         self.history.add(self.steps, record)
-        for finding in detect(self._state, self.steps, record, self.weights, self.thresholds, self._init_fix):
+        findings = detect(self._state, self.steps, record, self.weights, self.thresholds, self._init_fix, self._silent)
+        for finding in findings:
             self.findings.append(finding)
             if self.on_finding is not None:
                 self.on_finding(finding)
             if finding.kind in self.stop_on:
                 raise TrainingDiverged(str(finding), finding)
 
+    def _silent(self, layer: str) -> bool:
+        """Whether ``layer``'s input is exactly zero by construction: the parametric module that feeds it (itself,
+        for a watched weight layer; else the last one before it in module order) has every parameter exactly 0,
+        as the zeroed last layer of a residual branch does (``residual="zero_last"``)."""
+        producer = self._producers.get(layer)
+        if producer is None:
+            return False
+        with torch.no_grad():
+            return all(not bool(p.any()) for p in producer.parameters(recurse=False))
+
     def _init_fix(self) -> str | None:
         """The initialization a remedy may name: the scheme whose predicted χ1 is closer to 1 than the model's
         current weights give (computed at the first finding that asks, then kept), or None."""
         if not self._fix_known:
             self._fix_known = True
-            found = weights_chi1(getattr(self.model, "module", self.model))  # the module inside DDP
+            found = weights_chi1(inner_module(self.model))
             text = fix_text(*found) if found is not None else None
             self._fix = f"initialize closer to the edge of chaos: {text}" if text else None
         return self._fix
@@ -259,3 +271,17 @@ class Monitor:
     def summary(self) -> Any:
         """The last recorded value of every statistic per layer, as a rich table."""
         return self.history.summary_table(self.findings)
+
+
+def _producers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
+    """For each watched layer, the module with parameters of its own that feeds it, by module order."""
+    wanted, last, out = set(layers), None, {}
+    for name, module in model.named_modules():
+        own = next(module.parameters(recurse=False), None) is not None
+        if name in wanted:
+            producer = module if own else last
+            if producer is not None:
+                out[name] = producer
+        if own:
+            last = module
+    return out

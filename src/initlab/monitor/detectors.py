@@ -288,9 +288,12 @@ def _plateau(state: DetectorState, view: _View, t: Thresholds) -> list[Candidate
 
 
 def detect(state: DetectorState, step: int, record: Record, weights: Sequence[str], t: Thresholds,
-           init_fix: Callable[[], str | None] = lambda: None) -> list[Finding]:  # fmt: skip
+           init_fix: Callable[[], str | None] = lambda: None,
+           silent: Callable[[str], bool] = lambda layer: False) -> list[Finding]:  # fmt: skip
     """New findings for one recorded step (``record``: (layer, stat) -> value; ``weights``: forward order).
-    ``init_fix`` is asked, only when a finding's remedies include an initialization, for the predicted one."""
+    ``init_fix`` is asked, only when a finding's remedies include an initialization, for the predicted one.
+    ``silent(layer)``: whether the layer's input is exactly zero by construction (a residual branch that starts
+    at zero): its zero outputs are then not dead units (issue 21), and no dying-ReLU finding is raised."""
     keys = list(record)
     if state.layout is None or state.layout.keys != keys:
         state.layout = _Layout(keys)
@@ -304,6 +307,8 @@ def detect(state: DetectorState, step: int, record: Record, weights: Sequence[st
             del state.streaks[key]
     findings = []
     for kind, layer, message, evidence in candidates:
+        if kind == "dying_relu" and silent(layer):
+            continue
         key = (kind, layer)
         state.streaks[key] = state.streaks.get(key, 0) + 1
         ready = kind in immediate or kind == "plateau" or state.streaks[key] >= t.patience
