@@ -44,8 +44,12 @@ def test_quick_demo_prints_claims_and_the_report_path(demo: tuple[Path, str]) ->
     out, stdout = demo
     assert (out / "report.html").is_file() and (out / "runs.db").is_file()
     assert f"report: {(out / 'report.html').resolve()}" in stdout.replace("\n", "")
-    for title in ("Zero init cannot break symmetry", "Remedies rescue a failing deep ReLU net"):
-        assert title in " ".join(stdout.split())
+    printed = " ".join(stdout.split())
+    for title in ("Zero init cannot break symmetry", "Remedies rescue a deep ReLU net whose initialization makes"):
+        assert title in printed
+    # the answer first: one row per activation, the best scheme with its seeds' spread and the theory's reason
+    assert printed.index("Which initialization for which activation") < printed.index("Zero init cannot")
+    assert re.search(r"relu │ 30, 0\.02 │ he_normal │ [\d.]+% \([\d.]+–[\d.]+%\) │ glorot_normal", printed), printed
 
 
 def _score(store: Store, run_id: str, diverged: bool) -> float:
@@ -75,16 +79,46 @@ def test_each_claim_is_a_measured_comparison_in_the_store(demo: tuple[Path, str]
         small = comparisons["vanishing"]["evidence"]["roles"]["small_random"]
         assert "vanishing" in small["findings"] and small["score"] <= 0.2
         assert all(any(f["kind"] == "vanishing" for f in store.findings(i)) for i in small["runs"])
-        he = comparisons["he_vs_glorot"]["evidence"]["roles"]
-        assert he["he_normal"]["score"] > he["torch_default"]["score"] + 0.3
+        # every role ran under at least two seeds (issue 21: --quick judges from 2, the full demo from 3)
+        assert all(len(role["runs"]) >= 2 for c in comparisons.values() for role in c["evidence"]["roles"].values())
+        he = comparisons["he_vs_glorot"]
+        assert he["verdict"] == "reproduced", he["summary"]  # He vs the *published* Xavier (gain 1), depth 30
+        roles = he["evidence"]["roles"]
+        for other in ("glorot_normal", "torch_default"):  # the gap exceeds both roles' spread across seeds
+            gap = roles["he_normal"]["score"] - roles[other]["score"]
+            spreads = [max(r["scores"]) - min(r["scores"]) for r in (roles["he_normal"], roles[other])]
+            assert gap > max(spreads)
+            assert he["evidence"]["predicted_depth"][other] < 30  # the depth is beyond the competitors' own
         glorot = comparisons["glorot_vs_standard"]["evidence"]["roles"]
         assert glorot["glorot_uniform"]["first_epoch_accuracy"] > glorot["torch_default"]["first_epoch_accuracy"]
-        rescued = comparisons["remedies"]["evidence"]["rescued"]
-        assert set(rescued) == {"BatchNorm", "residual connections", "gradient clipping", "Leaky ReLU", "Adam"}
-        assert rescued["BatchNorm"] and rescued["residual connections"] and rescued["Adam"]
-        critical = comparisons["critical"]["evidence"]
-        assert critical["grid"]["critical"]["30"] >= 0.8 > 0.5 >= critical["grid"]["torch_default"]["30"]
-        assert critical["predicted_depth"]["torch_default"] < 10 < critical["predicted_depth"]["critical"]
+        remedies = comparisons["remedies"]
+        base = remedies["evidence"]["roles"]["baseline"]
+        assert remedies["evidence"]["baseline_flagged"]  # a real initialization pathology the monitor flags
+        assert all(any(f["kind"] in ("vanishing", "exploding") for f in store.findings(i)) for i in base["runs"])
+        named = {"He init", "BatchNorm", "residual connections", "Adam (lr 1e-3)", "gradient clipping", "Leaky ReLU"}
+        assert set(remedies["evidence"]["rescued"]) == named
+        assert remedies["evidence"]["rescued"]["residual connections"]
+        assert "Adam (lr 1e-3)" in remedies["summary"]  # the optimizer change at its standard rate, stated
+        critical = comparisons["critical"]
+        assert critical["verdict"] == "reproduced", critical["summary"]
+        depth = critical["evidence"]["depth"]
+        predicted = critical["evidence"]["predicted_depth"]
+        assert all(predicted[name] < depth for name in ("torch_default", "normal")) and predicted["critical"] > 1000
+        for name in ("critical", "torch_default", "normal"):  # each competitor's prediction beside its result
+            assert f"{name} " in critical["summary"]
+
+
+def test_no_false_alarm_on_any_run_that_trains(demo: tuple[Path, str]) -> None:
+    # issue 21: a run that trains (score above the demo's bar) carries no finding of a training problem. The
+    # best residual run used to carry "dying ReLU 100%" from its zero-initialized branches.
+    out, _ = demo
+    with Store(out / "runs.db") as store:
+        done = store.runs("done")
+        bar = store.comparisons()[0]["evidence"]["bar"]
+        healthy = [r for r in done if _score(store, r["id"], bool(r["diverged"])) >= bar]
+        assert len(healthy) >= 10
+        alarms = {r["id"]: [f["kind"] for f in store.findings(r["id"])] for r in healthy}
+        assert not {i: k for i, k in alarms.items() if k}, alarms
 
 
 class _Checker(HTMLParser):

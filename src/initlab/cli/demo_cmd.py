@@ -36,6 +36,13 @@ def demo_command(
             result = run_demo(out, pool, quick=quick, data=data, data_dir=data_dir, reporter=display)
     finally:
         pool.close()
+    answer = Table(title="Which initialization for which activation (plain runs, equal footing)", title_justify="left")
+    for col in ("activation", "depth, lr", "trained best", "score", "runner-up", "score ", "why (theory)"):
+        answer.add_column(col, overflow="fold")
+    for r in result.recommendations:
+        answer.add_row(r.activation, f"{r.depth}, {r.lr}", r.best, r.best_text, r.runner_up, r.runner_up_text,
+                       r.reason)  # fmt: skip
+    stdout.print(answer)
     table = Table(title=f"initlab demo: {len(spec.points)} runs on {data}", title_justify="left")
     table.add_column("#")
     table.add_column("claim")

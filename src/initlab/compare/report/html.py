@@ -20,6 +20,8 @@ import jinja2
 import numpy as np
 
 from initlab.compare.report import plots
+from initlab.compare.report.recommend import recommend
+from initlab.compare.report.scores import epochs_to, score
 from initlab.compare.store import Store
 from initlab.theory.schemes import trainable_depth
 
@@ -56,26 +58,6 @@ def remedy(config: dict[str, Any]) -> str:
     if config.get("optimizer", "sgd") != "sgd":
         parts.append(config["optimizer"])
     return " + ".join(parts) or "none"
-
-
-def score(accuracies: list[float], diverged: bool = False, chance: float = 0.1) -> float:
-    """Mean test accuracy of the last three epochs (chance for a diverged run).
-
-    >>> score([0.1, 0.5, 0.8, 0.9, 1.0])
-    0.9
-    """
-    if diverged or not accuracies:
-        return chance
-    return round(statistics.fmean(accuracies[-3:]), 10)
-
-
-def epochs_to(accuracies: list[float], bar: float) -> float:
-    """The first epoch (from 1) whose test accuracy reaches ``bar``; ``inf`` if none does.
-
-    >>> epochs_to([0.2, 0.7, 0.9], 0.8), epochs_to([0.2], 0.8)
-    (3, inf)
-    """
-    return next((i for i, a in enumerate(accuracies, 1) if a >= bar), math.inf)
 
 
 @dataclasses.dataclass
@@ -132,6 +114,9 @@ def build_report(store_path: str | Path, out: str | Path, *, detail_runs: int = 
         ],
         "failed": failed,
         "claims": [_claim(c, by_id) for c in comparisons],
+        "recommendations": recommend(
+            {"config": r.config, "accuracies": r.accuracies, "diverged": bool(r.row["diverged"])} for r in runs
+        ),
         "target_pct": f"{TARGET:.0%}",
         "summary_columns": [
             "run",

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from initlab.theory.diagram import PhaseDiagram
 
@@ -55,6 +56,9 @@ def phase_diagram_figure(d: PhaseDiagram, point: tuple[float, float] | None = No
     return fig
 
 
+_SMALL = 7  # points: 9.7 px at the figures' 100 dpi, shown at most at native size on the 1100 px page
+
+
 def png_bytes(fig: Figure) -> bytes:
     """The figure as PNG bytes (closes it)."""
     buffer = io.BytesIO()
@@ -91,10 +95,11 @@ def curves_figure(curves: list[Curve], title: str, chance: float | None = None) 
         acc_ax.plot(epochs, acc, color=color, marker=marker, linewidth=1.2, label=label if first else None)
     loss_ax.set_yscale("log")
     loss_ax.set(xlabel="epoch", ylabel="training loss (log)", title="training loss")
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy", ylim=(0, 1))
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy", ylim=(0, 1))
+    acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))  # the text speaks in percent too
     if chance is not None:
         acc_ax.axhline(chance, color="gray", linestyle=":", linewidth=1, label="chance")
-    acc_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    acc_ax.legend(fontsize=_SMALL, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -110,10 +115,11 @@ def trainability_figure(activation: str, depths: list[int], schemes: list[str], 
     mesh = grid_ax.imshow(np.ma.masked_invalid(score), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     for (row, col), value in np.ndenumerate(score):
         if np.isfinite(value):
-            grid_ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+            grid_ax.text(col, row, f"{100 * value:.0f}%", ha="center", va="center",
+                         color="white" if value < 0.6 else "black")  # fmt: skip
     grid_ax.set_yticks(range(len(depths)), [str(d) for d in depths])
     grid_ax.set(ylabel="depth", title=f"{activation}: measured test accuracy (blank: not run)")
-    fig.colorbar(mesh, ax=[grid_ax], label="test accuracy", fraction=0.04)
+    fig.colorbar(mesh, ax=[grid_ax], label="test accuracy (%)", fraction=0.04, format=PercentFormatter(1.0))
     raw = [predicted.get(s, np.nan) for s in schemes]
     shown = [min(max(v, 0.5), 1e4) if not np.isnan(v) else np.nan for v in raw]
     theory_ax.bar(range(len(schemes)), shown, color="slateblue", width=0.6)
@@ -139,10 +145,14 @@ def heatmap_figure(layers: list[str], steps: list[int], values: np.ndarray, titl
     norm = LogNorm(vmin=float(positive.min()), vmax=float(positive.max())) if positive.size else None
     mesh = ax.pcolormesh(steps, np.arange(len(layers)), np.ma.masked_invalid(np.where(values > 0, values, np.nan)),
                          norm=norm, cmap="magma", shading="nearest")  # fmt: skip
-    ax.set_yticks(range(len(layers)), layers, fontsize=6)
+    ax.set_yticks(range(len(layers)), layers, fontsize=_SMALL)
     ax.invert_yaxis()
     ax.set(xlabel="step", ylabel="layer (input at top)", title=title)
-    fig.colorbar(mesh, ax=ax, label="gradient norm (log)")
+    if positive.size:
+        fig.colorbar(mesh, ax=ax, label="gradient norm (log)")
+    else:  # an empty ±0.1 colour scale said nothing
+        ax.text(0.5, 0.5, "all gradients are exactly 0", ha="center", va="center", transform=ax.transAxes,
+                fontsize=11, bbox={"facecolor": "white", "edgecolor": "gray"})  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -162,10 +172,12 @@ def histograms_figure(rows: list[dict[str, object]], title: str) -> Figure:
                 ax.plot((edges[:-1] + edges[1:]) / 2, counts / total, color=shade, linewidth=1, label=str(r["layer"]))
             ax.set_title(f"{kind}s at {'initialization' if phase == 'init' else 'the end'}", fontsize=9)
             ax.set(xlabel="value" if kind == "activation" else "back-propagated gradient", ylabel="fraction")
+            ax.xaxis.set_major_locator(MaxNLocator(5))  # long gradient values overlapped at the default count
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
             if not chosen:
                 ax.text(0.5, 0.5, "not recorded (the run diverged)", ha="center", transform=ax.transAxes)
             elif len(chosen) <= 8:
-                ax.legend(fontsize=6, title="layer", title_fontsize=6)
+                ax.legend(fontsize=_SMALL, title="layer", title_fontsize=_SMALL)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -182,7 +194,11 @@ def variance_figure(rows: list[dict[str, object]], title: str) -> Figure:
         ax.plot(xs, predicted, marker="x", markersize=4, linestyle="--", label="predicted (mean-field)")
         ax.set_yscale("log")
         ax.set(xlabel="value in the model (input → output)", ylabel=label, title=label)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=_SMALL)
+        zeros = sum(1 for r in rows if r[f"predicted_{key}"] == 0 or r[f"measured_{key}"] == 0)
+        if zeros:  # a log scale cannot show them: say so rather than leave a gap (zero weights carry no signal)
+            note = f"{zeros} of {len(rows)} values are exactly 0 (e.g. after zero weights):\nnot drawn on a log scale"
+            ax.text(0.02, 0.04, note, transform=ax.transAxes, fontsize=_SMALL, color="dimgray")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
