@@ -110,3 +110,38 @@ def test_schemes_state_the_gain_rule_in_one_sentence() -> None:
     )
     rows = json.loads(runner.invoke(app, ["schemes", "--format", "json"]).stdout)
     assert {r["name"]: r["published_gain"] for r in rows}["he_normal"] == 2**0.5
+
+
+def test_help_and_argument_errors_do_not_import_torch() -> None:
+    # issue 23: every call waited 2.3 s for torch; help and usage errors need none of it (timed, beside
+    # `python -c pass`, in bench/cli_startup.py). A fresh interpreter, so nothing is imported already.
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from initlab.cli.main import app\n"
+        "runner = CliRunner()\n"
+        "for args in (['--help'], ['run', '--help'], ['init', '--depth', 'x'], ['predict', '--help']):\n"
+        "    runner.invoke(app, args)\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'scipy', 'matplotlib') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+    usage = subprocess.run([sys.executable, "-m", "initlab.cli.main", "init", "--depth", "x"], capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    assert usage.returncode == 2 and "Invalid value for '--depth'" in usage.stderr
+
+
+def test_the_demo_commands_data_sets_are_the_demos() -> None:
+    from initlab.cli import demo_cmd
+    from initlab.compare import demo
+
+    assert demo_cmd.DATASETS == demo.DATASETS
+
+
+def test_run_help_lists_every_train_config_field() -> None:
+    import dataclasses
+
+    result = runner.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert all("--" + f.name.replace("_", "-") in text for f in dataclasses.fields(il.TrainConfig))

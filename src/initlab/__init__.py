@@ -1,51 +1,89 @@
 """initlab: initialize deep networks correctly, predict and watch vanishing/exploding gradients.
 
-The public surface is everything in ``__all__``; modules whose names start with ``_`` are private.
+The public surface is everything in ``__all__``; modules whose names start with ``_`` are private. Public names
+load on first use (PEP 562), so ``import initlab`` and ``initlab --help`` do not wait for torch; the first one
+used also imports :mod:`initlab.theory`, which registers the ``critical`` scheme with the registry.
 """
 
 from __future__ import annotations
 
-from initlab import monitor, theory
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from initlab._errors import InitlabError, TrainingDiverged
-from initlab.compare.store import Store
-from initlab.compare.train import RunResult, TrainConfig, train
-from initlab.init import arrays as numpy
-from initlab.init.activations import Activation, activation, activation_names
-from initlab.init.fans import Fans, fans
-from initlab.init.gains import gain
-from initlab.init.model import InitReport, LayerInit, initialize
-from initlab.init.registry import Initializer, get, scheme_names, schemes
-from initlab.init.tensors import (
-    constant_,
-    delta_orthogonal_,
-    dirac_,
-    glorot_normal_,
-    glorot_uniform_,
-    he_normal_,
-    he_uniform_,
-    identity_,
-    kaiming_normal_,
-    kaiming_uniform_,
-    lecun_normal_,
-    lecun_uniform_,
-    normal_,
-    ones_,
-    orthogonal_,
-    small_random_,
-    sparse_,
-    torch_default_,
-    truncated_normal_,
-    uniform_,
-    variance_scaling_,
-    xavier_normal_,
-    xavier_uniform_,
-    zeros_,
-)
-from initlab.monitor import Monitor
-from initlab.theory.audit import AuditReport, audit
-from initlab.theory.propagate import Prediction, predict
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
+    from initlab import monitor, theory
+    from initlab.compare.store import Store
+    from initlab.compare.train import RunResult, TrainConfig, train
+    from initlab.init import arrays as numpy
+    from initlab.init.activations import Activation, activation, activation_names
+    from initlab.init.fans import Fans, fans
+    from initlab.init.gains import gain
+    from initlab.init.model import InitReport, LayerInit, initialize
+    from initlab.init.registry import Initializer, get, scheme_names, schemes
+    from initlab.init.tensors import (
+        constant_,
+        delta_orthogonal_,
+        dirac_,
+        glorot_normal_,
+        glorot_uniform_,
+        he_normal_,
+        he_uniform_,
+        identity_,
+        kaiming_normal_,
+        kaiming_uniform_,
+        lecun_normal_,
+        lecun_uniform_,
+        normal_,
+        ones_,
+        orthogonal_,
+        small_random_,
+        sparse_,
+        torch_default_,
+        truncated_normal_,
+        uniform_,
+        variance_scaling_,
+        xavier_normal_,
+        xavier_uniform_,
+        zeros_,
+    )
+    from initlab.monitor import Monitor
+    from initlab.theory.audit import AuditReport, audit
+    from initlab.theory.propagate import Prediction, predict
 
 __version__ = "0.1.0"
+
+_MODULES = {"monitor": "initlab.monitor", "theory": "initlab.theory", "numpy": "initlab.init.arrays"}
+_WHERE = {
+    **dict.fromkeys(("Activation", "activation", "activation_names"), "initlab.init.activations"),
+    **dict.fromkeys(("AuditReport", "audit"), "initlab.theory.audit"),
+    **dict.fromkeys(("Fans", "fans"), "initlab.init.fans"),
+    "gain": "initlab.init.gains",
+    **dict.fromkeys(("InitReport", "LayerInit", "initialize"), "initlab.init.model"),
+    "Monitor": "initlab.monitor",
+    **dict.fromkeys(("Initializer", "get", "scheme_names", "schemes"), "initlab.init.registry"),
+    "Store": "initlab.compare.store",
+    **dict.fromkeys(("Prediction", "predict"), "initlab.theory.propagate"),
+    **dict.fromkeys(("RunResult", "TrainConfig", "train"), "initlab.compare.train"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        value: Any = importlib.import_module(_MODULES[name])
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    else:
+        raise AttributeError(f"module 'initlab' has no attribute {name!r}")
+    importlib.import_module("initlab.theory")  # registers the critical scheme before any scheme name is used
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "Activation",
@@ -101,3 +139,5 @@ __all__ = [
     "xavier_uniform_",
     "zeros_",
 ]
+# every tensor initializer (``he_normal_``, ``xavier_uniform_``, …) lives in initlab.init.tensors
+_WHERE.update(dict.fromkeys((n for n in __all__ if n.endswith("_") and not n.startswith("_")), "initlab.init.tensors"))

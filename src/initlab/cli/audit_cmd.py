@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 import typer
 
 from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
-from initlab.compare.data import load
-from initlab.compare.models import ModelSpec, build
-from initlab.init.model import initialize
-from initlab.theory.audit import audit
 
 
 @user_errors
@@ -31,6 +26,13 @@ def audit_command(
     fmt: Format = FormatOption,
 ) -> None:
     """Measure one forward/backward pass beside the mean-field prediction, per layer, and say what it means."""
+    import torch
+
+    from initlab.compare.data import load
+    from initlab.compare.models import ModelSpec, build
+    from initlab.init.model import initialize
+    from initlab.theory.audit import audit
+
     dataset = load(data)
     net = build(ModelSpec(model, depth, width, activation, norm=norm), dataset.in_shape, dataset.classes)
     initialize(net, scheme, generator=torch.Generator().manual_seed(seed), gain=gain)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 import typer
 
 from initlab.cli._common import Format, FormatOption, emit, user_errors
-from initlab.compare.models import ModelSpec, build
-from initlab.init.model import initialize
 
 
 @user_errors
@@ -29,6 +26,12 @@ def init_command(
     fmt: Format = FormatOption,
 ) -> None:
     """Initialize a model and show, per layer, its fans, scheme, std, gain and the activation it feeds."""
+    import torch
+
+    import initlab.theory  # noqa: F401  (registers the critical scheme with the registry)
+    from initlab.compare.models import ModelSpec, build
+    from initlab.init.model import initialize
+
     spec = ModelSpec(model, depth, width, activation, residual=residual != "none")
     in_shape = (in_features,) if model == "mlp" else (1, 8, 8) if model == "cnn" else (8, in_features)
     net = build(spec, in_shape, classes)

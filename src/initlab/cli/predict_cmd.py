@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
 from initlab.cli._common import Format, FormatOption, emit, stderr, user_errors
-from initlab.init.activations import Activation
-from initlab.init.activations import activation as resolve
-from initlab.theory import meanfield as mf
-from initlab.theory.critical import critical_weight_var
-from initlab.theory.diagram import phase_diagram
+
+if TYPE_CHECKING:
+    from initlab.init.activations import Activation
+    from initlab.theory.meanfield import LayerTheory
 
 
 @user_errors
@@ -28,6 +27,9 @@ def predict_command(
 ) -> None:
     """Predict, before training, how signal and gradients propagate, and where the net sits on the phase
     diagram (ordered: vanishing; chaotic: exploding; critical: trainable deep)."""
+    from initlab.init.activations import activation as resolve
+    from initlab.theory import meanfield as mf
+
     act = resolve(activation)
     q_star = mf.fixed_point(act, weight_var, bias_var)
     chi = mf.chi1(act, weight_var, bias_var)
@@ -48,6 +50,8 @@ def predict_command(
 
 
 def _critical(act: Activation, bias_var: float) -> float | None:
+    from initlab.theory.critical import critical_weight_var
+
     try:
         return critical_weight_var(act, bias_var)
     except ValueError:
@@ -61,7 +65,10 @@ def _json_float(v: object) -> object:
 
 
 def _plot(name: str, weight_var: float, bias_var: float, depth: int, path: Path) -> None:
+    import numpy as np
+
     from initlab.compare.report.plots import phase_diagram_figure, save
+    from initlab.theory.diagram import phase_diagram
 
     wv_max = max(4.0, weight_var * 1.5)
     bv_max = max(0.5, bias_var * 1.5)
@@ -70,7 +77,7 @@ def _plot(name: str, weight_var: float, bias_var: float, depth: int, path: Path)
     stderr.print(f"phase diagram written to {path}")
 
 
-def _table(result: dict[str, object], profile: list[mf.LayerTheory]) -> object:
+def _table(result: dict[str, object], profile: list[LayerTheory]) -> object:
     from rich.console import Group
     from rich.table import Table
 

@@ -8,7 +8,6 @@ import typer
 
 from initlab._errors import fail
 from initlab.cli._common import stdout, user_errors
-from initlab.compare.report.html import build_report
 
 
 @user_errors
@@ -19,5 +18,7 @@ def report_command(
     """Write a self-contained HTML report (images embedded, readable offline) built only from the store."""
     if not store.exists():
         raise fail(f"run store {store} does not exist", fix="Pass the .db file that initlab run/sweep/demo wrote.")
+    from initlab.compare.report.html import build_report
+
     path = build_report(store, out)
     stdout.print(f"report: {path}", highlight=False)

@@ -6,14 +6,16 @@ import dataclasses
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from initlab._errors import fail
 from initlab.cli._common import Format, FormatOption, emit, stderr, stdout, user_errors
-from initlab.compare.store import Store
-from initlab.compare.train import EpochMetrics, RunResult, TrainConfig, train
+from initlab.compare.config import TrainConfig
+
+if TYPE_CHECKING:
+    from initlab.compare.train import EpochMetrics, RunResult
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 OPTIONS = ", ".join("--" + f.replace("_", "-") for f in FIELDS)
@@ -34,6 +36,8 @@ def run_command(
     values.update(_parse_options(ctx.args))
     cfg = TrainConfig.from_dict(values)
     result = _train_with_progress(cfg)
+    from initlab.compare.store import Store
+
     with Store(store) as db:
         db.write(result)
     _report(result, store, fmt)
@@ -71,6 +75,8 @@ def _parse_options(args: list[str]) -> dict[str, str]:
 
 
 def _train_with_progress(cfg: TrainConfig) -> RunResult:
+    from initlab.compare.train import train
+
     if not sys.stderr.isatty():
         return train(cfg)
     from rich.progress import Progress

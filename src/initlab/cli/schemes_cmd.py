@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.table import Table
 
 from initlab.cli._common import Format, FormatOption, emit, user_errors
-from initlab.init.registry import schemes
 
 GAIN_RULE = (
     "Every name keeps its published meaning (no activation gain for Glorot/Xavier and LeCun, √2 for "
@@ -17,6 +16,9 @@ GAIN_RULE = (
 @user_errors
 def schemes_command(fmt: Format = FormatOption) -> None:
     """List every initialization scheme with its formula, its paper and its aliases."""
+    import initlab.theory  # noqa: F401  (registers the critical scheme with the registry)
+    from initlab.init.registry import schemes
+
     rows = [
         {
             "name": s.name,

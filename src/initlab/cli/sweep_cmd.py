@@ -6,16 +6,18 @@ import sys
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from initlab._errors import fail
 from initlab.cli._common import Format, FormatOption, emit, stderr, stdout, user_errors
-from initlab.compare.store import Store
-from initlab.compare.sweep.runner import Backend, Failure, Outcome, SweepSummary, run_sweep
-from initlab.compare.sweep.spec import SweepSpec, load_spec
-from initlab.compare.train import TrainConfig
+
+if TYPE_CHECKING:
+    from initlab.compare.config import TrainConfig
+    from initlab.compare.sweep.runner import Backend, Outcome, SweepSummary
+    from initlab.compare.sweep.spec import SweepSpec
 
 
 class BackendName(StrEnum):
@@ -36,6 +38,10 @@ def sweep_command(
     fmt: Format = FormatOption,
 ) -> None:
     """Run every point of a sweep spec that is not done in the store; --status prints counts by status."""
+    from initlab.compare.store import Store
+    from initlab.compare.sweep.runner import run_sweep
+    from initlab.compare.sweep.spec import load_spec
+
     if status:
         with Store(store) as db:
             emit(db.counts(), fmt) if fmt is Format.json else _print_counts(db.counts())
@@ -84,6 +90,8 @@ class SweepProgress:
         self.progress.update(self.slots[slot], description=f"  worker {slot + 1}: {self.spec.label(config)}")
 
     def finished(self, slot: int, config: TrainConfig, outcome: Outcome) -> None:
+        from initlab.compare.sweep.runner import Failure
+
         self.done += 1
         assert self.total is not None
         self.progress.update(self.total, advance=1)
@@ -107,6 +115,8 @@ def _print_counts(counts: dict[str, int]) -> None:
 
 
 def _report(summary: SweepSummary, store: Path, fmt: Format) -> None:
+    from initlab.compare.store import Store
+
     payload = {"store": str(store), **vars(summary)}
     with Store(store) as db:
         payload["counts"] = db.counts()

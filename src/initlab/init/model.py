@@ -35,6 +35,7 @@ from torch.nn.utils import parametrize
 
 from initlab._errors import fail, unknown_name
 from initlab._tables import Rows
+from initlab.init import GAIN_POLICIES
 from initlab.init import _formulas as f
 from initlab.init._torch_draw import draw_
 from initlab.init._tracing import NORM_LAYERS, Found, find_activations, residual_branches, trace, weight_layers
@@ -47,7 +48,6 @@ __all__ = ["GAIN_POLICIES", "InitReport", "LayerInit", "initialize"]
 
 ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
 RESIDUAL_RULES = ("zero_last", "fixup")
-GAIN_POLICIES = ("published", "activation")  # the scheme's own gain, or the following activation's (opt-in)
 _HOMOGENEOUS = ("relu", "leaky_relu")  # φ(ax) = aφ(x): the variance factor per layer is exactly (gain/needed)²
 
 

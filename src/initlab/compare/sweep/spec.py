@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from initlab._errors import fail, unknown_name
-from initlab.compare.train import TrainConfig
+from initlab.compare.config import TrainConfig
 
 __all__ = ["SweepSpec", "expand", "load_spec"]
 

@@ -1,0 +1,115 @@
+"""Every knob of one training run, as one frozen, commented dataclass: :class:`TrainConfig`.
+
+Torch-free on purpose, so that the command line can list the fields (``initlab run --help``) and reject a bad
+value before any heavy import or any work starts; ``initlab.compare.train`` runs a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any
+
+from initlab._errors import fail, unknown_name
+from initlab.init import GAIN_POLICIES
+
+__all__ = ["OPTIMIZERS", "TrainConfig"]
+
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a run. The run's id is a hash of these values, so equal configs are the same run."""
+
+    # data and model
+    data: str = "digits"  # a name initlab.compare.data.load knows
+    data_dir: str = ""  # directory of IDX files (mnist, fashion-mnist)
+    model: str = "mlp"  # mlp, cnn or rnn
+    depth: int = 5  # hidden layers
+    width: int = 128  # hidden units (channels for cnn, hidden size for rnn)
+    activation: str = "relu"
+    norm: str = "none"  # none, batch or layer (remedy: BatchNorm)
+    dropout: float = 0.0  # remedy: dropout
+    weight_norm: bool = False  # remedy: weight normalization (Salimans & Kingma 2016)
+    residual: bool = False  # remedy: residual connections
+    groups: int = 1  # cnn only
+    cell: str = "rnn"  # rnn only: rnn, lstm, gru
+    # initialization
+    scheme: str = "he_normal"  # any name `initlab schemes` lists
+    gain: str = "published"  # published: the scheme's own gain; activation: the following activation's (opt-in)
+    residual_init: str = "none"  # none, zero_last or fixup
+    # optimization
+    optimizer: str = "sgd"  # sgd, momentum, rmsprop, adam, adamw
+    lr: float = 0.1
+    momentum: float = 0.9  # for "momentum" (and rmsprop's)
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant or cosine (over all steps)
+    epochs: int = 20
+    max_steps: int = 0  # stop after this many steps (0: no limit)
+    batch_size: int = 64
+    # remedies applied at each step
+    clip_grad_norm: float = 0.0  # clip the global gradient norm to this (0: off)
+    clip_grad_value: float = 0.0  # clip every gradient element to ±this (0: off)
+    clip_weight: float = 0.0  # clip every weight to ±this after each step (0: off)
+    max_norm: float = 0.0  # max-norm constraint on each unit's incoming weights (0: off)
+    # bookkeeping
+    seed: int = 0
+    device: str = "cpu"
+    monitor: bool = True
+    monitor_every: int = 10
+    snapshots: bool = False  # audit (theory vs one batch) and per-layer histograms at init and at the end
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule not in ("constant", "cosine"):
+            raise unknown_name("schedule", self.schedule, ("constant", "cosine"))
+        if self.gain not in GAIN_POLICIES:
+            raise unknown_name("gain", self.gain, GAIN_POLICIES)
+        if self.residual_init not in ("none", "zero_last", "fixup"):
+            raise unknown_name("residual_init", self.residual_init, ("none", "zero_last", "fixup"))
+        for name in ("lr", "epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise fail(f"{name} must be positive", received=getattr(self, name))
+
+    @property
+    def run_id(self) -> str:
+        """A hash of the resolved config: the same point is the same run everywhere."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict (values may be strings, as on a command line), rejecting unknown keys and values
+        of the wrong type with what is accepted."""
+        types = typing.get_type_hints(cls)
+        unknown = sorted(set(values) - set(types))
+        if unknown:
+            raise unknown_name("config field", unknown[0], types)
+        return cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip().lower()
+    try:
+        if kind is bool:
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(text)
+        return kind(value)
+    except (TypeError, ValueError):
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        raise fail(f"config field {name!r} takes {article} {kind.__name__}", received=value,
+                   fix=f"Give {name} {article} {kind.__name__} value, e.g. {name}={kind()!r}.") from None  # fmt: skip

@@ -1,0 +1,7 @@
+"""INITIALIZE: fans, gains, activations, the std/bound formulas, torch and NumPy drawers, the tensor and array
+initializers, the registry of names and configs, and whole-model initialization (``model.initialize``).
+
+Importing this package is cheap (no torch): the modules load on their own.
+"""
+
+GAIN_POLICIES = ("published", "activation")  # a scheme's own gain, or the following activation's (opt-in)
