@@ -242,3 +242,35 @@ def test_an_interrupted_driver_puts_its_runs_back_in_the_queue(tmp_path: Path) -
     pool = LocalPool(2)
     assert run_sweep(spec, db, pool).ran == 3  # no --resume needed: nothing was left 'running'
     pool.close()
+
+
+def test_every_point_is_checked_before_the_first_run(tmp_path: Path) -> None:
+    # issue 23: `[[include]] scheme = "nope"` used to fail as a run (exit 0); now the sweep refuses before any
+    # run starts, names the point, and leaves an existing store exactly as it was.
+    path = tmp_path / "grid.toml"
+    path.write_text(SPEC.format(epochs=1) + '[[include]]\nscheme = "nope"\n')
+    db = tmp_path / "runs.db"
+    with Store(db) as store:  # an existing store with its own rows
+        store.add_many([("x1", {"depth": 1})])
+    before = _runs(db)
+    proc = subprocess.run([*CLI, str(path), "--store", str(db)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert " ".join(proc.stderr.split()) == (
+        "Error: point 9 of 10 (activation=relu scheme=nope seed=0): unknown "
+        "initializer 'nope'. See `initlab schemes` for all 25 names."
+    )
+    assert "Traceback" not in proc.stderr and _runs(db) == before
+
+
+def test_a_bad_base_value_is_exit_2_and_a_failed_point_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "grid.toml"
+    path.write_text(SPEC.format(epochs=1).replace("depth = 3", "depth = -4"))
+    proc = subprocess.run([*CLI, str(path), "--store", str(tmp_path / "a.db")], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 2 and "config field 'depth' is out of range" in proc.stderr
+    # a point that fails while it runs (its data files are missing) is recorded, and the exit code says so
+    path.write_text(f'[base]\nepochs = 1\ndepth = 2\nwidth = 8\ndata = "mnist"\ndata_dir = "{tmp_path / "none"}"\n')
+    proc = subprocess.run([*CLI, str(path), "--store", str(tmp_path / "b.db"), "--workers", "1"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "1 failed" in proc.stdout

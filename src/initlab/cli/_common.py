@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import traceback
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -45,14 +46,34 @@ def emit(result: Any, fmt: Format) -> None:
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn an InitlabError into ``Error: ...`` on stderr and exit code 2, without a traceback."""
+    """The command line's boundary. An InitlabError, or an OS error on a path the user gave (a folder that does
+    not exist, a read-only place, a file where a folder should be), becomes ``Error: ...`` on stderr and exit code
+    2, without a traceback. Anything else is a bug: its traceback is shown, with a line that says so (exit 1)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except InitlabError as error:
-            stderr.print(f"[bold red]Error:[/] {escape(str(error))}", markup=True, highlight=False)
-            raise typer.Exit(2) from None
+            _error(str(error))
+        except OSError as error:  # the paths a command reads or writes are the user's
+            where = f" {error.filename}" if error.filename else ""
+            _error(f"cannot use{where}: {error.strerror or error}. Accepted: a path whose folder exists and that you "
+                   "may read or write. Pass another path, create its folder, or fix its permissions.")  # fmt: skip
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception:
+            traceback.print_exc()
+            bug = (
+                "This is a bug in initlab, not a problem with your input: please report it to the initlab issue "
+                "tracker with the command you ran and the traceback above."
+            )
+            stderr.print(bug, highlight=False)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _error(message: str) -> NoReturn:
+    stderr.print(f"[bold red]Error:[/] {escape(message)}", markup=True, highlight=False)
+    raise typer.Exit(2) from None

@@ -54,6 +54,8 @@ def sweep_command(
         summary = run_sweep(spec, store, pool, resume=resume, retry_failed=retry_failed, reporter=display)
     pool.close()
     _report(summary, store, fmt)
+    if summary.failed:  # exit 0 only when every point is done (1: runs failed; their errors are in the store)
+        raise typer.Exit(1)
 
 
 def _backend(name: BackendName, workers: int | None, ray_address: str | None) -> Backend:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from typing import Any
 
@@ -18,6 +19,40 @@ from initlab.init import GAIN_POLICIES
 __all__ = ["OPTIMIZERS", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
+_INT64 = 2**63 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Range:
+    """A numeric field's accepted values: finite, from ``low`` to ``high`` (``open_high``: ``high`` excluded)."""
+
+    low: float
+    high: float
+    open_high: bool = False
+
+    def holds(self, value: float) -> bool:
+        return (
+            math.isfinite(value) and self.low <= value and (value < self.high if self.open_high else value <= self.high)
+        )
+
+    def text(self, kind: type) -> str:
+        def show(x: float) -> str:
+            return str(int(x)) if kind is int else f"{x:g}"
+
+        upper = f"below {show(self.high)}" if self.open_high else f"at most {show(self.high)}"
+        return f"{'an int' if kind is int else 'a finite number'} from {show(self.low)}, {upper}"
+
+
+# The constraints of every numeric field, declared as data (scikit-learn's habit): Python, TOML files and the
+# command line all go through __post_init__, so a bad value fails before any work starts, with one message.
+_RANGES: dict[str, _Range] = {
+    "depth": _Range(1, 10_000), "width": _Range(1, 65_536), "dropout": _Range(0, 1, open_high=True),
+    "groups": _Range(1, 65_536), "lr": _Range(1e-12, 1e3), "momentum": _Range(0, 1, open_high=True),
+    "weight_decay": _Range(0, 1e3), "epochs": _Range(1, 1_000_000), "max_steps": _Range(0, 10**12),
+    "batch_size": _Range(1, 10**7), "clip_grad_norm": _Range(0, 1e12), "clip_grad_value": _Range(0, 1e12),
+    "clip_weight": _Range(0, 1e12), "max_norm": _Range(0, 1e12), "seed": _Range(0, _INT64),
+    "monitor_every": _Range(1, 10**12),
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +106,13 @@ class TrainConfig:
             raise unknown_name("gain", self.gain, GAIN_POLICIES)
         if self.residual_init not in ("none", "zero_last", "fixup"):
             raise unknown_name("residual_init", self.residual_init, ("none", "zero_last", "fixup"))
-        for name in ("lr", "epochs", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise fail(f"{name} must be positive", received=getattr(self, name))
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, accepted in _RANGES.items():
+            value = getattr(self, name)
+            if not accepted.holds(value):
+                kind = type(defaults[name])
+                raise fail(f"config field {name!r} is out of range", accepted=accepted.text(kind), received=value,
+                           fix=f"Pass {name}={defaults[name]!r} (the default) or another accepted value.")  # fmt: skip
 
     @property
     def run_id(self) -> str:
@@ -92,10 +131,11 @@ class TrainConfig:
         unknown = sorted(set(values) - set(types))
         if unknown:
             raise unknown_name("config field", unknown[0], types)
-        return cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        return cls(**{k: _coerce(k, v, types[k], defaults[k]) for k, v in values.items()})
 
 
-def _coerce(name: str, value: Any, kind: type) -> Any:
+def _coerce(name: str, value: Any, kind: type, default: Any) -> Any:
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     text = str(value).strip().lower()
@@ -111,5 +151,6 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
         return kind(value)
     except (TypeError, ValueError):
         article = "an" if kind.__name__[0] in "aeiou" else "a"
+        example = f"e.g. {name}={default!r} (the default)"
         raise fail(f"config field {name!r} takes {article} {kind.__name__}", received=value,
-                   fix=f"Give {name} {article} {kind.__name__} value, e.g. {name}={kind()!r}.") from None  # fmt: skip
+                   fix=f"Give {name} {article} {kind.__name__} value, {example}.") from None  # fmt: skip

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ def read_idx(path: str | Path, magic: int | None = None) -> np.ndarray:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except FileNotFoundError:
         raise fail(f"IDX file {path} does not exist", fix=_HOW_TO_GET) from None
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:  # zlib.error: a gzip header over corrupt deflate data
         raise fail(f"IDX file {path} is not a readable (gzip) file: {error}", fix=_HOW_TO_GET) from None
     if len(raw) < 4:
         raise fail(f"IDX file {path} is truncated: {len(raw)} bytes, not even a header", fix=_HOW_TO_GET)

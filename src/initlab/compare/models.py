@@ -16,7 +16,7 @@ from torch.nn.utils import parametrizations
 from initlab._errors import fail, unknown_name
 from initlab.init.activations import activation_module
 
-__all__ = ["MODEL_KINDS", "NORMS", "ModelSpec", "build"]
+__all__ = ["MAX_PARAMETERS", "MODEL_KINDS", "NORMS", "ModelSpec", "build", "parameter_count"]
 
 Norm = Literal["none", "batch", "layer"]
 NORMS: tuple[str, ...] = ("none", "batch", "layer")
@@ -127,6 +127,28 @@ class RecurrentClassifier(nn.Module):
         return self.head(out[:, -1])
 
 
+MAX_PARAMETERS = 2**31  # 8 GiB of float32 weights: more than a model of this tool's kind should ever need
+
+
+def parameter_count(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) -> int:
+    """The number of weights ``build`` would create (biases and norm scales included), without building it.
+
+    >>> parameter_count(ModelSpec("mlp", depth=2, width=8), (4,), 3)
+    139
+    """
+    features, w, d = math.prod(in_shape), spec.width, spec.depth
+    if spec.kind == "cnn":
+        channels = in_shape[0] if len(in_shape) == 3 else 1
+        hidden = channels * w * 9 + (d - 1) * w * (w // max(spec.groups, 1)) * 9
+    elif spec.kind == "rnn":
+        gates = {"lstm": 4, "gru": 3}.get(spec.cell, 1)
+        hidden = gates * (in_shape[-1] * w + (2 * d - 1) * w * w + 2 * d * w) - d * w  # its own biases
+    else:
+        hidden = features * w + (d - 1) * w * w
+    norms = 2 * d * w if spec.norm != "none" else 0
+    return int(hidden + d * w + norms + w * classes + classes)
+
+
 def build(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) -> nn.Module:
     """Build the model a spec describes for inputs of ``in_shape`` (one example) and ``classes`` outputs.
 
@@ -138,6 +160,11 @@ def build(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) -> nn.Module
         raise fail("depth and width must be at least 1", received=(spec.depth, spec.width))
     if not 0 <= spec.dropout < 1:
         raise fail("dropout is a probability", accepted="0 <= dropout < 1", received=spec.dropout)
+    count = parameter_count(spec, in_shape, classes)
+    if count > MAX_PARAMETERS:  # checked before allocating: `init --width 1000000000` asked torch for 256 GB
+        raise fail(f"a {spec.kind} of depth {spec.depth} and width {spec.width} would have {count:,} parameters "
+                   f"({4 * count / 2**30:,.0f} GiB as float32)", accepted=f"at most {MAX_PARAMETERS:,} parameters",
+                   received=(spec.depth, spec.width), fix="Use a smaller width or depth.")  # fmt: skip
     if spec.kind == "mlp":
         model: nn.Module = mlp(spec, math.prod(in_shape), classes)
     elif spec.kind == "cnn":

@@ -18,17 +18,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from initlab._errors import InitlabError
+from initlab._errors import InitlabError, fail, unknown_name
 from initlab.compare.config import OPTIMIZERS, TrainConfig
-from initlab.compare.data import Dataset, batches, load
-from initlab.compare.models import ModelSpec, build
+from initlab.compare.data import DATASETS, Dataset, batches, load
+from initlab.compare.models import MODEL_KINDS, NORMS, RNN_CELLS, ModelSpec, build
+from initlab.init.activations import activation_module
 from initlab.init.model import initialize
+from initlab.init.registry import lookup
 from initlab.monitor import Monitor
 from initlab.monitor.detectors import Finding
 from initlab.monitor.snapshot import distinct_units, layer_histograms
 from initlab.theory.audit import audit
 
-__all__ = ["OPTIMIZERS", "EpochMetrics", "RunResult", "TrainConfig", "train"]
+__all__ = ["OPTIMIZERS", "EpochMetrics", "RunResult", "TrainConfig", "check", "train"]
 
 
 @dataclasses.dataclass
@@ -112,9 +114,37 @@ def _inputs(data: Dataset, config: TrainConfig) -> tuple[Tensor, Tensor]:
     return data.train_x, data.test_x
 
 
+def check(config: TrainConfig) -> None:
+    """Raise the InitlabError a run of ``config`` would raise for a name it does not know (data set, model, norm,
+    recurrent cell, activation, scheme), at once and without loading data or building the model: a sweep checks
+    every point before its first run, so that a typo does not fail late or leave runs behind."""
+    if config.data not in DATASETS:
+        raise unknown_name("data set", config.data, DATASETS)
+    for kind, value, accepted in (("model", config.model, MODEL_KINDS), ("norm", config.norm, NORMS),
+                                  ("recurrent cell", config.cell, RNN_CELLS)):  # fmt: skip
+        if value not in accepted:
+            raise unknown_name(kind, value, accepted)
+    activation_module(config.activation)
+    lookup(config.scheme)
+    _check_device(config.device)
+
+
+def _check_device(name: str) -> None:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise fail(f"unknown device {name!r}", accepted="cpu, cuda, cuda:N, mps", received=name,
+                   fix="Pass device=cpu.") from None  # fmt: skip
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise fail(f"device {name!r} is not available on this machine", accepted="cpu" + ", cuda" * available["cuda"],
+                   received=name, fix="Pass device=cpu (or run where that device is).")  # fmt: skip
+
+
 def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | None = None,
           data: Dataset | None = None) -> RunResult:  # fmt: skip
     """Run one configuration to the end and return its result (see the module docs for the order)."""
+    check(config)
     started = time.perf_counter()
     torch.manual_seed(config.seed)  # dropout masks
     generator = torch.Generator().manual_seed(config.seed)  # initialization and batch order

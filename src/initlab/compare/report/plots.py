@@ -14,6 +14,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from initlab._errors import fail
 from initlab.theory.diagram import PhaseDiagram
 
 __all__ = [
@@ -70,6 +71,12 @@ def png_bytes(fig: Figure) -> bytes:
 def save(fig: Figure, path: str | Path) -> Path:
     """Write the figure to ``path`` (format from the suffix) and close it."""
     out = Path(path)
+    formats = fig.canvas.get_supported_filetypes()
+    if out.suffix.lstrip(".").lower() not in formats:
+        plt.close(fig)
+        raise fail(f"cannot write a figure to {out}: its suffix names no image format",
+                   accepted=", ".join(f".{k}" for k in sorted(formats)), received=out.suffix or "no suffix",
+                   fix=f"Name the file {out.with_suffix('.png').name}, for example.")  # fmt: skip
     fig.savefig(out)
     plt.close(fig)
     return out

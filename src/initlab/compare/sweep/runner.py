@@ -20,10 +20,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Protocol
 
+from initlab._errors import InitlabError
 from initlab.compare.data import Dataset, load
 from initlab.compare.store import Store
 from initlab.compare.sweep.spec import SweepSpec
-from initlab.compare.train import RunResult, TrainConfig, train
+from initlab.compare.train import RunResult, TrainConfig, check, train
 
 __all__ = ["Backend", "Failure", "Outcome", "SweepSummary", "execute", "owner", "owner_alive", "run_sweep"]
 
@@ -111,8 +112,14 @@ def owner_alive(worker: str) -> bool:
 
 def run_sweep(spec: SweepSpec, store_path: str | Path, backend: Backend, *, resume: bool = False,
               retry_failed: bool = False, reporter: Reporter | None = None) -> SweepSummary:  # fmt: skip
-    """Run every point of ``spec`` that is not done in the store, on ``backend``; see the module docs."""
+    """Run every point of ``spec`` that is not done in the store, on ``backend``; see the module docs. Every point
+    is checked first (:func:`initlab.compare.train.check`): a bad point fails the sweep before any run starts."""
     started = time.perf_counter()
+    for i, point in enumerate(spec.points, 1):
+        try:
+            check(point)
+        except InitlabError as error:
+            raise InitlabError(f"point {i} of {len(spec.points)} ({spec.label(point)}): {error}") from None
     with Store(store_path) as store:
         requeued = store.requeue_running(owner_alive) if resume else 0
         if retry_failed:
