@@ -22,9 +22,9 @@ def _message(name: str, accepted: str, received: object, default: object) -> str
 
 
 CASES = [
-    ("lr", math.nan, "a finite number from 1e-12, at most 1000", 0.1),
-    ("lr", 1e308, "a finite number from 1e-12, at most 1000", 0.1),
-    ("lr", 0.0, "a finite number from 1e-12, at most 1000", 0.1),
+    ("lr", math.nan, "a finite number from 1e-12, at most 1e+06", 0.1),
+    ("lr", 1e308, "a finite number from 1e-12, at most 1e+06", 0.1),
+    ("lr", 0.0, "a finite number from 1e-12, at most 1e+06", 0.1),
     ("momentum", math.nan, "a finite number from 0, below 1", 0.9),
     ("momentum", 1.0, "a finite number from 0, below 1", 0.9),
     ("clip_grad_norm", -1.0, "a finite number from 0, at most 1e+12", 0.0),
@@ -57,7 +57,7 @@ def test_a_wrong_type_names_a_valid_example() -> None:
 
 @pytest.mark.parametrize(
     ("args", "error"),
-    [(["--lr", "nan"], _message("lr", "a finite number from 1e-12, at most 1000", math.nan, 0.1)),
+    [(["--lr", "nan"], _message("lr", "a finite number from 1e-12, at most 1e+06", math.nan, 0.1)),
      (["--max-steps", "-1"], _message("max_steps", "an int from 0, at most 1000000000000", -1, 0)),
      (["--seed", "99999999999999999999"],
       _message("seed", "an int from 0, at most 9223372036854775807", 99999999999999999999, 0))],

@@ -66,3 +66,14 @@ def test_impossible_truncation() -> None:
 def test_not_a_tensor() -> None:
     with pytest.raises(InitlabError, match=re.escape("For NumPy arrays use initlab.numpy")):
         il.zeros_([1, 2, 3])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [({"scale": -1}, "scale must be a finite number > 0. Accepted: a finite positive float. Received: -1."),
+     ({"mode": "fan_sideways"}, "unknown mode 'fan_sideways'. Accepted: fan_avg, fan_in, fan_out.")],
+)  # fmt: skip
+def test_bad_config_values_fail_when_read_not_when_called(config: dict[str, object], message: str) -> None:
+    # issue 23: these configs were accepted by get() and failed only at the first call
+    with pytest.raises(InitlabError, match=re.escape(message)):
+        il.get({"class_name": "VarianceScaling", "config": config})

@@ -188,3 +188,52 @@ def test_zero_last_with_weight_norm_stays_finite() -> None:
     assert all(torch.isfinite(p).all() for p in net.parameters())
     assert torch.isfinite(net(torch.randn(4, 8))).all()
     assert net[3].body[0].weight.abs().sum() == 0
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(1000, 64)
+        self.out = nn.Linear(64, 1000)
+        self.out.weight = self.emb.weight  # tied input and output embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.emb(x))
+
+
+def test_tied_weights_are_initialized_once_and_reported_once_with_every_name() -> None:
+    # issue 23: the shared tensor was initialized twice and the report stated a std the tensor did not have
+    model = _Tied()
+    report = il.initialize(model, "he_normal", generator=_gen())
+    rows = [r for r in report if "weight" in r.name]
+    assert [r.name for r in rows] == ["emb.weight = out.weight"]
+    assert model.emb.weight.std().item() == pytest.approx(rows[0].std, rel=0.02)  # 64,000 values: ~0.3% error
+    assert model.out.weight is model.emb.weight
+
+
+def test_models_initialize_cannot_handle_are_errors_not_silence() -> None:
+    with pytest.warns(DeprecationWarning, match="torch.jit.script"):  # torch 2.13 deprecates it; users still have it
+        scripted = torch.jit.script(nn.Linear(4, 4))
+    with pytest.raises(il.InitlabError, match=re.escape(
+            "initialize cannot reach the layers of a TorchScript module (they are compiled, not nn.Linear and "
+            "friends). Accepted: an nn.Module. Received: 'RecursiveScriptModule'. Initialize the model first, then "
+            "script it: initlab.initialize(model, ...); torch.jit.script(model).")):  # fmt: skip
+        il.initialize(scripted, "he_normal")
+    with pytest.raises(il.InitlabError, match=re.escape("the model has no parameters to initialize.")):
+        il.initialize(nn.Sequential(nn.ReLU(), nn.Flatten()), "he_normal")
+
+
+def test_parameters_without_a_rule_are_named_in_a_note() -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.scale = nn.Parameter(torch.full((4,), 3.0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x) * self.scale
+
+    model = Scaled()
+    report = il.initialize(model, "he_normal", generator=_gen())
+    assert report.notes == ["1 parameter is in modules initialize has no rule for and left as they were: scale."]
+    assert bool((model.scale == 3.0).all())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import weakref
 from typing import Any
 
@@ -231,6 +232,8 @@ def test_history_exports(tmp_path) -> None:  # type: ignore[no-untyped-def]
     console.print(mon.summary())
     text = console.file.getvalue()
     assert "initlab.Monitor: step 2, 0 finding(s)" in text and "grad_norm" in text
+    printed = str(mon.summary())  # what README's print(mon.summary()) shows (it was <rich.table.Table object ...>)
+    assert "initlab.Monitor: step 2, 0 finding(s)" in printed and "grad_norm" in printed and "object at" not in printed
 
 
 def test_tensorboard_files_read_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -520,3 +523,22 @@ def test_layers_on_both_paths_in_one_step_keep_call_order() -> None:
     for layer, h in (("r1", h1), ("r2", h2.t()), ("t3", h3)):  # r2's module output is the transposed one
         assert record[(layer, "mean")] == pytest.approx(h[:ROWS].mean().item(), rel=1e-5)
         assert record[(layer, "dead")] == pytest.approx((h[:ROWS] <= 0).float().mean().item() if layer != "t3" else 0)
+
+
+def test_a_monitor_that_only_saw_no_grad_passes_says_it_recorded_nothing() -> None:
+    # issue 23: used under torch.no_grad() it recorded nothing and said nothing
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    mon = Monitor(net, every=1).__enter__()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(4, 8))
+    message = ("initlab.Monitor recorded nothing: the model ran 3 times, always under torch.no_grad() (or inference "
+               "mode), where there are no gradients to watch.")  # fmt: skip
+    with pytest.warns(UserWarning, match=re.escape(message)):
+        mon.close()
+    # evaluation passes beside real steps are normal: no warning then (warnings are errors in this suite)
+    with Monitor(net, every=1) as mon:
+        net(torch.randn(4, 8)).sum().backward()
+        with torch.no_grad():
+            net(torch.randn(4, 8))
+    assert mon.steps == 1

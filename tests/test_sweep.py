@@ -274,3 +274,29 @@ def test_a_bad_base_value_is_exit_2_and_a_failed_point_exit_1(tmp_path: Path) ->
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert "1 failed" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])
+def test_a_signal_requeues_what_the_sweep_claimed_and_says_how_to_finish(
+    tmp_path: Path, sig: signal.Signals, code: int, name: str
+) -> None:
+    # issue 23: SIGTERM left claimed runs "running" (with a leaked-semaphore warning), SIGINT exited silently
+    spec, db = _spec(tmp_path, epochs=20), tmp_path / "runs.db"
+    with subprocess.Popen([*CLI, str(spec), "--store", str(db), "--workers", "2"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (db.exists() and "running" in {s for s, _, _ in _runs(db).values()}):
+            time.sleep(0.1)  # a bounded poll for the state to reach, not a wait that makes a timing pass
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    text = " ".join(err.split())
+    assert proc.returncode == code, err
+    assert f"Interrupted by {name}: " in text and "none is left running" in text, err
+    assert f"Finish the sweep with: initlab sweep {spec} --store {db}" in text
+    assert "leaked semaphore" not in err and "Traceback" not in err
+    assert "running" not in {s for s, _, _ in _runs(db).values()}
+    finished = subprocess.run([*CLI, str(spec), "--store", str(db), "--workers", "2"], capture_output=True, text=True,
+                              check=False)  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    assert {s for s, _, _ in _runs(db).values()} == {"done"} and len(_runs(db)) == 8

@@ -90,6 +90,11 @@ class Rows:
         return Group(self.table(), *(Text(f"note: {n}") for n in notes)) if notes else self.table()
 
     def __str__(self) -> str:
-        buffer = io.StringIO()
-        Console(file=buffer, width=160, color_system=None).print(self.__rich__())
-        return buffer.getvalue()
+        return render(self.__rich__())
+
+
+def render(renderable: RenderableType) -> str:
+    """A rich renderable as plain text, 160 columns wide: what ``print(result)`` shows."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=160, color_system=None).print(renderable)
+    return buffer.getvalue()

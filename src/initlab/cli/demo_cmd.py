@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from initlab.cli._common import stdout, user_errors
-from initlab.cli.sweep_cmd import SweepProgress
+from initlab.cli.sweep_cmd import SweepProgress, stopped_cleanly
 
 DATASETS = ("digits", "fashion-mnist", "mnist1d")  # initlab.compare.demo.DATASETS (a test keeps them equal)
 
@@ -34,8 +34,9 @@ def demo_command(
     started = time.perf_counter()
     spec = demo_spec(quick, data, data_dir)
     pool = LocalPool(workers)
+    again = f"initlab demo{' --quick' if quick else ''} --data {data} --out {out}"
     try:
-        with SweepProgress(spec, pool.workers) as display:
+        with stopped_cleanly(again), SweepProgress(spec, pool.workers) as display:
             result = run_demo(out, pool, quick=quick, data=data, data_dir=data_dir, reporter=display)
     finally:
         pool.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
@@ -50,12 +53,36 @@ def sweep_command(
         raise fail("initlab sweep needs a SPEC file (or --status)", fix="Run: initlab sweep grid.toml --store runs.db")
     spec = load_spec(spec_path)
     pool = _backend(backend, workers, ray_address)
-    with SweepProgress(spec, pool.workers) as display:
+    with stopped_cleanly(f"initlab sweep {spec_path} --store {store}"), SweepProgress(spec, pool.workers) as display:
         summary = run_sweep(spec, store, pool, resume=resume, retry_failed=retry_failed, reporter=display)
     pool.close()
     _report(summary, store, fmt)
     if summary.failed:  # exit 0 only when every point is done (1: runs failed; their errors are in the store)
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def stopped_cleanly(again: str) -> Iterator[None]:
+    """SIGTERM stops the driver as Ctrl-C does (it puts its claimed runs back in the queue); either way the
+    command says what went back and how to finish, and exits 130 (SIGINT) or 143 (SIGTERM), never 0."""
+    from initlab.compare.sweep.runner import Interrupted, Terminated, interrupt
+
+    def on_signal(signum: int, frame: object) -> None:
+        interrupt(Terminated if signum == signal.SIGTERM else KeyboardInterrupt)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except Interrupted as stop:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the message short
+        name = "SIGTERM" if stop.why == "Terminated" else "SIGINT"
+        stderr.print(f"Interrupted by {name}: {len(stop.released)} runs it had claimed are back in the queue"
+                     f"{' (' + ', '.join(stop.released) + ')' if stop.released else ''}; none is left running. "
+                     f"Finish the sweep with: {again}", highlight=False)  # fmt: skip
+        raise typer.Exit(143 if name == "SIGTERM" else 130) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _backend(name: BackendName, workers: int | None, ray_address: str | None) -> Backend:

@@ -47,7 +47,7 @@ class _Range:
 # command line all go through __post_init__, so a bad value fails before any work starts, with one message.
 _RANGES: dict[str, _Range] = {
     "depth": _Range(1, 10_000), "width": _Range(1, 65_536), "dropout": _Range(0, 1, open_high=True),
-    "groups": _Range(1, 65_536), "lr": _Range(1e-12, 1e3), "momentum": _Range(0, 1, open_high=True),
+    "groups": _Range(1, 65_536), "lr": _Range(1e-12, 1e6), "momentum": _Range(0, 1, open_high=True),
     "weight_decay": _Range(0, 1e3), "epochs": _Range(1, 1_000_000), "max_steps": _Range(0, 10**12),
     "batch_size": _Range(1, 10**7), "clip_grad_norm": _Range(0, 1e12), "clip_grad_value": _Range(0, 1e12),
     "clip_weight": _Range(0, 1e12), "max_norm": _Range(0, 1e12), "seed": _Range(0, _INT64),

@@ -140,11 +140,15 @@ class Store:
                              "WHERE id=? AND status='queued'", (time.time(), worker, run_id))  # fmt: skip
             return cur.rowcount == 1
 
-    def release(self, run_ids: Iterable[str]) -> None:
-        """Put runs this process claimed but did not finish back in the queue (an interrupted sweep)."""
+    def release(self, worker: str) -> list[str]:
+        """Put every run ``worker`` claimed and did not finish back in the queue (an interrupted sweep); returns
+        their ids. By owner, not by a list the driver keeps: a signal between a claim and the driver's bookkeeping
+        must not leave a run 'running'."""
         with self._transaction() as db:
-            db.executemany("UPDATE runs SET status='queued', started=NULL, worker=NULL WHERE id=? AND "
-                           "status='running'", [(i,) for i in run_ids])  # fmt: skip
+            held = [i for (i,) in db.execute("SELECT id FROM runs WHERE status='running' AND worker=?", (worker,))]
+            db.execute("UPDATE runs SET status='queued', started=NULL, worker=NULL WHERE status='running' AND "
+                       "worker=?", (worker,))  # fmt: skip
+            return held
 
     def write(self, result: RunResult) -> None:
         """Store a finished run — metrics, layer statistics, findings and status — in one transaction."""

@@ -98,6 +98,7 @@ class _Context:
     found: dict[str, Found]
     gain_policy: str = "published"
     rows: list[LayerInit] = dataclasses.field(default_factory=list)
+    owner: dict[int, int] = dataclasses.field(default_factory=dict)  # id(parameter) -> its row
     # (scheme, activation) -> [(the layer's forward gain std·√fan_in, the activation's gain)], for the notes
     mismatches: dict[tuple[str, str], list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
 
@@ -147,6 +148,7 @@ def initialize(
         raise unknown_name("residual rule", residual, RESIDUAL_RULES)
     if gain not in GAIN_POLICIES:
         raise unknown_name("gain", gain, GAIN_POLICIES)
+    _check_model(model)
     graph = trace(model)
     ctx = _Context(
         get(scheme),
@@ -159,10 +161,56 @@ def initialize(
     for name, module in model.named_modules():
         rule = _rule_for(module)
         if rule is not None:
-            rule(name, module, ctx)
+            _apply(rule, name, module, ctx)
     if residual is not None:
         _residual(model, graph, residual, ctx)
-    return InitReport(ctx.rows, ctx.init.name, _notes(ctx))
+    return InitReport(ctx.rows, ctx.init.name, _notes(ctx) + _untouched(model, ctx))
+
+
+def _check_model(model: nn.Module) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise fail("initialize cannot reach the layers of a TorchScript module (they are compiled, not nn.Linear and "
+                   "friends)", accepted="an nn.Module", received=type(model).__name__,
+                   fix="Initialize the model first, then script it: initlab.initialize(model, ...); "
+                   "torch.jit.script(model).")  # fmt: skip
+    if next(model.parameters(), None) is None:
+        raise fail("the model has no parameters to initialize", accepted="an nn.Module with parameters",
+                   received=type(model).__name__, fix="Pass the model whose weights you want initialized.")  # fmt: skip
+
+
+def _apply(rule: Callable[[str, Any, _Context], None], name: str, module: nn.Module, ctx: _Context) -> None:
+    """Run one module's rule. A parameter shared with a module met before (tied weights: an Embedding and the output
+    Linear) keeps the first initialization and is reported once, on the first row, with every name it has."""
+    own = dict(module.named_parameters(recurse=False))
+    shared = {pname: p for pname, p in own.items() if id(p) in ctx.owner}
+    saved = {pname: p.detach().clone() for pname, p in shared.items()}
+    first = len(ctx.rows)
+    rule(name, module, ctx)
+    with torch.no_grad():
+        for pname, value in saved.items():
+            shared[pname].copy_(value)
+    kept = []
+    for row in ctx.rows[first:]:
+        pname = row.name[len(name) + 1 :] if name else row.name
+        if pname in shared:
+            ctx.rows[ctx.owner[id(shared[pname])]].name += f" = {row.name}"
+        else:
+            kept.append(row)
+    ctx.rows[first:] = kept
+    index = {row.name: i for i, row in enumerate(ctx.rows)}
+    for pname, p in own.items():
+        if id(p) not in ctx.owner and _join(name, pname) in index:
+            ctx.owner[id(p)] = index[_join(name, pname)]
+
+
+def _untouched(model: nn.Module, ctx: _Context) -> list[str]:
+    """A note naming the parameters no rule reached (a custom module's own nn.Parameter), left as they were."""
+    names = [n for n, p in model.named_parameters() if id(p) not in ctx.owner]
+    if not names:
+        return []
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    are = "parameter is" if len(names) == 1 else "parameters are"
+    return [f"{len(names)} {are} in modules initialize has no rule for and left as they were: {shown}."]
 
 
 def _bias_rule(bias: str | float | Mapping[str, Any] | Initializer | None) -> Initializer | float | None:

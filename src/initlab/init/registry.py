@@ -442,7 +442,10 @@ def get(identifier: str | Mapping[str, Any] | Initializer | Callable[..., Any], 
                 accepted=", ".join(sorted(scheme.defaults)) or "no parameters",
                 received=params,
             )
-        return Initializer(scheme, {**scheme.defaults, **params}, seed)
+        init = Initializer(scheme, {**scheme.defaults, **params}, seed)
+        if params:  # a bad value (scale=-1, mode="fan_sideways") fails here, not when the initializer is called
+            scheme.plan(Fans(4, 4) if scheme.fan_based else None, init.params)
+        return init
     if callable(identifier):
         return FunctionInitializer(identifier)
     raise fail(

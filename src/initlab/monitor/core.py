@@ -15,6 +15,7 @@ How it stays cheap (measured in ``bench/monitor_overhead.py``):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from initlab._errors import TrainingDiverged, fail, unknown_name
 from initlab.init._tracing import WEIGHT_LAYERS
 from initlab.monitor._layers import first_tensor, inner_module, watched_layers
 from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
-from initlab.monitor.history import History
+from initlab.monitor.history import History, Summary
 from initlab.monitor.probes import LossProbe, Probe, default_probes
 from initlab.theory.schemes import fix_text, weights_chi1
 
@@ -106,6 +107,7 @@ class Monitor:
         self._root: RemovableHandle | None = None
         self._calls: dict[str, int] = {}
         self._pending_update: Tensor | None = None
+        self._no_grad_passes, self._warned = 0, False  # see close
         self._fix_known = False  # see _init_fix
         self._fix: str | None = None
         self.layers, self.layer_activations = watched_layers(model)
@@ -128,7 +130,18 @@ class Monitor:
         self.close()
 
     def close(self) -> None:
-        """Remove every hook (also called on leaving the ``with`` block, exceptions included)."""
+        """Remove every hook (also called on leaving the ``with`` block, exceptions included). A monitor that saw
+        the model run only under ``torch.no_grad()`` warns that it recorded nothing (issue 23: it used to stay
+        silent)."""
+        if self.steps == 0 and self._no_grad_passes and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"initlab.Monitor recorded nothing: the model ran {self._no_grad_passes} times, always under "
+                "torch.no_grad() (or inference mode), where there are no gradients to watch. Run the training steps "
+                "with gradients enabled inside the monitor's with-block.",
+                UserWarning,
+                stacklevel=2,
+            )
         self._arm(False)
         if self._root is not None:
             self._root.remove()
@@ -164,6 +177,7 @@ class Monitor:
 
     def _on_root_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
         if not torch.is_grad_enabled():
+            self._no_grad_passes += 1
             return  # evaluation passes are not training steps
         out = first_tensor(output)
         if self.schedule(self.steps + 1) and out is not None and out.requires_grad:
@@ -268,9 +282,9 @@ class Monitor:
             torch.distributed.all_reduce(tensor)
         return tensor
 
-    def summary(self) -> Any:
-        """The last recorded value of every statistic per layer, as a rich table."""
-        return self.history.summary_table(self.findings)
+    def summary(self) -> Summary:
+        """The last recorded value of every statistic per layer: a rich table that ``print()`` shows as text."""
+        return Summary(self.history.summary_table(self.findings))
 
 
 def _producers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:

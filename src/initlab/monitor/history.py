@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from initlab._tables import fmt
+from initlab._tables import fmt, render
 
 __all__ = ["History"]
 
@@ -73,6 +73,20 @@ class History:
         for layer in layers:
             table.add_row(layer, *(fmt(last.get((layer, s))) for s in stats))
         return table
+
+
+class Summary:
+    """What :meth:`initlab.Monitor.summary` returns: a rich table that also prints as text with ``print()``
+    (it printed ``<rich.table.Table object ...>``, issue 23)."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __rich__(self) -> Table:
+        return self.table
+
+    def __str__(self) -> str:
+        return render(self.table)
 
 
 def _json(value: float) -> float | str:

@@ -55,8 +55,12 @@ class LocalPool:
     def close(self, abort: bool = False) -> None:
         """Shut the pool down; with ``abort``, also stop the runs in flight (the driver released them in the
         store, so nobody would read their results)."""
-        # Only this pool's processes (there is no public handle before Python 3.14's terminate_workers).
+        # Only this pool's processes (there is no public handle before Python 3.14's terminate_workers). They are
+        # stopped first and the pool then shut down in order: closing the pool's pipes first made workers still
+        # starting up print tracebacks ("Ran out of input") and left semaphores to the resource tracker.
         processes = list((getattr(self._pool, "_processes", None) or {}).values()) if abort else []
-        self._pool.shutdown(wait=not abort, cancel_futures=True)
         for process in processes:
             process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -9,6 +9,7 @@ never run the same point, a killed driver loses at most the runs it had in fligh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -26,7 +27,18 @@ from initlab.compare.store import Store
 from initlab.compare.sweep.spec import SweepSpec
 from initlab.compare.train import RunResult, TrainConfig, check, train
 
-__all__ = ["Backend", "Failure", "Outcome", "SweepSummary", "execute", "owner", "owner_alive", "run_sweep"]
+__all__ = [
+    "Backend",
+    "Failure",
+    "Interrupted",
+    "Outcome",
+    "SweepSummary",
+    "Terminated",
+    "execute",
+    "owner",
+    "owner_alive",
+    "run_sweep",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +146,18 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, backend: Backend, *, resu
     return summary
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the driver by the command line's handler so that it stops like Ctrl-C does."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The driver was stopped (Ctrl-C or SIGTERM); ``released``: the runs it held, put back in the queue."""
+
+    def __init__(self, released: list[str], why: str) -> None:
+        super().__init__(f"{why}: {len(released)} claimed runs put back in the queue")
+        self.released, self.why = released, why
+
+
 def _drive(store: Store, queue: Iterator[TrainConfig], backend: Backend, summary: SweepSummary,
            reporter: Reporter | None) -> None:  # fmt: skip
     """Keep ``backend.workers`` claimed runs in flight until the queue is empty; write each result as it lands.
@@ -143,12 +167,13 @@ def _drive(store: Store, queue: Iterator[TrainConfig], backend: Backend, summary
     try:
         while True:
             for slot in sorted(set(range(backend.workers)) - {s for s, _ in in_flight.values()}):
-                config = _claim_next(store, queue, me, summary)
-                if config is None:
-                    break
+                with _one_step():  # a claim and its hand-over: an interrupt waits for the step's end
+                    config = _claim_next(store, queue, me, summary)
+                    if config is None:
+                        break
+                    in_flight[backend.submit(config)] = (slot, config)
                 if reporter is not None:
                     reporter.started(slot, config)
-                in_flight[backend.submit(config)] = (slot, config)
             if not in_flight:
                 return
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -158,10 +183,45 @@ def _drive(store: Store, queue: Iterator[TrainConfig], backend: Backend, summary
                 _record(store, outcome, summary)
                 if reporter is not None:
                     reporter.finished(slot, config, outcome)
-    except BaseException:
-        store.release(config.run_id for _, config in in_flight.values())
+    except BaseException as stop:
+        held = store.release(me)
         backend.close(abort=True)
+        if isinstance(stop, KeyboardInterrupt):  # Ctrl-C, or SIGTERM turned into Terminated by the command line
+            raise Interrupted(held, type(stop).__name__) from stop
         raise
+
+
+class _Step:
+    """Whether the driver is inside a claim-and-hand-over step, and an interrupt that arrived during it."""
+
+    active = False
+    deferred: type[BaseException] | None = None
+
+
+_STEP = _Step()
+
+
+def interrupt(kind: type[BaseException]) -> None:
+    """Raise ``kind`` in the driver now, or as soon as the claim-and-hand-over step in progress ends (what the
+    command line's SIGINT and SIGTERM handlers call). Interrupting ``submit`` while it starts a worker process
+    left that worker reading a half-written start-up pipe ("Ran out of input") and leaked its semaphores.
+    (Blocking the signals instead is inherited by the workers the step starts, which then ignore terminate().)"""
+    if _STEP.active:
+        _STEP.deferred = kind
+        return
+    raise kind
+
+
+@contextlib.contextmanager
+def _one_step() -> Iterator[None]:
+    _STEP.active = True
+    try:
+        yield
+    finally:
+        _STEP.active = False
+        kind, _STEP.deferred = _STEP.deferred, None
+        if kind is not None:
+            raise kind
 
 
 def _claim_next(store: Store, queue: Iterator[TrainConfig], me: str, summary: SweepSummary) -> TrainConfig | None:
