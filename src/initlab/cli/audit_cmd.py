@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from initlab._errors import fail
 from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
 
 
@@ -33,6 +34,9 @@ def audit_command(
     from initlab.init.model import initialize
     from initlab.theory.audit import audit
 
+    if batch_size < 2:  # a negative size sliced the data from the end: a batch nobody asked for
+        raise fail("audit needs at least 2 examples to measure a variance", accepted="a batch of 2 or more",
+                   received=batch_size, fix="Pass a larger batch (256 is a good size).")  # fmt: skip
     dataset = load(data)
     net = build(ModelSpec(model, depth, width, activation, norm=norm), dataset.in_shape, dataset.classes)
     initialize(net, scheme, generator=torch.Generator().manual_seed(seed), gain=gain)

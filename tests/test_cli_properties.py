@@ -1,0 +1,114 @@
+"""Property-based checks of the command line's edge (issue 23), with hypothesis: each command is driven with
+generated invalid values for its options and for TrainConfig fields given on the command line, in a run's TOML
+file and in a sweep spec. Every case must exit 2 with stderr starting `Error:`, show no traceback, and leave an
+existing run store exactly as it was (same rows, integrity check ok).
+
+The values generated are of each option's type (numbers that break a rule: out of range, NaN, infinite); values
+of another type (`--depth x`) are the option parser's usage errors, which also exit 2 without a traceback but are
+formatted by typer/click (tests/test_cli.py checks one).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from initlab.cli.main import app
+from initlab.compare.config import _RANGES, TrainConfig
+from initlab.compare.store import Store
+
+runner = CliRunner()
+FIELDS = {f.name: f for f in TrainConfig.__dataclass_fields__.values()}
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _bad_numbers(field: str) -> st.SearchStrategy[float | int]:
+    """Values of the field's type that its range refuses."""
+    rule, kind = _RANGES[field], type(FIELDS[field].default)
+    below = st.integers(max_value=int(rule.low) - 1) if kind is int else st.floats(max_value=rule.low, exclude_max=True)
+    above = (st.integers(min_value=int(rule.high) + 1) if kind is int else
+             st.floats(min_value=rule.high, exclude_min=not rule.open_high, allow_infinity=False))  # fmt: skip
+    special = st.sampled_from([math.nan, math.inf, -math.inf]) if kind is float else st.nothing()
+    return st.one_of(below, above, special)
+
+
+BAD_FIELDS = st.sampled_from(sorted(_RANGES)).flatmap(lambda f: st.tuples(st.just(f), _bad_numbers(f)))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("store") / "runs.db"
+    with Store(path) as db:
+        db.add_many([("a1", {"depth": 3}), ("b2", {"depth": 4})])
+    return path
+
+
+def _snapshot(path: Path) -> tuple[list[str], str]:
+    with sqlite3.connect(path) as con:
+        return list(con.iterdump()), con.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _refused(args: list[str], store: Path, before: tuple[list[str], str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (args, result.output, result.exception)
+    assert result.stderr.startswith("Error:"), (args, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert _snapshot(store) == before and before[1] == "ok"
+
+
+def _toml(value: float | int) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(value)
+
+
+@SETTINGS
+@given(BAD_FIELDS)
+def test_run_options_and_toml_fields(store: Path, tmp_path: Path, bad: tuple[str, float | int]) -> None:
+    field, value = bad
+    before = _snapshot(store)
+    option = "--" + field.replace("_", "-")
+    _refused(["run", option, str(value), "--store", str(store)], store, before)
+    config = tmp_path / "run.toml"
+    config.write_text(f"[run]\n{field} = {_toml(value)}\n")
+    _refused(["run", "--config", str(config), "--store", str(store)], store, before)
+    spec = tmp_path / "grid.toml"
+    other = "width" if field != "width" else "depth"  # the grid must not override the field under test
+    spec.write_text(f"[base]\n{field} = {_toml(value)}\n[grid]\n{other} = [8]\n")
+    _refused(["sweep", str(spec), "--store", str(store)], store, before)
+
+
+@SETTINGS
+@given(
+    st.sampled_from(["--weight-var", "--bias-var", "--input-var", "--depth"]).flatmap(
+        lambda option: st.tuples(
+            st.just(option),
+            st.integers(max_value=0) if option == "--depth" else st.one_of(
+                st.floats(max_value=0.0, exclude_max=option == "--bias-var"),
+                st.sampled_from([math.nan, math.inf, -math.inf]),
+            ),
+        )
+    )
+)  # fmt: skip
+def test_predict_options(store: Path, bad: tuple[str, float]) -> None:
+    option, value = bad
+    if option == "--bias-var" and value == 0.0:
+        return  # 0 is a valid bias variance
+    _refused(["predict", option, str(value)], store, _snapshot(store))
+
+
+@SETTINGS
+@given(st.sampled_from(["init", "audit"]), st.sampled_from(["--depth", "--width", "--batch-size"]),
+       st.integers(max_value=0))  # fmt: skip
+def test_model_sizes(store: Path, command: str, option: str, value: int) -> None:
+    if command == "init" and option == "--batch-size":
+        option = "--depth"
+    _refused([command, option, str(value)], store, _snapshot(store))
