@@ -2,12 +2,14 @@
 layer on it (χ1 = 1) for the activation it feeds.
 
 The scheme's variance comes from mean-field theory, so it lives here and registers itself with the initializer
-registry (``initlab.init.registry.register``) when ``initlab.theory`` is imported, which ``import initlab``
-always does.
+registry (``initlab.init.registry.register``) when ``initlab.theory`` is imported: the public façade does so on
+first use, and every module that resolves scheme names imports it (``tests/test_layers.py`` keeps the registry
+from importing it back).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -87,8 +89,14 @@ def critical_weight_var(act: ActivationLike, bias_var: float = 0.0, *, upper: fl
     if not (math.isfinite(upper) and upper > 1e-3):
         raise fail("upper must be a finite weight variance above 1e-3", accepted="a number > 0.001",
                    received=upper, fix="Leave upper at its default, 1000.")  # fmt: skip
-    phi = activation(act)
-    bv = torch.tensor(float(bias_var), dtype=torch.float64)
+    return _critical_weight_var(activation(act), float(bias_var), float(upper))
+
+
+@functools.lru_cache(maxsize=256)
+def _critical_weight_var(phi: Activation, bias_var: float, upper: float) -> float:
+    """The search behind :func:`critical_weight_var`, once per (activation, σ_b², upper): ``initialize(model,
+    "critical")`` asks it for every layer (a 30-layer tanh net took 12.8 s before this cache)."""
+    bv = torch.tensor(bias_var, dtype=torch.float64)
     at_zero = _edge_of_ordered_zero(phi, bv)
     if at_zero is not None:
         return at_zero
