@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["normal_nodes", "normal_nodes_2d", "split_nodes"]
+__all__ = ["normal_nodes", "split_nodes"]
 
 _HALF_WIDTH = 10.0
 
@@ -55,13 +55,6 @@ def normal_nodes(panels_per_side: int = 24, order: int = 8) -> tuple[torch.Tenso
     (1.0, 0.5)
     """
     return _nodes(panels_per_side, order)
-
-
-def normal_nodes_2d(panels_per_side: int = 8, order: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A product rule for two independent standard normals: ``z1``, ``z2`` and weights."""
-    z, w = _nodes(panels_per_side, order)
-    z1, z2 = torch.meshgrid(z, z, indexing="ij")
-    return z1.reshape(-1), z2.reshape(-1), torch.outer(w, w).reshape(-1)
 
 
 def split_nodes(kinks: torch.Tensor, panels_per_side: int = 24, order: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

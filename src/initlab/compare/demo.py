@@ -34,7 +34,7 @@ from initlab._errors import unknown_name
 from initlab.compare.data import load
 from initlab.compare.report.html import build_report
 from initlab.compare.report.recommend import Recommendation, recommend_store
-from initlab.compare.report.scores import epochs_to, score
+from initlab.compare.report.scores import epochs_to, score, spread_text
 from initlab.compare.store import Store
 from initlab.compare.sweep.runner import Backend, Reporter, SweepSummary, run_sweep
 from initlab.compare.sweep.spec import SweepSpec, expand
@@ -148,7 +148,7 @@ class RunGroup:
 
     def text(self) -> str:
         """``median (min-max)`` in percent."""
-        return f"{_pct(self.score)} ({100 * min(self.scores):.1f}–{_pct(max(self.scores))})"
+        return spread_text(self.scores)
 
     def epochs_to(self, bar: float) -> float:
         """Median over seeds of the first epoch with test accuracy ≥ ``bar`` (inf if never)."""

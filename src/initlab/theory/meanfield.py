@@ -85,6 +85,12 @@ def check_variances(weight_var: ArrayLike, bias_var: ArrayLike = 0.0) -> None:
                    fix="Pass bias_var=0.0 for zero-initialized biases.")  # fmt: skip
 
 
+def _check_length(q0: float) -> None:
+    if not (math.isfinite(q0) and q0 > 0):
+        raise fail("the input length q0 must be finite and > 0", accepted="a variance > 0, e.g. 1.0",
+                   received=q0, fix="Pass the variance of the inputs, 1.0 for standardized data.")  # fmt: skip
+
+
 # -- expectations, exact across kinks ---------------------------------------------------------------------------
 # Panel edges in x = √q z: φ's kinks, and a grading around 0, where every activation here changes shape on a
 # scale of 1: at large q (SELU at σ_w² = 1.8 has q* = 407) that scale is 1/√q in z, far below a fixed panel.
@@ -247,9 +253,7 @@ def fixed_point(act: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike 
     (1.0, 0.0, inf)
     """
     check_variances(weight_var, bias_var)
-    if not (math.isfinite(q0) and q0 > 0):
-        raise fail("the input length q0 must be finite and > 0", accepted="a variance > 0, e.g. 1.0",
-                   received=q0, fix="Pass the variance of the inputs, 1.0 for standardized data.")  # fmt: skip
+    _check_length(q0)
     phi = activation(act)
     return _out(_length(phi, _t(weight_var), _t(bias_var), q0), weight_var, bias_var)
 
@@ -382,9 +386,7 @@ def layer_profile(act: ActivationLike, weight_var: float, bias_var: float, depth
     [2.0, 2.0, 2.0]
     """
     check_variances(weight_var, bias_var)
-    if not (math.isfinite(q0) and q0 > 0):
-        raise fail("the input length q0 must be finite and > 0", accepted="a variance > 0, e.g. 1.0",
-                   received=q0, fix="Pass the variance of the inputs, 1.0 for standardized data.")  # fmt: skip
+    _check_length(q0)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise fail("depth must be a whole number of layers ≥ 1", accepted="an int ≥ 1", received=depth,
                    fix="Pass depth=20, for example.")  # fmt: skip

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from initlab.compare.report.scores import score
+from initlab.compare.report.scores import score, spread_text
 from initlab.compare.store import Store
 from initlab.theory import meanfield
 from initlab.theory.schemes import scheme_point, trainable_depth
@@ -43,15 +43,11 @@ class Recommendation:
 
     @property
     def best_text(self) -> str:
-        return _spread(self.best_scores)
+        return spread_text(self.best_scores)
 
     @property
     def runner_up_text(self) -> str:
-        return _spread(self.runner_up_scores)
-
-
-def _spread(scores: tuple[float, ...]) -> str:
-    return f"{100 * statistics.median(scores):.1f}% ({100 * min(scores):.1f}–{100 * max(scores):.1f}%)"
+        return spread_text(self.runner_up_scores)
 
 
 def _theory(scheme: str, act: str, width: int) -> str:

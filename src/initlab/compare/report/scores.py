@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 
-__all__ = ["epochs_to", "score"]
+__all__ = ["epochs_to", "score", "spread_text"]
 
 
 def score(accuracies: list[float], diverged: bool = False, chance: float = 0.1) -> float:
@@ -27,3 +28,12 @@ def epochs_to(accuracies: list[float], bar: float) -> float:
     (3, inf)
     """
     return next((i for i, a in enumerate(accuracies, 1) if a >= bar), math.inf)
+
+
+def spread_text(scores: Sequence[float]) -> str:
+    """Scores across seeds as ``median (min–max)`` in percent.
+
+    >>> spread_text([0.5, 0.8, 0.6])
+    '60.0% (50.0–80.0%)'
+    """
+    return f"{100 * statistics.median(scores):.1f}% ({100 * min(scores):.1f}–{100 * max(scores):.1f}%)"
