@@ -47,6 +47,14 @@ def _runs(db: Path) -> dict[str, tuple[str, int, int]]:
     return {i: (s, a, m) for i, s, a, m in rows}
 
 
+def _statuses_so_far(db: Path) -> list[str]:
+    """Each run's status in a store another process may still be creating (file made, tables not yet)."""
+    try:
+        return [s for s, _, _ in _runs(db).values()] if db.exists() else []
+    except sqlite3.OperationalError:  # "no such table: runs" between the file's creation and the schema's
+        return []
+
+
 # -- spec ------------------------------------------------------------------------------------------------
 def test_expansion_is_deterministic_and_ids_are_config_hashes(tmp_path: Path) -> None:
     a, b = load_spec(_spec(tmp_path)), load_spec(_spec(tmp_path))
@@ -148,13 +156,8 @@ def test_kill_9_then_resume_runs_every_point_exactly_once(tmp_path: Path) -> Non
     proc = subprocess.Popen([*CLI, str(spec), "--store", str(db), "--workers", "2"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and _statuses_so_far(db).count("done") < 2:
         time.sleep(0.05)
-        try:
-            if db.exists() and sum(s == "done" for s, _, _ in _runs(db).values()) >= 2:
-                break
-        except sqlite3.OperationalError:  # the driver has created the file but not yet its tables
-            continue
     os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers must notice and leave on their own
     proc.wait()
     killed = _runs(db)
@@ -286,7 +289,7 @@ def test_a_signal_requeues_what_the_sweep_claimed_and_says_how_to_finish(
     with subprocess.Popen([*CLI, str(spec), "--store", str(db), "--workers", "2"], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as proc:  # fmt: skip
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (db.exists() and "running" in {s for s, _, _ in _runs(db).values()}):
+        while time.monotonic() < deadline and "running" not in _statuses_so_far(db):
             time.sleep(0.1)  # a bounded poll for the state to reach, not a wait that makes a timing pass
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
