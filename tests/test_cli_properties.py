@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import string
 from pathlib import Path
 
 import pytest
+import typer.main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -112,3 +114,58 @@ def test_model_sizes(store: Path, command: str, option: str, value: int) -> None
     if command == "init" and option == "--batch-size":
         option = "--depth"
     _refused([command, option, str(value)], store, _snapshot(store))
+
+
+# -- values of the wrong type, unknown options, missing values: click's usage errors in initlab's form --------
+def _typed_options() -> list[tuple[str, str, str]]:
+    """(command, option, type) for every option whose value click parses: numbers and choices."""
+    group = typer.main.get_command(app)
+    return [(name, p.opts[0], p.bare_type()) for name, command in group.commands.items()  # type: ignore[attr-defined]
+            for p in command.params if p.opts[0].startswith("--") and p.bare_type() in ("int", "float", "Format",
+                                                                                          "BackendName")]  # fmt: skip
+
+
+def _parses(text: str, kind: str) -> bool:
+    parse = {"int": int, "float": float}.get(kind)
+    if parse is None:
+        return text in ("table", "json", "local", "ray")
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True
+
+
+WORDS = st.text(alphabet=string.ascii_letters + string.digits + "._", min_size=1, max_size=8)
+
+
+@SETTINGS
+@given(st.sampled_from(_typed_options()).flatmap(
+    lambda opt: st.tuples(st.just(opt), WORDS.filter(lambda w: not _parses(w, opt[2])))))  # fmt: skip
+def test_values_of_the_wrong_type(store: Path, bad: tuple[tuple[str, str, str], str]) -> None:
+    (command, option, _), value = bad
+    _refused([command, option, value], store, _snapshot(store))
+
+
+@SETTINGS
+@given(st.sampled_from(sorted(_RANGES)), WORDS.filter(lambda w: not _parses(w, "float")))
+def test_run_fields_of_the_wrong_type(store: Path, field: str, value: str) -> None:
+    _refused(["run", "--" + field.replace("_", "-"), value, "--store", str(store)], store, _snapshot(store))
+
+
+@SETTINGS
+@given(st.sampled_from(["demo", "schemes", "init", "predict", "audit", "sweep", "report", "nosuchcommand"]),
+       WORDS.map(lambda w: "--zz" + w))  # fmt: skip
+def test_unknown_options_and_commands(store: Path, command: str, option: str) -> None:
+    _refused([command, option, "1"], store, _snapshot(store))
+
+
+def test_a_usage_error_names_the_fix(store: Path) -> None:
+    before = _snapshot(store)
+    result = runner.invoke(app, ["init", "--depth", "x"])
+    assert result.stderr == ("Error: invalid value for '--depth': Input should be a valid integer, unable to parse "
+                             "string as an integer. See `initlab init --help` for every option and the values it "
+                             "accepts.\n")  # fmt: skip
+    result = runner.invoke(app, ["nope"])
+    assert result.stderr.startswith("Error: no such command 'nope'. Accepted commands: demo, schemes, init, predict, ")
+    _refused(["predict", "--depth"], store, before)  # a value missing at the end

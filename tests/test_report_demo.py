@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import statistics
 import subprocess
@@ -21,23 +20,6 @@ CLI = [sys.executable, "-m", "initlab.cli.main"]
 CHROMIUM = Path("/usr/bin/chromium")
 VOID = {"meta", "link", "img", "br", "hr", "input", "source", "col", "area", "base", "wbr"}
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One quick demo per test session, shared by the xdist workers (under a file lock) and the tests."""
-    from filelock import FileLock
-
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's directory
-    out, printed = shared / "quick-demo", shared / "quick-demo.stdout"
-    with FileLock(str(shared / "quick-demo.lock")):
-        if not printed.exists():
-            proc = subprocess.run([*CLI, "demo", "--quick", "--out", str(out)], capture_output=True, text=True,
-                                  timeout=600)  # fmt: skip
-            assert proc.returncode == 0, proc.stderr
-            printed.write_text(proc.stdout)
-    return out, printed.read_text()
 
 
 def test_quick_demo_prints_claims_and_the_report_path(demo: tuple[Path, str]) -> None:

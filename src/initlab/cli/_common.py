@@ -17,6 +17,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from initlab._errors import InitlabError
 
@@ -77,3 +78,36 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
 def _error(message: str) -> NoReturn:
     stderr.print(f"[bold red]Error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(2) from None
+
+
+class InitlabGroup(TyperGroup):
+    """typer's command group, with click's usage errors (an unknown command or option, a value of the wrong type,
+    a missing argument) in initlab's form: ``Error: <what>. <how to fix>`` on stderr, exit code 2 — typer would
+    print a usage line and a boxed panel instead."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)  # typer.Exit comes back as its exit code
+        except typer.TyperException as error:  # click's UsageError, BadParameter, NoSuchOption, ... (exit 2)
+            if type(error).__name__ != "NoArgsIsHelpError":  # bare `initlab`: typer has printed the help
+                stderr.print(f"[bold red]Error:[/] {escape(_usage_text(error))}", markup=True, highlight=False)
+            sys.exit(2)
+        except typer.Abort:
+            stderr.print("Aborted.", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_text(error: typer.TyperException) -> str:
+    message = str(getattr(error, "format_message", error.__str__)())
+    message = message[:1].lower() + message[1:].rstrip()
+    message += "" if message.endswith(".") else "."
+    ctx = getattr(error, "ctx", None)
+    if ctx is None:
+        return message
+    if isinstance(ctx.command, TyperGroup):  # at the top: an unknown command or option
+        commands = ", ".join(ctx.command.list_commands(ctx))
+        return f"{message} Accepted commands: {commands}. See `{ctx.command_path} --help`."
+    return f"{message} See `{ctx.command_path} --help` for every option and the values it accepts."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from initlab.cli._common import InitlabGroup
 from initlab.cli.audit_cmd import audit_command
 from initlab.cli.demo_cmd import demo_command
 from initlab.cli.init_cmd import init_command
@@ -16,6 +17,7 @@ from initlab.cli.sweep_cmd import sweep_command
 
 app = typer.Typer(
     name="initlab",
+    cls=InitlabGroup,
     help="Initialize deep networks correctly; predict and watch vanishing/exploding gradients; compare remedies.",
     no_args_is_help=True,
     add_completion=False,

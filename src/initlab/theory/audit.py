@@ -213,13 +213,13 @@ def _findings(report: AuditReport, model: nn.Module) -> list[str]:
     fix = _remedy(_main_activation(model), chi)
     if phase == "ordered":
         text = (
-            f"ordered phase: gradient variance χ = {chi:.2f} per layer, gradients shrink {per} towards "
-            f"the input; layer 1's weight gradient is {first:.2g} of the last layer's. {fix}."
+            f"ordered phase: gradient variance χ = {chi:.2f} per layer, back-propagated gradients shrink {per} "
+            f"towards the input; layer 1's weight gradient is {first:.2g}× the last layer's. {fix}."
         )
     elif phase == "chaotic":
         text = (
-            f"chaotic phase: gradient variance χ = {chi:.2f} per layer, gradients grow {per} towards the "
-            f"input; layer 1's weight gradient is {first:.2g}× the last layer's. {fix}, or clip gradients by norm."
+            f"chaotic phase: gradient variance χ = {chi:.2f} per layer, back-propagated gradients grow {per} towards "
+            f"the input; layer 1's weight gradient is {first:.2g}× the last layer's. {fix}, or clip gradients by norm."
         )
     else:
         text = f"critical: gradient variance changes by χ = {chi:.2f} per layer; signal and gradients propagate."
