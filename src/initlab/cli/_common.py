@@ -10,7 +10,7 @@ import functools
 import json
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -85,11 +85,20 @@ class InitlabGroup(TyperGroup):
     a missing argument) in initlab's form: ``Error: <what>. <how to fix>`` on stderr, exit code 2 — typer would
     print a usage line and a boxed panel instead."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = functools.partial(super().main, args, prog_name, complete_var, False, windows_expand_args, **extra)
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return run()
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)  # typer.Exit comes back as its exit code
+            code = run()  # not standalone: typer.Exit comes back as its exit code, click's errors are raised
         except typer.TyperException as error:  # click's UsageError, BadParameter, NoSuchOption, ... (exit 2)
             if type(error).__name__ != "NoArgsIsHelpError":  # bare `initlab`: typer has printed the help
                 stderr.print(f"[bold red]Error:[/] {escape(_usage_text(error))}", markup=True, highlight=False)

@@ -36,4 +36,4 @@ app.command("report")(report_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    app(prog_name="initlab")
