@@ -16,7 +16,7 @@ PACKAGE = SRC / "initlab"
 FLOORS: list[tuple[str, ...]] = [
     ("initlab._errors", "initlab._quadrature", "initlab._tables"),  # base: belongs to no verb
     ("initlab.init",),  # INITIALIZE
-    ("initlab.theory",),  # PREDICT
+    ("initlab.theory", "initlab.nn"),  # PREDICT; the torch.nn.init mirror
     ("initlab.monitor",),  # WATCH
     ("initlab.compare",),  # COMPARE
     ("initlab.cli",),  # the command line over all of them

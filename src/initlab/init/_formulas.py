@@ -194,6 +194,8 @@ def truncated(mean: float, std: float, a: float, b: float, bounds: str) -> Trunc
         return s * standard_truncated_std(lo / s, hi / s) - std
 
     # sigma = std truncates (result std < std); sigma = 1e4·(b - a) is almost uniform (std > std asked).
+    if excess(math.log(std)) >= 0.0:  # bounds so far out (±20σ at std 0.1, bounds ±2) that truncation is lost
+        return TruncatedNormal(mean, std, lo / std, hi / std)  # in rounding: sigma = std already (issue 24)
     from scipy import optimize  # imported here: scipy.optimize costs 0.4 s at start-up of every process
 
     log_sigma = optimize.brentq(excess, math.log(std), math.log(1e4 * (hi - lo)), xtol=1e-14)
@@ -227,7 +229,7 @@ def dirac_positions(shape: tuple[int, ...], groups: int) -> list[tuple[int, ...]
     >>> dirac_positions((4, 2, 3), groups=2)
     [(0, 0, 1), (1, 1, 1), (2, 0, 1), (3, 1, 1)]
     """
-    if len(shape) < 3:
+    if not 3 <= len(shape) <= 5:  # conv1d to conv3d, as torch (issue 24: a 6-D tensor was filled)
         raise fail(
             "dirac needs a conv weight (out, in, k...) of rank 3 to 5",
             received=shape,

@@ -270,6 +270,14 @@ def _by_name(name: str, param: float | None) -> Activation:
     return _BUILDERS[name](param)
 
 
+def _number(name: str, param: object) -> float:
+    """An activation's parameter: a real number (``True`` was read as slope 1.0; torch refuses it too)."""
+    if isinstance(param, bool) or not isinstance(param, (int, float)) or not math.isfinite(param):
+        raise fail(f"the parameter of {name} must be a finite number", received=param,
+                   fix="Pass a number such as 0.2, or leave it out for the default.")  # fmt: skip
+    return float(param)
+
+
 def activation(
     spec: str | nn.Module | Callable[[Tensor], Tensor] | Activation, param: float | None = None
 ) -> Activation:
@@ -300,7 +308,7 @@ def activation(
                 [*_BUILDERS, *_ALIASES],
                 see="See initlab.activation_names() for all names, or pass a callable.",
             )
-        return _by_name(name, None if param is None else float(param))
+        return _by_name(name, None if param is None else _number(name, param))
     if isinstance(spec, nn.Module) and type(spec) in _MODULES:
         name, module_param = _MODULES[type(spec)](spec)
         return _by_name(name, module_param if param is None else param)
