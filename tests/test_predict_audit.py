@@ -81,8 +81,8 @@ def test_audit_leaves_the_model_as_it_was() -> None:
 
 def test_findings_name_the_phase_and_the_fix() -> None:
     ordered = il.audit(_mlp("sigmoid", "glorot_uniform", width=256), torch.randn(256, 256))
-    assert ordered.findings[0].startswith("ordered phase: gradient variance χ = 0.05 per layer, gradients "
-                                          "shrink 18.")  # fmt: skip
+    assert ordered.findings[0].startswith("ordered phase: gradient variance χ = 0.05 per layer, back-propagated "
+                                          "gradients shrink 18.")  # fmt: skip
     assert (
         "Fix: initlab.initialize(model, 'critical') gives χ1 = 1.00 per layer for sigmoid (this model: 0.05"
         in (ordered.findings[0])
