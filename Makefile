@@ -12,7 +12,7 @@ $(BIN)/python:
 # Reinstall only when the dependencies or the compiled part (the monitor's fused kernels) change.
 $(STAMP): pyproject.toml setup.py src/initlab/monitor/_fused.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,keras,tensorboard,ray,mnist1d]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,keras,jax,tensorboard,ray,mnist1d]"
 	touch $(STAMP)
 
 # The main job: a curated sweep on the embedded digits data, six measured claims, and the HTML report.

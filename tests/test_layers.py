@@ -18,7 +18,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("initlab.init",),  # INITIALIZE
     ("initlab.theory", "initlab.nn"),  # PREDICT; the torch.nn.init mirror
     ("initlab.monitor",),  # WATCH
-    ("initlab.compare",),  # COMPARE
+    ("initlab.compare", "initlab.keras"),  # COMPARE; the Keras mirror and its Monitor callback
     ("initlab.cli",),  # the command line over all of them
 ]
 

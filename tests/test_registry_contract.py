@@ -96,7 +96,8 @@ def test_keras_serialized_config_is_accepted() -> None:
         "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal", "seed": None},
     }
     init = il.get(config)
-    assert init.params == {"scale": 2.0, "mode": "fan_out", "distribution": "normal"}
+    assert init.params == {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}
+    assert init.get_config()["config"]["distribution"] == "untruncated_normal"  # issue 24: was written as "normal"
 
 
 def test_callable_is_wrapped() -> None:

@@ -134,7 +134,7 @@ _SCHEMES: list[Scheme] = [
         "variance_scaling",
         lambda fn, p: f.variance_scaling(fn or Fans(1, 1), p["scale"], p["mode"], p["distribution"]),
         {"scale": 1.0, "mode": "fan_in", "distribution": "truncated_normal"},
-        "Var W = scale / n",
+        "Var W = scale / n (distribution truncated_normal, untruncated_normal or uniform, as in Keras)",
         "Keras VarianceScaling / JAX variance_scaling",
         fan_based=True,
     ),
@@ -342,16 +342,29 @@ class Initializer:
     def __call__(
         self,
         tensor: torch.Tensor,
+        dtype: Any = None,
         *,
         gain: float | None = None,
         fans: Fans | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Fill ``tensor`` in place and return it; ``gain`` sets the scheme's gain (if it has one)."""
+        """Fill ``tensor`` in place and return it; ``gain`` sets the scheme's gain (if it has one).
+
+        Called as Keras calls an initializer, ``init(shape, dtype=...)`` with a shape instead of a tensor, it
+        returns a new Keras tensor of that shape (channels-last fans), so ``kernel_initializer=il.get(...)`` works.
+        """
+        if not isinstance(tensor, torch.Tensor):
+            return self._keras_tensor(tensor, dtype)
         if tensor.numel() == 0:
             return tensor
         fans_ = (fans or _fans_of(tensor.shape)) if self.scheme.fan_based else fans
         return draw_(tensor, self.dist(fans_, gain), generator or self._torch_generator())
+
+    def _keras_tensor(self, shape: Any, dtype: Any) -> Any:
+        import keras  # only when Keras calls: initlab does not need Keras otherwise
+
+        array = self.numpy(tuple(int(n) for n in shape), layout="keras")
+        return keras.ops.convert_to_tensor(array, dtype=dtype or keras.config.floatx())
 
     def numpy(
         self,
@@ -372,8 +385,12 @@ class Initializer:
         return draw(shape, self.dist(fans, gain), rng or self._numpy_rng(), dtype)
 
     def get_config(self) -> dict[str, Any]:
-        """Keras-style config: ``{"class_name": "HeNormal", "config": {..., "seed": ...}}``."""
-        return {"class_name": self.scheme.class_name, "config": {**self.params, "seed": self.seed}}
+        """The config Keras reads as the same distribution (``{"class_name": "HeNormal", "config": {"seed": 0}}``;
+        a non-default gain or a torch name becomes Keras' ``VarianceScaling``, ``normal`` its ``RandomNormal``),
+        or, for schemes Keras has no class for (``critical``, ``dirac``, ``sparse``...), initlab's own config,
+        which :func:`get` reads back. Every config :func:`get` returns gives back the same distribution."""
+        class_name, config = keras_config(self.scheme, self.params)
+        return {"class_name": class_name, "config": config if class_name in _NO_SEED else {**config, "seed": self.seed}}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Initializer:
@@ -389,6 +406,44 @@ class Initializer:
         if self._rng is None:
             self._rng = np.random.default_rng(self.seed)
         return self._rng
+
+
+_NO_SEED = ("Zeros", "Ones", "Constant", "Identity", "Dirac")
+_KERAS_VS = {  # Keras' fixed variance-scaling classes: (mode, distribution); their scale is the gain squared
+    "glorot_normal": ("fan_avg", "truncated_normal"), "glorot_uniform": ("fan_avg", "uniform"),
+    "he_normal": ("fan_in", "truncated_normal"), "he_uniform": ("fan_in", "uniform"),
+    "lecun_normal": ("fan_in", "truncated_normal"), "lecun_uniform": ("fan_in", "uniform"),
+    "xavier_normal": ("fan_avg", "untruncated_normal"), "kaiming_normal": ("fan_in", "untruncated_normal"),
+    "torch_default": ("fan_in", "uniform"),
+}  # fmt: skip
+_KERAS_SAME = {"random_normal", "random_uniform", "truncated_normal", "variance_scaling", "zeros", "ones", "constant"}
+
+
+def keras_config(scheme: Scheme, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(class_name, config)`` without the seed: Keras' spelling wherever Keras has the distribution."""
+    name, p = scheme.name, dict(params)
+    if name in _KERAS_VS:
+        gain = p.get("gain") if p.get("gain") is not None else scheme.default_gain
+        mode, distribution = p.get("mode", _KERAS_VS[name][0]), _KERAS_VS[name][1]
+        scale = 1.0 / 3.0 if name == "torch_default" else (1.0 if gain is None else float(gain) ** 2)
+        if (
+            scheme.class_name
+            in ("GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "LecunNormal", "LecunUniform")
+            and gain in (None, scheme.default_gain)
+            and mode == _KERAS_VS[name][0]
+        ):
+            return scheme.class_name, {}  # fmt: skip
+        return "VarianceScaling", {"scale": scale, "mode": mode, "distribution": distribution}
+    if name in _KERAS_SAME:
+        return scheme.class_name, p
+    if name in ("normal", "small_random"):
+        return "RandomNormal", {"mean": float(p.get("mean", 0.0)), "stddev": float(p["std"])}
+    if name == "uniform":
+        return "RandomUniform", {"minval": float(p["a"]), "maxval": float(p["b"])}
+    if name in ("orthogonal", "identity", "delta_orthogonal"):
+        given = p.get("gain")
+        return scheme.class_name, {"gain": float(given if given is not None else scheme.default_gain or 1.0)}
+    return scheme.class_name, {k: v for k, v in p.items() if v is not None}
 
 
 def _fans_of(shape: torch.Size | tuple[int, ...], layout: str = "torch") -> Fans:
@@ -414,6 +469,9 @@ def get(identifier: str | Mapping[str, Any] | Initializer | Callable[..., Any], 
     """
     if isinstance(identifier, Initializer):
         return identifier if not params else get(identifier.get_config(), **params)
+    if _is_keras_initializer(identifier):  # a keras.initializers object: read through its config
+        config = getattr(identifier, "get_config")()  # noqa: B009  (a Keras object: typed as a callable here)
+        return get({"class_name": type(identifier).__name__, "config": config}, **params)
     if isinstance(identifier, Mapping):
         if "class_name" not in identifier:
             raise fail(
@@ -424,28 +482,7 @@ def get(identifier: str | Mapping[str, Any] | Initializer | Callable[..., Any], 
         config = dict(identifier.get("config") or {})
         return get(str(identifier["class_name"]), **config, **params)
     if isinstance(identifier, str):
-        scheme = lookup(identifier)
-        seed = params.pop("seed", None)
-        axes = (params.pop("input_axes", None), params.pop("output_axes", None))
-        if axes != (None, None):
-            raise fail(
-                "input_axes/output_axes are not read from configs",
-                received=axes,
-                fix="Pass fans=initlab.init.fans(shape, in_axes=..., out_axes=...) when calling the initializer.",
-            )
-        if params.get("distribution") == "untruncated_normal":
-            params["distribution"] = "normal"
-        unknown = set(params) - set(scheme.defaults)
-        if unknown:
-            raise fail(
-                f"scheme {scheme.name!r} has no parameter {sorted(unknown)[0]!r}",
-                accepted=", ".join(sorted(scheme.defaults)) or "no parameters",
-                received=params,
-            )
-        init = Initializer(scheme, {**scheme.defaults, **params}, seed)
-        if params:  # a bad value (scale=-1, mode="fan_sideways") fails here, not when the initializer is called
-            scheme.plan(Fans(4, 4) if scheme.fan_based else None, init.params)
-        return init
+        return _from_name(identifier, params)
     if callable(identifier):
         return FunctionInitializer(identifier)
     raise fail(
@@ -453,6 +490,35 @@ def get(identifier: str | Mapping[str, Any] | Initializer | Callable[..., Any], 
         received=identifier,
         fix="Try initlab.get('he_normal').",
     )
+
+
+def _from_name(identifier: str, params: dict[str, Any]) -> Initializer:
+    scheme = lookup(identifier)
+    seed = params.pop("seed", None)
+    axes = (params.pop("input_axes", None), params.pop("output_axes", None))
+    if axes != (None, None):
+        raise fail(
+            "input_axes/output_axes are not read from configs",
+            received=axes,
+            fix="Pass fans=initlab.init.fans(shape, in_axes=..., out_axes=...) when calling the initializer.",
+        )
+    if scheme.name == "variance_scaling" and params.get("distribution") == "normal":
+        params["distribution"] = "truncated_normal"  # Keras' legacy spelling, and Keras reads it truncated
+    unknown = set(params) - set(scheme.defaults)
+    if unknown:
+        raise fail(
+            f"scheme {scheme.name!r} has no parameter {sorted(unknown)[0]!r}",
+            accepted=", ".join(sorted(scheme.defaults)) or "no parameters",
+            received=params,
+        )
+    init = Initializer(scheme, {**scheme.defaults, **params}, seed)
+    if params:  # a bad value (scale=-1, mode="fan_sideways") fails here, not when the initializer is called
+        scheme.plan(Fans(4, 4) if scheme.fan_based else None, init.params)
+    return init
+
+
+def _is_keras_initializer(obj: object) -> bool:
+    return type(obj).__module__.startswith(("keras.", "initlab.keras")) and hasattr(obj, "get_config")
 
 
 class FunctionInitializer(Initializer):
@@ -473,6 +539,7 @@ class FunctionInitializer(Initializer):
     def __call__(
         self,
         tensor: torch.Tensor,
+        dtype: Any = None,
         *,
         gain: float | None = None,
         fans: Fans | None = None,
