@@ -161,3 +161,60 @@ def test_jax_backend() -> None:
 
 def test_torch_backend_is_in_process() -> None:
     assert keras.backend.backend() == "torch" and isinstance(keras.layers.Dense(2), torch.nn.Module)
+
+
+# -- Keras models as first-class models -----------------------------------------------------------------------
+def _keras_net() -> object:
+    return keras.Sequential([
+        keras.Input((8, 8, 6)),
+        keras.layers.Conv2D(12, 3, groups=3, activation="relu"),
+        keras.layers.DepthwiseConv2D(3),
+        keras.layers.BatchNormalization(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(256, activation="tanh"),
+        keras.layers.Dense(4),
+    ])  # fmt: skip
+
+
+def test_initialize_assigns_every_variable_with_keras_fans() -> None:
+    # issue 24: il.initialize(keras_model, ...) changed no weight and said nothing
+    model = _keras_net()
+    before = [_np(v).copy() for v in model.weights]
+    report = il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0))
+    rows = {r.name: r for r in report}
+    assert set(rows) == {v.path for v in model.weights if v.trainable}  # every trainable variable, by its path
+    layers = model.layers
+    conv, depthwise = rows[layers[0].kernel.path], rows[layers[1].kernel.path]
+    assert (conv.fan_in, conv.fan_out) == (3 * 3 * 2, 3 * 3 * 4)  # 6 channels in 3 groups, 12 out
+    assert (depthwise.fan_in, depthwise.fan_out) == (9, 9)  # each output sees one input channel
+    assert (rows[layers[4].kernel.path].activation, rows[layers[5].kernel.path].activation) == ("tanh", "linear")
+    dense = _np(layers[4].kernel)  # 192 × 256 = 49,152 values: the sample std within 2% (≈ 6 SE)
+    assert dense.std() == pytest.approx(rows[layers[4].kernel.path].std, rel=0.02)
+    changed = [not np.array_equal(b, _np(v)) for b, v in zip(before, model.weights, strict=True) if v.trainable]
+    assert all(changed[i] for i in (0, 2, 6))  # kernels redrawn (zero biases may stay zero)
+    assert not _np(model.layers[0].bias).any() and (_np(model.layers[2].gamma) == 1).all()
+
+
+def test_initialize_keras_recurrent_and_embedding() -> None:
+    model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(50, 8), keras.layers.LSTM(6),
+                              keras.layers.Dense(2)])  # fmt: skip
+    report = il.initialize(model, "glorot_uniform", gain="activation", generator=torch.Generator().manual_seed(1))
+    rows = {r.name.split("/", 1)[1]: r for r in report}
+    assert rows["lstm/lstm_cell/kernel"].gain == pytest.approx(5 / 3)  # tanh's gain, read from the cell
+    bias = _np(model.layers[1].cell.bias)
+    assert (bias[6:12] == 1).all() and not np.delete(bias, range(6, 12)).any()  # forget gate 1 (Keras: i, f, c, o)
+    recurrent = _np(model.layers[1].cell.recurrent_kernel).reshape(6, 24)
+    for gate in range(4):
+        block = recurrent[:, gate * 6 : (gate + 1) * 6]
+        np.testing.assert_allclose(block @ block.T, np.eye(6), atol=1e-5)  # orthogonal per gate
+
+
+def test_initialize_keras_says_what_it_left_and_refuses_what_it_cannot() -> None:
+    inputs = keras.Input((4, 8))
+    outputs = keras.layers.Dense(3)(keras.layers.MultiHeadAttention(2, 4)(inputs, inputs))
+    report = il.initialize(keras.Model(inputs, outputs), "lecun_normal")
+    assert any("MultiHeadAttention) keeps Keras' initialization" in n for n in report.notes)
+    with pytest.raises(il.InitlabError, match="the Keras model has no weights yet"):
+        il.initialize(keras.Sequential([keras.layers.Dense(3)]), "he_normal")
+    with pytest.raises(il.InitlabError, match="a Keras model is not supported yet"):
+        il.predict(_keras_net(), input_shape=(8, 8, 6))

@@ -27,16 +27,17 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from initlab._errors import fail, unknown_name
-from initlab._tables import Rows
 from initlab.init import GAIN_POLICIES
 from initlab.init import _formulas as f
+from initlab.init._keras_model import initialize_keras, is_keras_model
+from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
 from initlab.init._torch_draw import draw_
 from initlab.init._tracing import NORM_LAYERS, Found, find_activations, residual_branches, trace, weight_layers
 from initlab.init.activations import Activation, activation
@@ -48,45 +49,6 @@ __all__ = ["GAIN_POLICIES", "InitReport", "LayerInit", "initialize"]
 
 ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
 RESIDUAL_RULES = ("zero_last", "fixup")
-_HOMOGENEOUS = ("relu", "leaky_relu")  # φ(ax) = aφ(x): the variance factor per layer is exactly (gain/needed)²
-
-
-@dataclasses.dataclass
-class LayerInit:
-    """What ``initialize`` did to one parameter."""
-
-    name: str
-    kind: str
-    shape: tuple[int, ...]
-    fan_in: int | None
-    fan_out: int | None
-    scheme: str
-    std: float | None
-    gain: float | None
-    activation: str
-    source: str
-
-
-@dataclasses.dataclass
-class InitReport(Rows):
-    """Per-parameter record of an initialization: name, shape, fans, scheme, target std, gain, activation."""
-
-    rows: list[LayerInit]
-    scheme: str = ""
-    notes: list[str] = dataclasses.field(default_factory=list)
-    title: ClassVar[str] = "initlab.initialize"
-    columns: ClassVar[tuple[str, ...]] = (
-        "name",
-        "kind",
-        "shape",
-        "fan_in",
-        "fan_out",
-        "scheme",
-        "std",
-        "gain",
-        "activation",
-        "source",
-    )
 
 
 @dataclasses.dataclass
@@ -117,7 +79,8 @@ def initialize(
     """Initialize every parameter of ``model`` in place and report what was done.
 
     Args:
-        model: any ``nn.Module``.
+        model: any ``nn.Module``, or a built Keras 3 model (any backend; the activation after each layer is the
+            layer's own ``activation``, every variable is assigned in place).
         scheme: a scheme name (``initlab schemes`` lists them), config dict or Initializer.
         bias: ``None`` for the scheme's own rule (zeros, or torch's for ``torch_default``), a number for a
             constant, or a scheme name for an initializer.
@@ -148,6 +111,11 @@ def initialize(
         raise unknown_name("residual rule", residual, RESIDUAL_RULES)
     if gain not in GAIN_POLICIES:
         raise unknown_name("gain", gain, GAIN_POLICIES)
+    if is_keras_model(model):
+        if residual is not None or activation is not None:
+            raise fail("residual= and activation= are for torch models", received=(residual, activation),
+                       fix="A Keras layer's activation is read from the layer; leave them out.")  # fmt: skip
+        return initialize_keras(model, get(scheme), _bias_rule(bias), get(recurrent), generator, gain)
     _check_model(model)
     graph = trace(model)
     ctx = _Context(
@@ -164,7 +132,7 @@ def initialize(
             _apply(rule, name, module, ctx)
     if residual is not None:
         _residual(model, graph, residual, ctx)
-    return InitReport(ctx.rows, ctx.init.name, _notes(ctx) + _untouched(model, ctx))
+    return InitReport(ctx.rows, ctx.init.name, notes_on_gains(ctx.mismatches) + _untouched(model, ctx))
 
 
 def _check_model(model: nn.Module) -> None:
@@ -252,13 +220,6 @@ def _rule_for(module: nn.Module) -> Callable[[str, Any, _Context], None] | None:
     return None
 
 
-def _target_std(dist: f.Dist, shape: tuple[int, ...]) -> float | None:
-    if isinstance(dist, f.Orthogonal):
-        return math.sqrt(dist.variance_for(shape[0], math.prod(shape[1:])))
-    variance = getattr(dist, "variance", None)
-    return math.sqrt(variance) if isinstance(variance, float) else None
-
-
 def _weight_scheme(init: Initializer, rank: int) -> Initializer:
     """Schemes defined for one rank mean their twin on the other (identity ↔ dirac, delta → orthogonal)."""
     twin = {
@@ -293,12 +254,12 @@ def _init_weight(
 ) -> None:
     init = _weight_scheme(init or ctx.init, getattr(module, pname).ndim)
     act: Activation | None = found.activation
-    gain, source = _gain(init, act, found, ctx.gain_policy, gain)
+    gain, source = weight_gain(init, act, found.source, ctx.gain_policy, gain)
     dist = init.dist(fans_, gain)
     _fill(module, pname, lambda t: init(t, gain=gain, fans=fans_, generator=ctx.generator))
     shape = tuple(getattr(module, pname).shape)
-    std = _target_std(dist, shape)
-    if source == "published" and act is not None and act.name in _HOMOGENEOUS and std and fans_.fan_in:
+    std = target_std(dist, shape)
+    if source == "published" and act is not None and act.name in HOMOGENEOUS and std and fans_.fan_in:
         needed = gain_of(act)
         ctx.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(fans_.fan_in), needed))
     reported = gain if gain is not None else init.scheme.default_gain
@@ -316,37 +277,6 @@ def _init_weight(
             source,
         )
     )
-
-
-def _gain(init: Initializer, act: Activation | None, found: Found, policy: str,
-          fixed: float | None) -> tuple[float | None, str]:  # fmt: skip
-    """The gain for one weight (None: the scheme's published one) and where it came from."""
-    explicit = init.params.get(init.scheme.gain_param) if init.scheme.gain_param else None
-    if fixed is not None:
-        return fixed, "fixed"  # embeddings and recurrent weights: gain 1 by construction
-    if explicit is not None:
-        return float(explicit), "gain="  # the user's own gain wins
-    if init.scheme.gain_rule is not None:  # the scheme is defined by the activation (critical)
-        return init.scheme.gain_rule(act, init.params), f"{init.name} ({found.source})"
-    if policy == "activation" and init.scheme.gain_param is not None:
-        return gain_of(act if act is not None else "linear"), f"activation ({found.source})"
-    return None, "published"
-
-
-def _notes(ctx: _Context) -> list[str]:
-    """One note per (scheme, ReLU-like activation) whose published gain is off by more than 10%."""
-    notes = []
-    for (scheme, act), pairs in ctx.mismatches.items():
-        have = sorted(g for g, _ in pairs)[len(pairs) // 2]
-        needed = pairs[0][1]
-        if abs(have / needed - 1) <= 0.1:
-            continue
-        opt_in = (f"initialize(model, {scheme!r}, gain='activation') scales by {act}'s gain"
-                  if get(scheme).scheme.gain_param else f"{scheme} has no gain; he_normal matches {act}")  # fmt: skip
-        notes.append(f"{scheme} keeps its published gain: its {len(pairs)} layers before {act} have a forward "
-                     f"gain of {have:.3g} where {act} needs {needed:.3g}, so the signal's variance is multiplied "
-                     f"by {(have / needed) ** 2:.2f} per layer. {opt_in}.")  # fmt: skip
-    return notes
 
 
 def _init_bias(
@@ -370,7 +300,7 @@ def _init_bias(
     else:
         dist, label = f.Constant(rule or 0.0), "constant" if rule else "zeros"
     draw_(tensor, dist, ctx.generator)
-    _plain_row(ctx, name, module, pname, label, _target_std(dist, tuple(tensor.shape)), "bias")
+    _plain_row(ctx, name, module, pname, label, target_std(dist, tuple(tensor.shape)), "bias")
 
 
 def _plain_row(

@@ -341,7 +341,7 @@ class Initializer:
 
     def __call__(
         self,
-        tensor: torch.Tensor,
+        tensor: torch.Tensor | tuple[int, ...],
         dtype: Any = None,
         *,
         gain: float | None = None,
@@ -538,13 +538,15 @@ class FunctionInitializer(Initializer):
 
     def __call__(
         self,
-        tensor: torch.Tensor,
+        tensor: torch.Tensor | tuple[int, ...],
         dtype: Any = None,
         *,
         gain: float | None = None,
         fans: Fans | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        if not isinstance(tensor, torch.Tensor):
+            return self._keras_tensor(tensor, dtype)
         with torch.no_grad():
             self.fn(tensor)
         return tensor

@@ -87,7 +87,7 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
     >>> calculate_gain("leaky_relu", 0.2)
     1.3867504905630728
     >>> round(calculate_gain("gelu"), 4)
-    1.5395
+    1.5335
     """
     if nonlinearity in _LINEAR or nonlinearity == "sigmoid":
         return 1

@@ -33,6 +33,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from initlab._errors import fail
 from initlab._quadrature import normal_nodes
 from initlab._tables import Rows
+from initlab.init._keras_model import is_keras_model
 from initlab.init._tracing import trace
 from initlab.init.activations import FUNCTIONS, METHODS, Activation, activation, is_activation_module
 
@@ -325,6 +326,14 @@ def input_stat(shape: tuple[int, ...], mean: Tensor | float = 0.0, var: Tensor |
 
 def propagate(model: nn.Module, in_shape: tuple[int, ...], stat: Stat) -> tuple[Prediction, fx.GraphModule]:
     """Forward and backward propagation of ``stat`` through ``model``; rows for every traced value."""
+    if is_keras_model(model):
+        raise fail(
+            "predict and audit read a torch model's layers (nn.Linear, nn.Conv2d, ...); a Keras model is not "
+            "supported yet",
+            received=type(model).__name__,
+            fix="Build the same network in torch for predict/audit; for Keras, initlab.initialize(keras_model, ...) "
+            "assigns the weights and initlab.keras.Monitor watches model.fit.",
+        )
     graph = trace(model)
     if graph is None:
         raise fail(

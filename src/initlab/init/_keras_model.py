@@ -1,0 +1,182 @@
+"""``initialize`` for Keras 3 models: every kernel, recurrent kernel, embedding, depthwise kernel, bias and norm
+scale assigned through the layer's variables, on any backend.
+
+The activation that follows a layer is the layer's own ``activation`` (Keras puts it there), so nothing is
+traced; a separate ``Activation`` layer after it is read too. Fans are Keras' channels-last ones with the true
+fans of grouped and depthwise convs; recurrent kernels are orthogonal per gate, LSTM forget-gate biases 1. A layer
+with weights initlab does not know (attention, custom layers) is left as Keras initialized it and named in the
+report's notes, never skipped in silence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from initlab._errors import fail
+from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
+from initlab.init.activations import Activation, activation
+from initlab.init.fans import Fans, fans
+from initlab.init.gains import gain as gain_of
+from initlab.init.registry import Initializer
+
+__all__ = ["initialize_keras", "is_keras_model"]
+
+_GATES = {"SimpleRNNCell": ("rnn", 1), "LSTMCell": ("lstm", 4), "GRUCell": ("gru", 3)}
+_NORMS = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
+_CONTAINERS = ("Sequential", "Functional", "Model")
+
+
+def is_keras_model(model: object) -> bool:
+    """A Keras 3 layer or model (on the torch backend it is also an ``nn.Module``)."""
+    return any(c.__module__.startswith("keras.") for c in type(model).__mro__) and hasattr(model, "weights")
+
+
+def _layers(layer: Any) -> Iterator[Any]:
+    """Every leaf layer in call order (Keras keeps ``model.layers`` in that order), RNN cells included."""
+    for inner in getattr(layer, "layers", []):
+        if type(inner).__name__ == "InputLayer":
+            continue
+        yield from _layers(inner) if hasattr(inner, "layers") else (inner,)
+
+
+class _Walk:
+    def __init__(self, init: Initializer, bias: Initializer | float | None, recurrent: Initializer, seed: int | None,
+                 policy: str) -> None:  # fmt: skip
+        self.init, self.bias, self.recurrent, self.policy = init, bias, recurrent, policy
+        self.rng = np.random.default_rng(seed)
+        self.rows: list[LayerInit] = []
+        self.notes: list[str] = []
+        self.mismatches: dict[tuple[str, str], list[tuple[float, float]]] = {}
+
+    def assign(self, variable: Any, value: np.ndarray) -> None:
+        variable.assign(value.astype(np.dtype(str(variable.dtype).replace("torch.", ""))))
+
+    def weight(self, layer: Any, variable: Any, fans_: Fans, act: Activation | None, source: str,
+               init: Initializer | None = None, fixed_gain: float | None = None) -> None:  # fmt: skip
+        init = init or self.init
+        gain, how = weight_gain(init, act, source, self.policy, fixed_gain)
+        shape = tuple(int(n) for n in variable.shape)
+        value = init.numpy(shape, self.rng, layout="keras", fans=fans_, gain=gain, dtype=np.float64)
+        self.assign(variable, value)
+        std = target_std(init.dist(fans_, gain), shape[::-1])
+        if how == "published" and act is not None and act.name in HOMOGENEOUS and std and fans_.fan_in:
+            needed = gain_of(act)
+            self.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(fans_.fan_in), needed))
+        shown = gain if gain is not None else init.scheme.default_gain
+        self.rows.append(LayerInit(variable.path, type(layer).__name__, shape, fans_.fan_in, fans_.fan_out, init.name,
+                                   std, shown if init.scheme.gain_param else None,
+                                   act.name if act else "linear", how))  # fmt: skip
+
+    def constant(self, layer: Any, variable: Any, value: float, label: str) -> None:
+        self.assign(variable, np.full(tuple(variable.shape), value))
+        self.rows.append(LayerInit(variable.path, type(layer).__name__, tuple(int(n) for n in variable.shape), None,
+                                   None, label, 0.0, None, "-", "bias" if label != "ones" else "norm"))  # fmt: skip
+
+    def bias_of(self, layer: Any, variable: Any | None, fans_: Fans) -> None:
+        if variable is None:
+            return
+        if isinstance(self.bias, Initializer):
+            value = self.bias.numpy(tuple(variable.shape), self.rng, fans=fans_, dtype=np.float64)
+            self.assign(variable, value)
+            self.rows.append(LayerInit(variable.path, type(layer).__name__, tuple(variable.shape), None, None,
+                                       self.bias.name, target_std(self.bias.dist(fans_), tuple(variable.shape)),
+                                       None, "-", "bias"))  # fmt: skip
+        else:
+            self.constant(layer, variable, float(self.bias or 0.0), "constant" if self.bias else "zeros")
+
+
+def _activation_of(layer: Any, after: Any | None) -> tuple[Activation | None, str]:
+    import keras
+
+    act = getattr(layer, "activation", None)
+    name = keras.activations.serialize(act) if act is not None else "linear"
+    if name == "linear" and after is not None and type(after).__name__ in ("Activation", "ReLU", "LeakyReLU"):
+        nxt = getattr(after, "activation", None)
+        name = "leaky_relu" if type(after).__name__ == "LeakyReLU" else (
+            "relu" if type(after).__name__ == "ReLU" else keras.activations.serialize(nxt))  # fmt: skip
+        return (activation(name) if name != "linear" else None), "next layer"
+    if not isinstance(name, str):
+        return None, "unknown"
+    return (activation(name) if name != "linear" else None), "layer"
+
+
+def initialize_keras(
+    model: Any,
+    init: Initializer,
+    bias: Initializer | float | None,
+    recurrent: Initializer,
+    generator: torch.Generator | None,
+    policy: str,
+) -> InitReport:
+    """Initialize a Keras model in place (see the module's docstring) and report every variable."""
+    if not getattr(model, "built", True) or not model.weights:
+        raise fail("the Keras model has no weights yet", accepted="a built Keras model",
+                   fix="Build it first: give it an keras.Input(...) or call model.build(input_shape).")  # fmt: skip
+    seed = None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
+    walk = _Walk(init, bias, recurrent, seed, policy)
+    layers = list(_layers(model)) or [model]
+    for i, layer in enumerate(layers):
+        after = layers[i + 1] if i + 1 < len(layers) else None
+        _one(walk, layer, after)
+    return InitReport(walk.rows, init.name, notes_on_gains(walk.mismatches) + walk.notes)
+
+
+def _one(walk: _Walk, layer: Any, after: Any | None) -> None:
+    kind = type(layer).__name__
+    if not layer.weights:
+        return
+    if kind in _NORMS:
+        for name, value in (("gamma", 1.0), ("beta", 0.0), ("scale", 1.0)):
+            variable = getattr(layer, name, None)
+            if hasattr(variable, "assign"):  # BatchNormalization's `scale` is a flag, RMSNormalization's a weight
+                walk.constant(layer, variable, value, "ones" if value else "zeros")
+        return
+    cell = getattr(layer, "cell", None)
+    if cell is not None and type(cell).__name__ in _GATES:
+        _recurrent(walk, layer, cell)
+        return
+    act, source = _activation_of(layer, after)
+    if kind == "Embedding":
+        table = layer.embeddings
+        walk.weight(layer, table, fans(tuple(table.shape), layer="embedding", layout="keras"), None, "lookup",
+                    fixed_gain=1.0)  # fmt: skip
+        return
+    names = (("depthwise_kernel", "depthwise"), ("kernel", None), ("pointwise_kernel", None))
+    kernels = [(getattr(layer, a), k) for a, k in names if getattr(layer, a, None) is not None]
+    if not kernels or kind.startswith("EinsumDense") or kind == "MultiHeadAttention":
+        walk.notes.append(f"{layer.name} ({kind}) keeps Keras' initialization: initlab does not know its fans.")
+        return
+    for i, (variable, layer_kind) in enumerate(kernels):
+        depthwise = layer_kind == "depthwise" or kind.startswith("DepthwiseConv")
+        transpose = "Transpose" in kind
+        fans_ = fans(tuple(variable.shape), layer="depthwise" if depthwise else "conv_transpose" if transpose else None,
+                     layout="keras", groups=int(getattr(layer, "groups", 1) or 1))  # fmt: skip
+        last = i == len(kernels) - 1
+        walk.weight(layer, variable, fans_, act if last else None, source if last else "depthwise then pointwise")
+    walk.bias_of(layer, getattr(layer, "bias", None), fans_)
+
+
+def _recurrent(walk: _Walk, layer: Any, cell: Any) -> None:
+    kind, gates = _GATES[type(cell).__name__]
+    act, _ = _activation_of(cell, None)
+    walk.weight(layer, cell.kernel, fans(tuple(cell.kernel.shape), layer=kind, layout="keras"), act, "cell")
+    units = int(cell.recurrent_kernel.shape[0])
+    blocks = [walk.recurrent.numpy((units, units), walk.rng, dtype=np.float64, layout="keras") for _ in range(gates)]
+    walk.assign(cell.recurrent_kernel, np.concatenate(blocks, axis=1))
+    walk.rows.append(LayerInit(cell.recurrent_kernel.path, type(layer).__name__, tuple(cell.recurrent_kernel.shape),
+                               units, units, f"{walk.recurrent.name} per gate", 1 / math.sqrt(units), 1.0,
+                               act.name if act else "linear", "recurrent"))  # fmt: skip
+    bias = getattr(cell, "bias", None)
+    if bias is not None:
+        value = np.zeros(tuple(bias.shape))
+        if kind == "lstm" and getattr(cell, "unit_forget_bias", True):
+            value[units : 2 * units] = 1.0  # Keras' gate order i, f, c, o: the forget gate's bias 1
+        walk.assign(bias, value)
+        label = "zeros, forget gate 1" if kind == "lstm" else "zeros"
+        walk.rows.append(LayerInit(bias.path, type(layer).__name__, tuple(bias.shape), None, None, label, None, None,
+                                   "-", "bias"))  # fmt: skip
