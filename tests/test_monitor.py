@@ -242,7 +242,9 @@ def test_tensorboard_files_read_back(tmp_path) -> None:  # type: ignore[no-untyp
 
     from initlab.monitor import TensorBoardWriter
 
-    net = _net()
+    # issue 24: tags initlab/<stat>/<layer> with layers by module path; a statistic that does not apply (dead
+    # units after tanh, saturation after ReLU) is not written (it was written as 0.0)
+    net = nn.Sequential(nn.Linear(32, 16), nn.Sequential(nn.ReLU(), nn.Linear(16, 16), nn.Tanh()), nn.Linear(16, 2))
     with Monitor(net, every=1) as mon:
         for _ in range(3):
             net(torch.randn(8, 32)).sum().backward()
@@ -250,9 +252,13 @@ def test_tensorboard_files_read_back(tmp_path) -> None:  # type: ignore[no-untyp
         assert tb.write(mon.history) == 3
     events = EventAccumulator(str(tmp_path))
     events.Reload()
-    scalars = events.Scalars("0.weight/grad_norm")
+    scalars = events.Scalars("initlab/grad_norm/0.weight")
     assert [e.step for e in scalars] == [1, 2, 3]
     assert scalars[-1].value == pytest.approx(mon.history.records[-1][("0.weight", "grad_norm")], rel=1e-6)
+    tags = set(events.Tags()["scalars"])
+    assert {"initlab/dead/1.0", "initlab/saturated/1.2", "initlab/std/1.0", "initlab/std/1.2"} <= tags
+    assert not {"initlab/saturated/1.0", "initlab/dead/1.2"} & tags
+    assert all(tag.startswith("initlab/") for tag in tags)
 
 
 def test_functional_activations_are_watched_at_the_pre_activations(path: str) -> None:

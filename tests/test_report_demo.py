@@ -210,3 +210,27 @@ def test_report_of_a_single_run_without_snapshots(tmp_path: Path) -> None:
     assert checker.errors == [] and len(checker.images) == 2  # the curves and the gradient-norm heatmap
     assert "No histograms in this store: run with <code>snapshots = true</code> to record them." in html
     assert 'id="claims"' not in html  # no demo comparisons: no claims section
+
+
+def test_report_and_demo_speak_json(demo: tuple[Path, str], tmp_path: Path) -> None:
+    # issue 24: `--format json` on every command, report and demo included. The demo resumes from a copy of the
+    # quick demo's store (every run done), so this judges and reports without training again.
+    import json
+    import shutil
+
+    out = tmp_path / "again"
+    out.mkdir()
+    shutil.copy(demo[0] / "runs.db", out / "runs.db")
+    proc = subprocess.run([*CLI, "demo", "--quick", "--out", str(out), "--format", "json"], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["runs"] == 38 and answer["report"] == str((out / "report.html").resolve())
+    with Store(demo[0] / "runs.db") as store:
+        assert [c["verdict"] for c in answer["claims"]] == [c["verdict"] for c in store.comparisons()]
+    relu = next(r for r in answer["recommendations"] if r["activation"] == "relu")
+    assert relu["best"] == "he_normal" and relu["best_text"] in demo[1]
+    proc = subprocess.run([*CLI, "report", str(out / "runs.db"), "-o", str(tmp_path / "r.html"), "--format", "json"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert json.loads(proc.stdout) == {"report": str((tmp_path / "r.html").resolve()),
+                                       "store": str((out / "runs.db").resolve())}  # fmt: skip

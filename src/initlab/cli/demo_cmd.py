@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from initlab.cli._common import stdout, user_errors
+from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
 from initlab.cli.sweep_cmd import SweepProgress, stopped_cleanly
 
 DATASETS = ("digits", "fashion-mnist", "mnist1d")  # initlab.compare.demo.DATASETS (a test keeps them equal)
@@ -26,6 +28,7 @@ def demo_command(
     ),
     out: Path = typer.Option(Path("initlab-demo"), "--out", help="Directory for runs.db and report.html."),
     workers: int | None = typer.Option(None, "--workers", help="Runs at once (default: one per core)."),
+    fmt: Format = FormatOption,
 ) -> None:
     """Train deep nets under many initializations and remedies, judge six claims, and write the HTML report."""
     from initlab.compare.demo import demo_spec, run_demo
@@ -40,6 +43,9 @@ def demo_command(
             result = run_demo(out, pool, quick=quick, data=data, data_dir=data_dir, reporter=display)
     finally:
         pool.close()
+    if fmt is Format.json:
+        emit(_as_json(result, len(spec.points), data, time.perf_counter() - started), fmt)
+        return
     answer = Table(title="Which initialization for which activation (plain runs, equal footing)", title_justify="left")
     for col in ("activation", "depth, lr", "trained best", "score", "runner-up", "score ", "why (theory)"):
         answer.add_column(col, overflow="fold")
@@ -59,3 +65,12 @@ def demo_command(
     split = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     stdout.print(f"store: {result.store}\nreport: {result.report.resolve()}\n"
                  f"({time.perf_counter() - started:.0f} s: {split})", highlight=False)  # fmt: skip
+
+
+def _as_json(result: Any, runs: int, data: str, seconds: float) -> dict[str, Any]:
+    """The demo's answer for programs: the same recommendations and claims the tables show, with their numbers."""
+    recommendations = [{**dataclasses.asdict(r), "best_text": r.best_text, "runner_up_text": r.runner_up_text}
+                       for r in result.recommendations]  # fmt: skip
+    return {"data": data, "runs": runs, "store": str(result.store), "report": str(result.report.resolve()),
+            "recommendations": recommendations, "claims": result.claims,
+            "seconds": {**result.seconds, "total": round(seconds, 1)}}  # fmt: skip

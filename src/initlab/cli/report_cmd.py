@@ -7,13 +7,14 @@ from pathlib import Path
 import typer
 
 from initlab._errors import fail
-from initlab.cli._common import stdout, user_errors
+from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
 
 
 @user_errors
 def report_command(
     store: Path = typer.Argument(..., metavar="STORE", help="The SQLite run store a run, sweep or demo wrote."),
     out: Path = typer.Option(Path("report.html"), "-o", "--out", help="The HTML file to write."),
+    fmt: Format = FormatOption,
 ) -> None:
     """Write a self-contained HTML report (images embedded, readable offline) built only from the store."""
     if not store.exists():
@@ -21,4 +22,7 @@ def report_command(
     from initlab.compare.report.html import build_report
 
     path = build_report(store, out)
-    stdout.print(f"report: {path}", highlight=False)
+    if fmt is Format.json:
+        emit({"report": str(path.resolve()), "store": str(store.resolve())}, fmt)
+    else:
+        stdout.print(f"report: {path}", highlight=False)

@@ -28,7 +28,7 @@ from initlab.init._tracing import WEIGHT_LAYERS
 from initlab.monitor._layers import first_tensor, inner_module, watched_layers
 from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
 from initlab.monitor.history import History, Summary
-from initlab.monitor.probes import LossProbe, Probe, default_probes
+from initlab.monitor.probes import LossProbe, Probe, default_probes, unit_stats
 from initlab.theory.schemes import fix_text, weights_chi1
 
 __all__ = ["Monitor", "Schedule", "linear_schedule", "log_schedule"]
@@ -111,6 +111,8 @@ class Monitor:
         self._fix_known = False  # see _init_fix
         self._fix: str | None = None
         self.layers, self.layer_activations = watched_layers(model)
+        self.history.inapplicable = {(layer, stat) for layer, act in self.layer_activations.items()
+                                     for stat in ("dead", "saturated") if stat not in unit_stats(act)}  # fmt: skip
         self._producers = _producers(inner_module(model), [name for name, _ in self.layers])
         self.weights = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
         self.weights = [f"{n}.weight" if n else "weight" for n in self.weights]

@@ -13,7 +13,9 @@ __all__ = ["TensorBoardWriter"]
 
 
 class TensorBoardWriter:
-    """Write a :class:`History` (or a live Monitor's) as TensorBoard scalars, tag ``layer/stat``.
+    """Write a :class:`History` (or a live Monitor's) as TensorBoard scalars, tagged ``initlab/<stat>/<layer>``
+    so that one statistic of every layer sits in one TensorBoard section (layers by module path, ``features.3``).
+    Non-finite values and statistics that do not apply to a layer (``dead`` after tanh) are not written.
 
     >>> import tempfile
     >>> h = History(); h.add(1, {("fc", "mean"): 0.5})
@@ -37,8 +39,8 @@ class TensorBoardWriter:
         new = list(zip(history.steps, history.records, strict=True))[self._written :]
         for step, record in new:
             for (layer, stat), value in record.items():
-                if math.isfinite(value):
-                    self._writer.add_scalar(f"{layer}/{stat}", value, global_step=step)
+                if math.isfinite(value) and history.applies(layer, stat):
+                    self._writer.add_scalar(f"initlab/{stat}/{layer}", value, global_step=step)
         self._written += len(new)
         self._writer.flush()
         return len(new)

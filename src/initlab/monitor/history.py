@@ -21,6 +21,12 @@ class History:
     def __init__(self) -> None:
         self.steps: list[int] = []
         self.records: list[dict[tuple[str, str], float]] = []
+        self.inapplicable: set[tuple[str, str]] = set()  # (layer, stat) recorded as 0 that means nothing there
+
+    def applies(self, layer: str, stat: str) -> bool:
+        """Whether a statistic means something for a layer (``dead`` after tanh does not); a layer called twice
+        per step (``fc#2``) follows the layer."""
+        return (layer.split("#")[0], stat) not in self.inapplicable
 
     def add(self, step: int, record: dict[tuple[str, str], float]) -> None:
         self.steps.append(step)
@@ -71,7 +77,7 @@ class History:
         for stat in stats:
             table.add_column(stat, justify="right")
         for layer in layers:
-            table.add_row(layer, *(fmt(last.get((layer, s))) for s in stats))
+            table.add_row(layer, *(fmt(last.get((layer, s)) if self.applies(layer, s) else None) for s in stats))
         return table
 
 

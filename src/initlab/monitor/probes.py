@@ -450,6 +450,19 @@ class PreActivation:
         self.act = act
 
 
+def unit_stats(act: Any) -> tuple[str, ...]:
+    """Which unit statistics mean something for a watched value: ``dead`` after a ReLU-like activation,
+    ``saturated`` after a saturating one (tanh, sigmoid, ...), neither after a linear or smooth one. The probe
+    records 0 for the others; exports leave them out.
+
+    >>> from initlab.init.activations import activation
+    >>> unit_stats(activation("relu")), unit_stats(activation("tanh")), unit_stats(None)
+    (('dead',), ('saturated',), ())
+    """
+    kind = _rule(act, SATURATION_PRE)[0]
+    return ("dead",) if kind == "relu" else ("saturated",) if kind in ("odd", "sigmoid") else ()
+
+
 def _rule(act: Any, saturation: float) -> tuple[str, float]:
     """How to read dead and saturated units from a watched value: an activation's output, or (for a
     ``PreActivation``) the pre-activation itself, where the test is simply ``|x| > saturation``."""
