@@ -148,6 +148,17 @@ layer = keras.layers.Dense(64, kernel_initializer=il.get("he_uniform", seed=0));
 assert abs(np.asarray(layer.kernel).std() - np.sqrt(2 / 128)) < 0.01
 c = np.asarray(mirror.Critical("tanh", 0.05, seed=2)((400, 300)))
 assert abs(c.var() * 400 / il.theory.critical_weight_var("tanh", 0.05) - 1) < 0.03
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+report = il.initialize(model, "he_normal", generator=None)
+assert len(report.rows) == 4 and abs(np.asarray(model.layers[0].kernel).std() * 2 - np.sqrt(2)) < 0.5
+model.compile("sgd", "mse")
+from initlab.keras import Monitor
+try:
+    model.fit(np.zeros((8, 4)), np.zeros((8, 2)), verbose=0, callbacks=[Monitor()])
+except il.InitlabError as error:
+    assert "Keras runs on 'jax' here" in str(error), error
+else:
+    raise AssertionError("the Monitor recorded nothing on jax without saying so")
 print("ok")
 """
 
@@ -218,3 +229,55 @@ def test_initialize_keras_says_what_it_left_and_refuses_what_it_cannot() -> None
         il.initialize(keras.Sequential([keras.layers.Dense(3)]), "he_normal")
     with pytest.raises(il.InitlabError, match="a Keras model is not supported yet"):
         il.predict(_keras_net(), input_shape=(8, 8, 6))
+
+
+# -- the Monitor callback -------------------------------------------------------------------------------------
+def _vanishing_fit(callbacks: list, epochs: int = 2) -> object:
+    """A 10-layer tanh net at N(0, 0.01²), the textbook vanishing case (Glorot & Bengio 2010), on random data."""
+    keras.utils.set_random_seed(0)
+    small = [keras.initializers.RandomNormal(stddev=0.01, seed=i) for i in range(10)]
+    hidden = [keras.layers.Dense(64, activation="tanh", kernel_initializer=init) for init in small]
+    model = keras.Sequential([keras.Input((32,)), *hidden, keras.layers.Dense(10)])
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((512, 32)).astype("float32"), rng.integers(0, 10, 512)
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=False, callbacks=callbacks)
+    return model
+
+
+class _TrueGradients(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if batch == 0 and not hasattr(self, "norms"):
+            self.norms = {v.path: float(v.value.grad.norm()) for v in self.model.trainable_weights}
+
+
+def test_monitor_callback_finds_vanishing_gradients_in_fit(tmp_path: Path) -> None:
+    # issue 24: the Monitor saw a Keras model's gradients but no activations; now the same statistics and findings
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from initlab.keras import Monitor
+
+    mon, truth = Monitor(every=5, log_dir=tmp_path, verbose=0), _TrueGradients()
+    model = _vanishing_fit([mon, truth])
+    first = model.layers[0]
+    record = mon.history.records[0]  # step 1: the oracle read the same gradients after the same backward pass
+    for path, norm in truth.norms.items():
+        assert record[(path, "grad_norm")] == pytest.approx(norm, rel=1e-5)
+    assert record[(first.name, "std")] > 10 * record[(model.layers[5].name, "std")] > 0  # activations recorded
+    vanishing = [f for f in mon.findings if f.kind == "vanishing"]
+    assert vanishing and vanishing[0].layer == first.kernel.path
+    assert "initlab.initialize(model, 'critical') gives χ1 = 1.00 per layer for tanh" in vanishing[0].remedies[0]
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert f"initlab/grad_norm/{first.kernel.path}" in events.Tags()["scalars"]
+    assert f"initlab/saturated/{first.name}" in events.Tags()["scalars"]
+    assert f"initlab/dead/{first.name}" not in events.Tags()["scalars"]  # tanh has no dead units
+
+
+def test_monitor_callback_stops_training_on_request() -> None:
+    from initlab.keras import Monitor
+
+    mon = Monitor(every=1, stop_on=("vanishing",), verbose=0)
+    _vanishing_fit([mon], epochs=20)
+    assert mon.findings[0].kind == "vanishing" and mon.history.steps[-1] < 20 * 16  # stopped before 20 epochs

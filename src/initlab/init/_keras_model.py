@@ -24,7 +24,7 @@ from initlab.init.fans import Fans, fans
 from initlab.init.gains import gain as gain_of
 from initlab.init.registry import Initializer
 
-__all__ = ["initialize_keras", "is_keras_model"]
+__all__ = ["initialize_keras", "is_keras_model", "keras_activation", "keras_kernels", "keras_layers"]
 
 _GATES = {"SimpleRNNCell": ("rnn", 1), "LSTMCell": ("lstm", 4), "GRUCell": ("gru", 3)}
 _NORMS = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
@@ -36,12 +36,47 @@ def is_keras_model(model: object) -> bool:
     return any(c.__module__.startswith("keras.") for c in type(model).__mro__) and hasattr(model, "weights")
 
 
-def _layers(layer: Any) -> Iterator[Any]:
-    """Every leaf layer in call order (Keras keeps ``model.layers`` in that order), RNN cells included."""
+def keras_layers(layer: Any) -> Iterator[Any]:
+    """Every leaf layer in call order (Keras keeps ``model.layers`` in that order)."""
     for inner in getattr(layer, "layers", []):
         if type(inner).__name__ == "InputLayer":
             continue
-        yield from _layers(inner) if hasattr(inner, "layers") else (inner,)
+        yield from keras_layers(inner) if hasattr(inner, "layers") else (inner,)
+
+
+def keras_kernels(model: Any) -> list[tuple[Any, Any]]:
+    """``(layer, kernel variable)`` in forward order: depthwise, dense/conv and pointwise kernels, embeddings and
+    recurrent cells' input kernels (what the monitor compares for vanishing and exploding gradients)."""
+    out = []
+    for layer in keras_layers(model):
+        owner = getattr(layer, "cell", layer)
+        for name in ("embeddings", "depthwise_kernel", "kernel", "pointwise_kernel"):
+            variable = getattr(owner, name, None)
+            if variable is not None and hasattr(variable, "path"):
+                out.append((layer, variable))
+    return out
+
+
+def keras_numpy(variable: Any) -> np.ndarray:
+    """A Keras variable's values as float64 NumPy, on any backend (on torch without Keras' numpy-2 warning)."""
+    value = getattr(variable, "value", variable)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().double().numpy()
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float64)
+
+
+def keras_activation(layer: Any) -> Activation | None:
+    """The activation a layer applies to its output (``Dense(activation="tanh")``, ``Activation``, ``ReLU``)."""
+    import keras
+
+    kind = type(layer).__name__
+    if kind in ("ReLU", "LeakyReLU", "ELU", "Softmax"):
+        return activation({"ReLU": "relu", "LeakyReLU": "leaky_relu", "ELU": "elu"}.get(kind, "linear"))
+    act = getattr(layer, "activation", None)
+    name = keras.activations.serialize(act) if act is not None else "linear"
+    return activation(name) if isinstance(name, str) and name not in ("linear", "softmax") else None
 
 
 class _Walk:
@@ -119,7 +154,7 @@ def initialize_keras(
                    fix="Build it first: give it an keras.Input(...) or call model.build(input_shape).")  # fmt: skip
     seed = None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
     walk = _Walk(init, bias, recurrent, seed, policy)
-    layers = list(_layers(model)) or [model]
+    layers = list(keras_layers(model)) or [model]
     for i, layer in enumerate(layers):
         after = layers[i + 1] if i + 1 < len(layers) else None
         _one(walk, layer, after)

@@ -7,11 +7,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from initlab.init._keras_model import is_keras_model, keras_activation, keras_kernels, keras_layers
 from initlab.init._tracing import WEIGHT_LAYERS, find_activations, trace
 from initlab.init.activations import activation, is_activation_module
 from initlab.monitor.probes import PreActivation
 
-__all__ = ["first_tensor", "inner_module", "watched_layers"]
+__all__ = ["first_tensor", "inner_module", "named_parameters", "watched_layers", "weight_names"]
 
 
 def first_tensor(output: Any) -> Tensor | None:
@@ -22,8 +23,13 @@ def first_tensor(output: Any) -> Tensor | None:
 
 
 def watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[str, Any]]:
-    """Activation modules where the model has them; else its weight layers with the activation they feed."""
+    """Activation modules where the model has them; else its weight layers with the activation they feed. A Keras
+    model (torch backend: its layers are modules) is watched at every layer that applies an activation."""
     inner = inner_module(model)
+    if is_keras_model(inner):
+        keras_acts = [(layer.name, layer, keras_activation(layer)) for layer in keras_layers(inner)]
+        watched = [(name, layer, act) for name, layer, act in keras_acts if act is not None]
+        return [(n, m) for n, m, _ in watched], {n: act for n, _, act in watched}
     acts = [(n, m) for n, m in inner.named_modules() if is_activation_module(m) and activation(m).name != "linear"]
     if acts:
         return acts, {n: activation(m) for n, m in acts}
@@ -36,3 +42,21 @@ def watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[
 def inner_module(model: nn.Module) -> nn.Module:
     """The model itself, or the module a DistributedDataParallel wrapper holds (names are relative to it)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The trainable parameters by name: torch's names, or a Keras model's variable paths (``sequential/dense/kernel``,
+    where torch would say ``_functional._torch_params.sequential/dense/kernel``)."""
+    inner = inner_module(model)
+    if is_keras_model(inner):
+        return [(v.path, v.value) for v in getattr(inner, "trainable_weights")]  # noqa: B009  (Keras, not torch)
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def weight_names(model: nn.Module) -> list[str]:
+    """The weight matrices in forward order, as :func:`named_parameters` names them."""
+    inner = inner_module(model)
+    if is_keras_model(inner):
+        return [variable.path for _, variable in keras_kernels(inner)]
+    names = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+    return [f"{n}.weight" if n else "weight" for n in names]

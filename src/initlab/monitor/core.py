@@ -24,8 +24,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from initlab._errors import TrainingDiverged, fail, unknown_name
-from initlab.init._tracing import WEIGHT_LAYERS
-from initlab.monitor._layers import first_tensor, inner_module, watched_layers
+from initlab.monitor._layers import first_tensor, inner_module, named_parameters, watched_layers, weight_names
 from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
 from initlab.monitor.history import History, Summary
 from initlab.monitor.probes import LossProbe, Probe, default_probes, unit_stats
@@ -114,8 +113,7 @@ class Monitor:
         self.history.inapplicable = {(layer, stat) for layer, act in self.layer_activations.items()
                                      for stat in ("dead", "saturated") if stat not in unit_stats(act)}  # fmt: skip
         self._producers = _producers(inner_module(model), [name for name, _ in self.layers])
-        self.weights = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
-        self.weights = [f"{n}.weight" if n else "weight" for n in self.weights]
+        self.weights = weight_names(model)
         watched = any(p.needs_activations for p in self.probes)  # hooks made once, attached on recorded steps
         self._layer_hooks = [(module, self._layer_hook(name)) for name, module in self.layers] if watched else []
 
@@ -276,6 +274,10 @@ class Monitor:
         """Whether statistics must be reduced across ranks (torch.distributed initialized, > 1 process)."""
         dist = torch.distributed
         return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The trainable parameters the probes watch, by the names the history uses."""
+        return named_parameters(self.model)
 
     def all_reduce(self, tensor: Tensor) -> Tensor:
         """Sum a tensor of statistics across DDP ranks (no-op without torch.distributed)."""

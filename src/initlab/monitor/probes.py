@@ -147,6 +147,8 @@ class Host(Protocol):
 
     def all_reduce(self, tensor: Tensor) -> Tensor: ...
 
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]: ...
+
     def attach_update(self, names: Sequence[tuple[str, str]], ratio: Sequence[float]) -> None: ...
 
 
@@ -511,7 +513,7 @@ class GradientNorms(Probe):
 
     def attach(self, monitor: Host) -> None:
         super().attach(monitor)
-        self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
+        self.params = monitor.named_parameters()
         self._names = [(n, stat) for n, _ in self.params for stat in ("grad_norm", "grad_weight_ratio")]
         self._sample = _RowSample([p for _, p in self.params], self.sample_rows)
         self._weight_norms, self._records = None, 0
@@ -570,7 +572,7 @@ class UpdateRatio(Probe):
 
     def attach(self, monitor: Host) -> None:
         super().attach(monitor)
-        self.params = [(n, p) for n, p in monitor.model.named_parameters() if p.requires_grad]
+        self.params = monitor.named_parameters()
         self._names = [(n, "update_ratio") for n, _ in self.params]
         self._weights = [p for _, p in self.params]  # the fused kernels read a Parameter's memory as is
         self._sample = _RowSample(self._weights, self.sample_rows)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from initlab._errors import InitlabError
+from initlab.init._keras_model import is_keras_model, keras_activation, keras_kernels, keras_numpy
 from initlab.init._tracing import find_activations
 from initlab.init.activations import activation_module
 from initlab.init.fans import fans
@@ -102,6 +104,8 @@ def fix_text(act: str, chi: float) -> str | None:
 def weights_chi1(model: nn.Module) -> tuple[str, float] | None:
     """The model's most common hidden activation and the χ1 its current weights give there (geometric mean
     over the weight layers that feed it; σ_w² = fan_in · Var[W], σ_b² = E[b²]); None without such layers."""
+    if is_keras_model(model):
+        return _keras_chi1(model)
     found = find_activations(model)
     layers = dict(model.named_modules())
     acts = [f.activation.name for f in found.values() if f.activation is not None and f.activation.name != "linear"]
@@ -116,6 +120,25 @@ def weights_chi1(model: nn.Module) -> tuple[str, float] | None:
         with torch.no_grad():
             weight_var = fans(weight, layer=layers[name]).fan_in * float(weight.double().var())
             bias_var = float(bias.double().pow(2).mean()) if isinstance(bias, torch.Tensor) else 0.0
+        if weight_var > 0 and math.isfinite(weight_var) and math.isfinite(bias_var):
+            logs.append(math.log(max(float(meanfield.chi1(act, weight_var, bias_var)), 1e-300)))
+    return (act, math.exp(sum(logs) / len(logs))) if logs else None
+
+
+def _keras_chi1(model: Any) -> tuple[str, float] | None:
+    """:func:`weights_chi1` for a Keras model: each kernel's layer applies its own activation."""
+    layers = [(layer, v, keras_activation(layer)) for layer, v in keras_kernels(model) if "kernel" in v.path]
+    acts = [a.name for _, _, a in layers if a is not None]
+    if not acts:
+        return None
+    act = max(set(acts), key=acts.count)
+    logs = []
+    for layer, kernel, a in layers:
+        if a is None or a.name != act:
+            continue
+        weight, bias = keras_numpy(kernel), getattr(layer, "bias", None)
+        weight_var = fans(weight.shape, layout="keras").fan_in * float(weight.var())
+        bias_var = float((keras_numpy(bias) ** 2).mean()) if bias is not None else 0.0
         if weight_var > 0 and math.isfinite(weight_var) and math.isfinite(bias_var):
             logs.append(math.log(max(float(meanfield.chi1(act, weight_var, bias_var)), 1e-300)))
     return (act, math.exp(sum(logs) / len(logs))) if logs else None
