@@ -121,12 +121,12 @@ def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
     return tensor.size(1) * taps, tensor.size(0) * taps
 
 
-def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
-    """``fan_in`` or ``fan_out`` of the tensor, as torch computes them."""
+def _calculate_correct_fan(tensor: Tensor, mode: str, *, layer: nn.Module | None = None) -> int:
+    """``fan_in`` or ``fan_out`` of the tensor, as torch computes them (or the module's true ones: ``layer=``)."""
     mode = mode.lower()
     if mode not in ("fan_in", "fan_out"):
         raise unknown_name("mode", mode, ("fan_in", "fan_out"))
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    fan_in, fan_out = _layer_fans(tensor, layer)
     return fan_in if mode == "fan_in" else fan_out
 
 
@@ -216,11 +216,7 @@ def _kaiming_std(tensor: Tensor, a: float, mode: str, nonlinearity: str, layer: 
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
         return None
-    mode = mode.lower()
-    if mode not in ("fan_in", "fan_out"):
-        raise unknown_name("mode", mode, ("fan_in", "fan_out"))
-    fan_in, fan_out = _layer_fans(tensor, layer)
-    return calculate_gain(nonlinearity, a) / math.sqrt(fan_in if mode == "fan_in" else fan_out)
+    return calculate_gain(nonlinearity, a) / math.sqrt(_calculate_correct_fan(tensor, mode, layer=layer))
 
 
 def kaiming_uniform_(
