@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
     from initlab.init.activations import Activation, activation, activation_names
     from initlab.init.fans import Fans, fans
     from initlab.init.gains import gain
-    from initlab.init.model import InitReport, LayerInit, initialize
+    from initlab.init.lsuv import LsuvReport
+    from initlab.init.model import InitReport, LayerInit, initialize, lsuv
     from initlab.init.registry import Initializer, get, scheme_names, schemes
     from initlab.init.tensors import (
         constant_,
@@ -60,7 +61,8 @@ _WHERE = {
     **dict.fromkeys(("AuditReport", "audit"), "initlab.theory.audit"),
     **dict.fromkeys(("Fans", "fans"), "initlab.init.fans"),
     "gain": "initlab.init.gains",
-    **dict.fromkeys(("InitReport", "LayerInit", "initialize"), "initlab.init.model"),
+    **dict.fromkeys(("InitReport", "LayerInit", "initialize", "lsuv"), "initlab.init.model"),
+    "LsuvReport": "initlab.init.lsuv",
     "Monitor": "initlab.monitor",
     **dict.fromkeys(("Initializer", "get", "scheme_names", "schemes"), "initlab.init.registry"),
     "Store": "initlab.compare.store",
@@ -93,6 +95,7 @@ __all__ = [
     "Initializer",
     "InitlabError",
     "LayerInit",
+    "LsuvReport",
     "Monitor",
     "Prediction",
     "RunResult",
@@ -119,6 +122,7 @@ __all__ = [
     "kaiming_uniform_",
     "lecun_normal_",
     "lecun_uniform_",
+    "lsuv",
     "monitor",
     "normal_",
     "numpy",

@@ -153,9 +153,9 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     spec = ModelSpec(config.model, config.depth, config.width, config.activation, config.norm, config.dropout,
                      config.weight_norm, config.residual, config.groups, config.cell)  # fmt: skip
     model = build(spec, tuple(train_x.shape[1:]), data.classes).to(config.device)
-    initialize(model, config.scheme, generator=generator, gain=config.gain,
-               residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
     probe = (train_x[:256].to(config.device), data.train_y[:256].to(config.device))
+    initialize(model, config.scheme, generator=generator, gain=config.gain, data=probe,  # data: lsuv's batch
+               residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
     snapshots = _Snapshots(model, probe) if config.snapshots else None
     optimizer = _optimizer(config, model.parameters())
     total_steps = config.epochs * math.ceil(train_x.shape[0] / config.batch_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from initlab._tables import Rows
 from initlab.init import _formulas as f
@@ -41,6 +41,7 @@ class InitReport(Rows):
     rows: list[LayerInit]
     scheme: str = ""
     notes: list[str] = dataclasses.field(default_factory=list)
+    calibration: Any = None  # lsuv: the per-layer LsuvReport (std before and after, scale, passes)
     title: ClassVar[str] = "initlab.initialize"
     columns: ClassVar[tuple[str, ...]] = (
         "name",

@@ -16,7 +16,7 @@ from torch import fx, nn
 
 from initlab.init.activations import FUNCTIONS, METHODS, Activation, activation, is_activation_module
 
-__all__ = ["WEIGHT_LAYERS", "Found", "find_activations", "residual_branches", "trace"]
+__all__ = ["WEIGHT_LAYERS", "Found", "find_activations", "residual_blocks", "residual_branches", "trace"]
 
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Linear,
@@ -141,14 +141,19 @@ def _param_modules(nodes: Iterable[fx.Node], modules: dict[str, nn.Module]) -> l
 
 
 def residual_branches(graph: fx.GraphModule) -> list[list[str]]:
-    """Each residual branch's parametric modules, in execution order: ``out = skip + branch(x)``.
+    """Each residual branch's parametric modules, in execution order: ``out = skip + branch(x)``."""
+    return [layers for *_, layers in residual_blocks(graph)]
+
+
+def residual_blocks(graph: fx.GraphModule) -> list[tuple[fx.Node, fx.Node, fx.Node, list[str]]]:
+    """Each residual addition as ``(add, skip input, branch input, the branch's parametric modules)``.
 
     The branch is the input of an addition that the other input flows into; where both come from a common
     ancestor (a projection shortcut), the branch is the one with more parametric layers.
     """
     modules = dict(graph.named_modules())
     order = {n: i for i, n in enumerate(graph.graph.nodes)}
-    branches: list[list[str]] = []
+    blocks: list[tuple[fx.Node, fx.Node, fx.Node, list[str]]] = []
     for node in graph.graph.nodes:
         is_add = (node.op == "call_function" and node.target in _ADDS) or (
             node.op == "call_method" and node.target in ("add", "add_")
@@ -161,7 +166,8 @@ def residual_branches(graph: fx.GraphModule) -> list[list[str]]:
         own_a = sorted(anc_a - common, key=order.__getitem__)
         own_b = sorted(anc_b - common, key=order.__getitem__)
         layers_a, layers_b = _param_modules(own_a, modules), _param_modules(own_b, modules)
-        branch = layers_a if len(layers_a) >= len(layers_b) else layers_b
-        if branch:
-            branches.append(branch)
-    return branches
+        if layers_a or layers_b:
+            branch_first = len(layers_a) >= len(layers_b)
+            skip, branch = (b, a) if branch_first else (a, b)
+            blocks.append((node, skip, branch, layers_a if branch_first else layers_b))
+    return blocks

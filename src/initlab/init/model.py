@@ -43,9 +43,10 @@ from initlab.init._tracing import NORM_LAYERS, Found, find_activations, residual
 from initlab.init.activations import Activation, activation
 from initlab.init.fans import Fans, fans
 from initlab.init.gains import gain as gain_of
+from initlab.init.lsuv import LsuvReport, calibrate, prior_bias
 from initlab.init.registry import Initializer, get
 
-__all__ = ["GAIN_POLICIES", "InitReport", "LayerInit", "initialize"]
+__all__ = ["GAIN_POLICIES", "InitReport", "LayerInit", "initialize", "lsuv"]
 
 ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
 RESIDUAL_RULES = ("zero_last", "fixup")
@@ -75,6 +76,8 @@ def initialize(
     activation: ActivationSpec | Mapping[str, ActivationSpec] | None = None,
     recurrent: str | Initializer = "orthogonal",
     gain: str = "published",
+    data: Any = None,
+    output_bias: str | None = None,
 ) -> InitReport:
     """Initialize every parameter of ``model`` in place and report what was done.
 
@@ -89,6 +92,11 @@ def initialize(
         activation: one activation for every layer where none was detected (except the last layer), or a
             dict ``{layer_name: activation}`` that overrides detection for the named layers.
         recurrent: the scheme for RNN recurrent weights.
+        data: a batch (``x``, ``(x, y)`` or a DataLoader) for the data-dependent parts: the ``lsuv`` scheme and
+            ``output_bias="prior"``.
+        output_bias: ``"prior"`` sets the last Linear layer's bias to the log class frequencies (integer targets)
+            or the target mean (float targets) of ``data``, so the first loss is close to predicting the prior;
+            the notes give the first loss before and after.
         gain: ``"published"`` (default) keeps each scheme's own gain, so a name means what it means in the paper,
             torch or Keras; ``"activation"`` scales each layer by the gain of the activation that follows it
             (``initlab.gain``: √2 for ReLU, 5/3 for tanh, 1/√E[φ(z)²] otherwise) for schemes with a gain.
@@ -107,19 +115,22 @@ def initialize(
     >>> [(r.activation, round(r.gain, 3), r.source) for r in report if r.name.endswith("weight")]
     [('tanh', 1.667, 'activation (fx)'), ('linear', 1.0, 'activation (none)')]
     """
-    if residual is not None and residual not in RESIDUAL_RULES:
-        raise unknown_name("residual rule", residual, RESIDUAL_RULES)
-    if gain not in GAIN_POLICIES:
-        raise unknown_name("gain", gain, GAIN_POLICIES)
+    init = get(scheme)
+    _check_options(init, residual, gain, output_bias, data)
     if is_keras_model(model):
-        if residual is not None or activation is not None:
-            raise fail("residual= and activation= are for torch models", received=(residual, activation),
-                       fix="A Keras layer's activation is read from the layer; leave them out.")  # fmt: skip
-        return initialize_keras(model, get(scheme), _bias_rule(bias), get(recurrent), generator, gain)
+        if init.scheme.needs_data or output_bias or residual is not None or activation is not None:
+            raise fail("lsuv, output_bias, residual= and activation= are for torch models",
+                       received=(init.name, output_bias, residual, activation),
+                       fix="A Keras layer's activation is read from the layer; leave the others out.")  # fmt: skip
+        return initialize_keras(model, init, _bias_rule(bias), get(recurrent), generator, gain)
     _check_model(model)
+    if init.scheme.needs_data:
+        options = {"bias": bias, "generator": generator, "residual": residual, "activation": activation,
+                   "recurrent": recurrent, "gain": gain}  # fmt: skip
+        return _lsuv(model, init, data, output_bias, options)
     graph = trace(model)
     ctx = _Context(
-        get(scheme),
+        init,
         _bias_rule(bias),
         get(recurrent),
         generator,
@@ -132,7 +143,70 @@ def initialize(
             _apply(rule, name, module, ctx)
     if residual is not None:
         _residual(model, graph, residual, ctx)
-    return InitReport(ctx.rows, ctx.init.name, notes_on_gains(ctx.mismatches) + _untouched(model, ctx))
+    report = InitReport(ctx.rows, ctx.init.name, notes_on_gains(ctx.mismatches) + _untouched(model, ctx))
+    if output_bias == "prior":
+        report.notes.append(_prior_note(*prior_bias(model, data)))
+    return report
+
+
+def _check_options(init: Initializer, residual: str | None, gain: str, output_bias: str | None, data: Any) -> None:
+    if residual is not None and residual not in RESIDUAL_RULES:
+        raise unknown_name("residual rule", residual, RESIDUAL_RULES)
+    if gain not in GAIN_POLICIES:
+        raise unknown_name("gain", gain, GAIN_POLICIES)
+    if output_bias not in (None, "prior"):
+        raise unknown_name("output_bias", output_bias, ("prior",))
+    if (init.scheme.needs_data or output_bias) and data is None:
+        what = init.name if init.scheme.needs_data else "output_bias='prior'"
+        raise fail(f"{what} is computed from data: pass a batch", accepted="data=x, data=(x, y) or a DataLoader",
+                   fix=f"initialize(model, {init.name!r}, data=(x, y)), or initlab.lsuv(model, x).")  # fmt: skip
+
+
+def _lsuv(
+    model: nn.Module, init: Initializer, data: Any, output_bias: str | None, options: dict[str, Any]
+) -> InitReport:
+    """The base scheme, then LSUV's calibration on ``data``; the rows of calibrated weights show the scale."""
+    p = init.params
+    report = initialize(model, p["base"], **options)
+    calibration = calibrate(model, data, target_std=float(p["target_std"]), tol=float(p["tol"]),
+                            max_iter=int(p["max_iter"]), stream=bool(p["stream"]))  # fmt: skip
+    scales = {r.name.split("[")[0]: r for r in calibration.rows}
+    for row in report.rows:
+        found = scales.get(row.name)
+        if found is not None:
+            row.scheme, row.source = f"lsuv ({row.scheme})", f"×{found.scale:.3g}, {found.iterations} pass(es)"
+            row.std = None if row.std is None else row.std * found.scale
+    report.scheme, report.calibration = "lsuv", calibration
+    # the base scheme's gain notes no longer hold: the calibration set every layer's scale from the data
+    report.notes = [n for n in report.notes if "keeps its published gain" not in n] + calibration.notes
+    if output_bias == "prior":
+        report.notes.append(_prior_note(*prior_bias(model, data)))
+    return report
+
+
+def _prior_note(name: str, before: float, after: float, prior: float) -> str:
+    return (f"output_bias='prior': {name}.bias set from the data; first loss {before:.4g} → {after:.4g} "
+            f"(the loss of predicting the prior: {prior:.4g})")  # fmt: skip
+
+
+def lsuv(model: nn.Module, data: Any, *, base: str = "orthogonal", target_std: float = 1.0, tol: float = 0.1,
+         max_iter: int = 10, stream: bool = False, generator: torch.Generator | None = None) -> LsuvReport:  # fmt: skip
+    """Layer-sequential unit-variance initialization (Mishkin & Matas 2016) on a batch of ``data``: ``base``
+    pre-initialization, then each weight layer, in forward order, scaled until its output std on the batch is
+    ``target_std`` within ``tol`` (:mod:`initlab.init.lsuv` says how BatchNorm, Dropout, RNNs, attention and the
+    residual stream are handled). Returns the per-layer report; ``initialize(model, "lsuv", data=...)`` is the
+    same with initialize's report.
+
+    >>> net = nn.Sequential(nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 3))
+    >>> x = torch.randn(256, 20, generator=torch.Generator().manual_seed(0))
+    >>> report = lsuv(net, x, generator=torch.Generator().manual_seed(0))
+    >>> [round(r.std_after, 1) for r in report], report.on_target
+    ([1.0, 1.0, 1.0], 3)
+    """
+    config = {"base": base, "target_std": target_std, "tol": tol, "max_iter": max_iter, "stream": stream}
+    report = initialize(model, get("lsuv", **config), data=data, generator=generator)
+    assert report.calibration is not None
+    return report.calibration
 
 
 def _check_model(model: nn.Module) -> None:

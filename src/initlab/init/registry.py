@@ -47,6 +47,7 @@ class Scheme:
     # distribution of that layer's bias (default: zeros).
     gain_rule: Callable[[Activation | None, Mapping[str, Any]], float] | None = None
     bias_rule: Callable[[Activation | None, Fans, Mapping[str, Any]], f.Dist] | None = None
+    needs_data: bool = False  # calibrated on a batch after the plan's draw (lsuv): initialize(..., data=)
 
     @property
     def class_name(self) -> str:
@@ -257,6 +258,15 @@ _SCHEMES: list[Scheme] = [
         {"groups": 1},
         "identity per channel (conv)",
         "torch.nn.init.dirac_",
+    ),
+    new_scheme(
+        "lsuv",
+        lambda fn, p: lookup(p["base"]).plan(fn, lookup(p["base"]).defaults),
+        {"base": "orthogonal", "target_std": 1.0, "tol": 0.1, "max_iter": 10, "stream": False},
+        "the base scheme, then each layer scaled to output std target_std on a batch",
+        "Mishkin & Matas (2016), All you need is a good init",
+        fan_based=True,
+        needs_data=True,
     ),
     new_scheme(
         "sparse",

@@ -1,0 +1,307 @@
+"""Initialization from the data: layer-sequential unit variance (LSUV), and output biases from the labels.
+
+LSUV (Mishkin & Matas 2016, "All you need is a good init"): after an orthonormal pre-initialization, each weight
+layer in the order the forward pass reaches it is scaled until its output has standard deviation
+``target_std`` (within ``tol``) on a batch of real inputs; biases stay zero. Done right:
+
+* **The std training sees.** BatchNorm normalizes with the batch's own statistics, as in train mode (the
+  ``lsuv`` package calibrates in eval mode, so its layers are off target once training starts), and its running
+  statistics are left untouched; Dropout is off so every measurement is deterministic. Afterwards every
+  module's mode, every buffer and ``torch.get_rng_state()`` are exactly as they were.
+* **Measured on the layer's output**, by a hook (forward order, not module order); the forward pass stops at
+  the layer being calibrated. Recurrent layers and attention are scaled on their input projections
+  (``x @ W_ih^T``, the q/k/v projections), measured from the layer's input; attention's output projection on
+  the attention's output.
+* **The residual stream** (``stream=True``): after the layers, each residual branch's last layer is scaled so
+  that the stream (the sum after the block) has std ``target_std`` growing by at most ``tol / 2`` over all
+  the blocks — the ``lsuv`` package normalizes each branch and lets the sum grow (1.41 → 3.86 over 14 blocks).
+
+``prior_bias`` sets the output layer's bias so that the first prediction is the prior: the log class
+frequencies for classification, the target mean for regression.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from initlab._errors import fail
+from initlab._tables import Rows
+from initlab.init._tracing import residual_blocks, trace
+
+__all__ = ["LsuvReport", "LsuvRow", "calibrate", "first_batch", "prior_bias"]
+
+MIN_BATCH = 16  # examples: below this a layer's std is too noisy to calibrate against a 10% tolerance
+_LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag, nn.RNNBase,
+           nn.MultiheadAttention)  # fmt: skip
+
+
+@dataclasses.dataclass
+class LsuvRow:
+    """One calibrated weight: its output std before and after, the factor applied and the passes it took."""
+
+    name: str
+    kind: str
+    std_before: float
+    std_after: float
+    scale: float
+    iterations: int
+    converged: bool
+
+
+@dataclasses.dataclass
+class LsuvReport(Rows):
+    """What LSUV did per layer, the residual stream's std after each block, and the time it took."""
+
+    rows: list[LsuvRow]
+    target_std: float = 1.0
+    tol: float = 0.1
+    stream: list[float] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    notes: list[str] = dataclasses.field(default_factory=list)
+    title: ClassVar[str] = "initlab.lsuv"
+    columns: ClassVar[tuple[str, ...]] = ("name", "kind", "std_before", "std_after", "scale", "iterations",
+                                          "converged")  # fmt: skip
+
+    @property
+    def on_target(self) -> int:
+        """How many layers ended within ``tol`` of ``target_std``."""
+        return sum(r.converged for r in self.rows)
+
+
+class _Stop(Exception):
+    """Raised while reading a traced model's values: the rest of the forward pass is not needed."""
+
+
+def first_batch(data: Any) -> Tensor:
+    """The inputs of the first batch of ``data``: a tensor, an ``(x, y)`` pair, or an iterable of either."""
+    if isinstance(data, Tensor):
+        return data
+    if isinstance(data, tuple | list) and data and isinstance(data[0], Tensor):
+        return data[0]
+    if hasattr(data, "__iter__") and not isinstance(data, str | bytes | dict):
+        for batch in data:
+            return first_batch(batch)
+    raise fail("lsuv and output_bias='prior' need data", accepted="a tensor of inputs, an (x, y) pair, or a "
+               "DataLoader", received=type(data).__name__, fix="Pass one batch: data=x or data=(x, y).")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _measuring(model: nn.Module) -> Iterator[None]:
+    """Train mode for normalization (batch statistics), Dropout off, no autograd; modes, buffers and the RNG
+    state restored afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    rng = torch.get_rng_state()
+    try:
+        model.train()
+        for module in model.modules():
+            if isinstance(module, nn.modules.dropout._DropoutNd | nn.AlphaDropout):
+                module.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        torch.set_rng_state(rng)
+
+
+def _projection(attention: nn.Module, part: int) -> Tensor:
+    """The q (0), k (1) or v (2) projection weight of a MultiheadAttention, packed or not (a view: scaling it
+    scales the packed weight)."""
+    packed = getattr(attention, "in_proj_weight", None)
+    if isinstance(packed, Tensor):
+        d = packed.shape[0] // 3
+        return packed[part * d : (part + 1) * d]
+    return attention.get_parameter(f"{'qkv'[part]}_proj_weight")
+
+
+def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Tensor:
+    return args[index] if len(args) > index else kwargs[name]
+
+
+def _std(value: Any) -> float:
+    out = value[0] if isinstance(value, tuple) else value
+    return float(out.float().std())
+
+
+def calibrate(model: nn.Module, data: Any, *, target_std: float = 1.0, tol: float = 0.1, max_iter: int = 10,
+              stream: bool = False) -> LsuvReport:  # fmt: skip
+    """Scale each weight layer of an already initialized model so its output std on ``data`` is ``target_std``.
+
+    One forward pass: a hook on each weight layer calibrates it on the input it receives (every layer before it
+    is calibrated already) and hands the calibrated output on, so the cost is one pass plus a few calls of each
+    layer, not a pass per layer and iteration.
+    """
+    started = time.perf_counter()
+    x = first_batch(data)
+    if x.ndim < 1 or x.shape[0] < MIN_BATCH:
+        raise fail(f"lsuv needs a batch of at least {MIN_BATCH} examples to measure a std within tolerance",
+                   received=tuple(x.shape), fix="Pass a larger batch (64 or more is typical).")  # fmt: skip
+    report = LsuvReport([], target_std, tol)
+    inside_attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    names = {id(m): n for n, m in model.named_modules() if isinstance(m, _LAYERS) and id(m) not in inside_attention}
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        if id(module) not in names:  # calibrated at its first call (a layer used twice)
+            return None
+        name = names.pop(id(module))
+        report.rows.extend(_module(name, module, args, kwargs, output, target_std, tol, max_iter))
+        return module.forward(*args, **kwargs)  # what the rest of the model sees: the calibrated output
+
+    with _measuring(model):
+        handles = [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules() if id(m) in names]
+        try:
+            model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not report.rows:
+            raise fail("lsuv found no weight layer the forward pass reaches", received=type(model).__name__,
+                       accepted="a model with Linear, Conv, Embedding, RNN or attention layers")  # fmt: skip
+        if stream:
+            report.stream = _stream(model, x, target_std, tol, report)
+    report.seconds = time.perf_counter() - started
+    off = [r.name for r in report.rows if not r.converged]
+    if off:
+        message = (f"lsuv: {len(off)} layer(s) did not reach std {target_std} ± {tol} in {max_iter} passes: "
+                   f"{', '.join(off)}")  # fmt: skip
+        report.notes.append(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+    return report
+
+
+def _module(name: str, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
+            target: float, tol: float, max_iter: int) -> list[LsuvRow]:  # fmt: skip
+    """Calibrate one module's weights on the inputs it was called with: a list of (label, weight view, measure)."""
+    prefix = f"{name}." if name else ""
+    parts: list[tuple[str, Tensor, Callable[[], float]]] = []
+    if isinstance(module, nn.RNNBase):  # the input projection x @ W_ih^T, what feeds the gates
+        weight, inputs = module.get_parameter("weight_ih_l0"), _argument(args, kwargs, 0, "input")
+        parts.append(("weight_ih_l0", weight, lambda: float(F.linear(inputs, weight).float().std())))
+    elif isinstance(module, nn.MultiheadAttention):
+        for i, role in enumerate(("query", "key", "value")):
+            view, inputs = _projection(module, i), _argument(args, kwargs, i, role)
+            label = f"in_proj_weight[{'qkv'[i]}]" if module.in_proj_weight is not None else f"{'qkv'[i]}_proj_weight"
+            parts.append((label, view, (lambda v, t: lambda: float(F.linear(t, v).float().std()))(view, inputs)))
+        out_proj = module.out_proj.weight
+        parts.append(("out_proj.weight", out_proj, lambda: _std(module.forward(*args, **kwargs))))
+    else:
+        first = [_std(output)]  # the hook's output: measured once already
+        parts.append(("weight", module.get_parameter("weight"),
+                      lambda: first.pop() if first else _std(module.forward(*args, **kwargs))))  # fmt: skip
+    return [_scale(prefix + label, type(module).__name__, weight, measure, target, tol, max_iter)
+            for label, weight, measure in parts]  # fmt: skip
+
+
+def _scale(label: str, kind: str, weight: Tensor, measure: Callable[[], float], target: float, tol: float,
+           max_iter: int) -> LsuvRow:  # fmt: skip
+    before = std = measure()
+    if std == 0.0 or not math.isfinite(std):
+        raise fail(f"the output of {label} is constant (std {std}) on the batch: no scale can give it std {target}",
+                   fix="Check the inputs reach it (a zero input, a dead ReLU before it) or pre-initialize with "
+                   "another base scheme.")  # fmt: skip
+    total, passes = 1.0, 0
+    while abs(std - target) > tol and passes < max_iter:
+        factor = target / std
+        weight.mul_(factor)
+        total *= factor
+        passes += 1
+        std = measure()
+    return LsuvRow(label, kind, before, std, total, passes, abs(std - target) <= tol)
+
+
+def _stream(model: nn.Module, x: Tensor, target: float, tol: float, report: LsuvReport) -> list[float]:
+    """Scale each residual branch's last layer so the stream's std after block l is target·(1 + tol/2·l/L)."""
+    graph = trace(model)
+    blocks = residual_blocks(graph) if graph is not None else []
+    if not blocks:
+        report.notes.append("stream=True: no residual addition found (or the model does not trace); nothing to do")
+        return []
+    assert graph is not None
+    stds = []
+    for i, (add, skip, branch, layers) in enumerate(blocks):
+        wanted = target * (1.0 + 0.5 * tol * (i + 1) / len(blocks))
+        s, f = _values(graph, x, (skip, branch))
+        s, f = s.double().flatten(), f.double().flatten()
+        var_f, cov, var_s = float(f.var()), float(((s - s.mean()) * (f - f.mean())).mean()), float(s.var())
+        disc = cov * cov - var_f * (var_s - wanted * wanted)
+        alpha = (
+            (-cov + math.sqrt(disc)) / var_f if var_f > 0 and disc >= 0 else max(0.0, -cov / var_f if var_f else 0.0)
+        )
+        last = model.get_submodule(layers[-1])
+        for pname in ("weight", "bias"):
+            p = getattr(last, pname, None)
+            if isinstance(p, Tensor):
+                p.mul_(alpha)
+        stds.append(float(_values(graph, x, (add,))[0].float().std()))
+    return stds
+
+
+def _values(graph: fx.GraphModule, x: Tensor, nodes: tuple[fx.Node, ...]) -> list[Tensor]:
+    """The values of some nodes of a traced model on ``x`` (one forward pass, stopped after the last one)."""
+    wanted, got = {n.name for n in nodes}, {}
+
+    class Reader(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            value = super().run_node(n)
+            if n.name in wanted:
+                got[n.name] = value
+                if len(got) == len(wanted):
+                    raise _Stop
+            return value
+
+    with contextlib.suppress(_Stop):
+        Reader(graph).run(x)
+    return [got[n.name] for n in nodes]
+
+
+def prior_bias(model: nn.Module, data: Any) -> tuple[str, float, float, float]:
+    """Set the last Linear layer's bias to the prior: log class frequencies (integer targets) or the target
+    mean (float targets), its weight unchanged. Returns the layer's name, the first loss before and after, and
+    the loss of predicting the prior exactly (the class entropy, or the targets' variance)."""
+    if not (isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)):
+        raise fail("output_bias='prior' needs the targets too", accepted="data=(x, y)", received=type(data).__name__)
+    x, y = data
+    last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not last or last[-1][1].bias is None:
+        raise fail("output_bias='prior' sets the bias of the model's last Linear layer; it has none",
+                   received=type(model).__name__, fix="Give the output layer a bias (bias=True).")  # fmt: skip
+    name, layer = last[-1]
+    classification = not torch.is_floating_point(y)
+    if classification and (int(y.min()) < 0 or int(y.max()) >= layer.out_features):
+        raise fail(f"class labels must lie in 0..{layer.out_features - 1} (the outputs of {name})",
+                   received=(int(y.min()), int(y.max())), fix="Pass integer class indices as targets.")  # fmt: skip
+    loss = _loss(classification)
+    with _measuring(model):
+        before = float(loss(model(x), y))
+        if classification:
+            counts = torch.bincount(y.flatten(), minlength=layer.out_features).double()
+            freq = (counts + 0.5) / (counts.sum() + 0.5 * len(counts))  # add-½ smoothing: no class at log 0
+            layer.bias.copy_(freq.log())
+            exact = counts / counts.sum()
+            prior = float(-(exact * exact.clamp_min(1e-300).log()).sum())  # the entropy of the class frequencies
+        else:
+            targets = y.reshape(len(y), -1).double()
+            layer.bias.copy_(targets.mean(0).to(layer.bias))
+            prior = float(targets.var(0, unbiased=False).mean())
+        after = float(loss(model(x), y))
+    return name, before, after, prior
+
+
+def _loss(classification: bool) -> Any:
+    if classification:
+        return F.cross_entropy
+    return lambda out, y: F.mse_loss(out, y.reshape(out.shape).to(out))
