@@ -88,6 +88,9 @@ def test_the_residual_stream_stays_in_the_band() -> None:
     assert grown[-1] > 3.0  # each branch at std 1, the sum grows like √(blocks + 1): the lsuv package's defect
     assert all(abs(s - 1.0) <= TOL for s in kept), kept  # stream=True: within target ± tol after every block
     assert kept == pytest.approx(report.stream, rel=1e-5)
+    inner = [r for r in report.rows if not r.kind.endswith("(stream)")]
+    assert len(inner) == 16 and all(r.converged for r in inner)  # the layers inside the branches: on target too
+    assert sum(r.kind.endswith("(stream)") and r.converged for r in report.rows) == 14
     second = list(_output_stds(streamed, _data((32,), 1), (_Residual,)).values())
     assert all(abs(s - 1.0) <= SECOND for s in second)
 

@@ -57,6 +57,11 @@ class LsuvRow:
     iterations: int
     converged: bool
 
+    def merge(self, later: LsuvRow) -> None:
+        """Fold in a later calibration of the same weight (stream=True calibrates again after the stream)."""
+        self.std_after, self.scale = later.std_after, self.scale * later.scale
+        self.iterations, self.converged = self.iterations + later.iterations, later.converged
+
 
 @dataclasses.dataclass
 class LsuvReport(Rows):
@@ -151,28 +156,21 @@ def calibrate(model: nn.Module, data: Any, *, target_std: float = 1.0, tol: floa
         raise fail(f"lsuv needs a batch of at least {MIN_BATCH} examples to measure a std within tolerance",
                    received=tuple(x.shape), fix="Pass a larger batch (64 or more is typical).")  # fmt: skip
     report = LsuvReport([], target_std, tol)
-    inside_attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
-    names = {id(m): n for n, m in model.named_modules() if isinstance(m, _LAYERS) and id(m) not in inside_attention}
-
-    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
-        if id(module) not in names:  # calibrated at its first call (a layer used twice)
-            return None
-        name = names.pop(id(module))
-        report.rows.extend(_module(name, module, args, kwargs, output, target_std, tol, max_iter))
-        return module.forward(*args, **kwargs)  # what the rest of the model sees: the calibrated output
-
     with _measuring(model):
-        handles = [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules() if id(m) in names]
-        try:
-            model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        if not report.rows:
+        rows = _pass(model, x, target_std, tol, max_iter, skip=set())
+        if not rows:
             raise fail("lsuv found no weight layer the forward pass reaches", received=type(model).__name__,
                        accepted="a model with Linear, Conv, Embedding, RNN or attention layers")  # fmt: skip
         if stream:
-            report.stream = _stream(model, x, target_std, tol, report)
+            graph = trace(model)
+            blocks = residual_blocks(graph) if graph is not None else []
+            finals = {blocks_layers[-1] for *_, blocks_layers in blocks}
+            for last_round in (False, False, True):  # the stream changes what later layers see: calibrate again
+                report.stream = _stream(model, graph, blocks, x, target_std, tol, rows, report)
+                if not last_round and blocks:
+                    for label, row in _pass(model, x, target_std, tol, max_iter, skip=finals).items():
+                        rows[label].merge(row)
+        report.rows = list(rows.values())
     report.seconds = time.perf_counter() - started
     off = [r.name for r in report.rows if not r.converged]
     if off:
@@ -181,6 +179,30 @@ def calibrate(model: nn.Module, data: Any, *, target_std: float = 1.0, tol: floa
         report.notes.append(message)
         warnings.warn(message, UserWarning, stacklevel=3)
     return report
+
+
+def _pass(model: nn.Module, x: Tensor, target: float, tol: float, max_iter: int,
+          skip: set[str]) -> dict[str, LsuvRow]:  # fmt: skip
+    """One forward pass that calibrates every weight layer it reaches (but ``skip``) at its first call."""
+    rows: dict[str, LsuvRow] = {}
+    inside_attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    names = {id(m): n for n, m in model.named_modules()
+             if isinstance(m, _LAYERS) and id(m) not in inside_attention and n not in skip}  # fmt: skip
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        if id(module) not in names:  # calibrated at its first call (a layer used twice)
+            return None
+        for row in _module(names.pop(id(module)), module, args, kwargs, output, target, tol, max_iter):
+            rows[row.name] = row
+        return module.forward(*args, **kwargs)  # what the rest of the model sees: the calibrated output
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules() if id(m) in names]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return rows
 
 
 def _module(name: str, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
@@ -223,31 +245,52 @@ def _scale(label: str, kind: str, weight: Tensor, measure: Callable[[], float], 
     return LsuvRow(label, kind, before, std, total, passes, abs(std - target) <= tol)
 
 
-def _stream(model: nn.Module, x: Tensor, target: float, tol: float, report: LsuvReport) -> list[float]:
-    """Scale each residual branch's last layer so the stream's std after block l is target·(1 + tol/2·l/L)."""
-    graph = trace(model)
-    blocks = residual_blocks(graph) if graph is not None else []
-    if not blocks:
-        report.notes.append("stream=True: no residual addition found (or the model does not trace); nothing to do")
+def _stream(model: nn.Module, graph: fx.GraphModule | None, blocks: list[Any], x: Tensor, target: float,
+            tol: float, rows: dict[str, LsuvRow], report: LsuvReport) -> list[float]:  # fmt: skip
+    """Scale each residual branch's last layer so the stream's std after block l is target·(1 + tol/2·l/L), in one
+    pass over the traced model: at each addition the branch is scaled and the corrected sum flows on."""
+    if graph is None or not blocks:
+        if not report.notes:
+            report.notes.append("stream=True: no residual addition found (or the model does not trace): no change")
         return []
-    assert graph is not None
-    stds = []
-    for i, (add, skip, branch, layers) in enumerate(blocks):
-        wanted = target * (1.0 + 0.5 * tol * (i + 1) / len(blocks))
-        s, f = _values(graph, x, (skip, branch))
-        s, f = s.double().flatten(), f.double().flatten()
-        var_f, cov, var_s = float(f.var()), float(((s - s.mean()) * (f - f.mean())).mean()), float(s.var())
-        disc = cov * cov - var_f * (var_s - wanted * wanted)
-        alpha = (
-            (-cov + math.sqrt(disc)) / var_f if var_f > 0 and disc >= 0 else max(0.0, -cov / var_f if var_f else 0.0)
-        )
-        last = model.get_submodule(layers[-1])
-        for pname in ("weight", "bias"):
-            p = getattr(last, pname, None)
-            if isinstance(p, Tensor):
-                p.mul_(alpha)
-        stds.append(float(_values(graph, x, (add,))[0].float().std()))
+    by_add = {add.name: (i, skip, branch, layers) for i, (add, skip, branch, layers) in enumerate(blocks)}
+    stds: list[float] = []
+
+    class Streamer(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            if n.name not in by_add:
+                return super().run_node(n)
+            i, skip, branch, layers = by_add[n.name]
+            wanted = target * (1.0 + 0.5 * tol * (i + 1) / len(blocks))
+            s, f = self.env[skip], self.env[branch]
+            alpha = _branch_scale(s.double().flatten(), f.double().flatten(), wanted)
+            last = model.get_submodule(layers[-1])
+            for pname in ("weight", "bias"):
+                p = getattr(last, pname, None)
+                if isinstance(p, Tensor):
+                    p.mul_(alpha)
+            # the branch ends in that layer: its output scales by alpha; otherwise run the block again
+            linear = branch.op == "call_module" and branch.target == layers[-1]
+            value = s + alpha * f if linear else super().run_node(n)
+            stds.append(float(value.float().std()))
+            row = rows.get(f"{layers[-1]}.weight")
+            if row is not None:  # its own output is not the target any more: the stream is
+                row.scale, row.std_after = row.scale * alpha, row.std_after * alpha
+                row.kind = row.kind if row.kind.endswith("(stream)") else f"{row.kind} (stream)"
+                row.converged = abs(stds[-1] - wanted) <= tol
+            return value
+
+    Streamer(graph).run(x)
     return stds
+
+
+def _branch_scale(s: Tensor, f: Tensor, wanted: float) -> float:
+    """α with std(s + α·f) = wanted (the larger root), or the α that adds least when the stream is already above."""
+    var_f, cov, var_s = float(f.var()), float(((s - s.mean()) * (f - f.mean())).mean()), float(s.var())
+    disc = cov * cov - var_f * (var_s - wanted * wanted)
+    if var_f > 0 and disc >= 0:
+        return (-cov + math.sqrt(disc)) / var_f
+    return max(0.0, -cov / var_f) if var_f > 0 else 1.0
 
 
 def _values(graph: fx.GraphModule, x: Tensor, nodes: tuple[fx.Node, ...]) -> list[Tensor]:
