@@ -218,6 +218,8 @@ def test_report_and_demo_speak_json(demo: tuple[Path, str], tmp_path: Path) -> N
     import json
     import shutil
 
+    from initlab.compare.demo import demo_spec
+
     out = tmp_path / "again"
     out.mkdir()
     shutil.copy(demo[0] / "runs.db", out / "runs.db")
@@ -225,7 +227,9 @@ def test_report_and_demo_speak_json(demo: tuple[Path, str], tmp_path: Path) -> N
                           text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
-    assert answer["runs"] == 38 and answer["report"] == str((out / "report.html").resolve())
+    assert answer["runs"] == len(demo_spec(quick=True).points) and answer["report"] == str(
+        (out / "report.html").resolve()
+    )
     with Store(demo[0] / "runs.db") as store:
         assert [c["verdict"] for c in answer["claims"]] == [c["verdict"] for c in store.comparisons()]
     relu = next(r for r in answer["recommendations"] if r["activation"] == "relu")

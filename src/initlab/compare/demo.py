@@ -95,9 +95,9 @@ def _roles(claim: str, settings: Settings) -> dict[str, dict[str, Any]]:
     if claim == "remedies":
         baseline = {**RELU_DEEP, "scheme": "glorot_normal"}
         return {"baseline": baseline, **{name: {**baseline, **change} for name, (change, _) in REMEDIES.items()}}
-    if claim == "critical":
+    if claim == "critical":  # LSUV (data-dependent) runs beside them, for the trainability grid; not a competitor
         return {f"{s}@{d}": {"depth": d, "activation": "tanh", "scheme": s}
-                for d in settings.critical_depths for s in CRITICAL_SCHEMES}  # fmt: skip
+                for d in settings.critical_depths for s in (*CRITICAL_SCHEMES, "lsuv")}  # fmt: skip
     raise unknown_name("demo claim", claim, [c.id for c in CLAIMS])
 
 

@@ -154,7 +154,7 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
                      config.weight_norm, config.residual, config.groups, config.cell)  # fmt: skip
     model = build(spec, tuple(train_x.shape[1:]), data.classes).to(config.device)
     probe = (train_x[:256].to(config.device), data.train_y[:256].to(config.device))
-    initialize(model, config.scheme, generator=generator, gain=config.gain, data=probe,  # data: lsuv's batch
+    init_report = initialize(model, config.scheme, generator=generator, gain=config.gain, data=probe,  # lsuv's batch
                residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
     snapshots = _Snapshots(model, probe) if config.snapshots else None
     optimizer = _optimizer(config, model.parameters())
@@ -195,6 +195,8 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     result = RunResult(config.run_id, config, epochs, diverged, findings, stats, 0.0, steps)
     if snapshots is not None:
         snapshots.finish(result)
+    if init_report.calibration is not None:  # a data-dependent scheme: what its calibration cost, for the report
+        result.measures["init_seconds"] = init_report.calibration.seconds
     result.seconds = time.perf_counter() - started
     return result
 

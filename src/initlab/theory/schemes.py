@@ -14,9 +14,10 @@ from torch import nn
 from initlab._errors import InitlabError
 from initlab.init._keras_model import is_keras_model, keras_activation, keras_kernels, keras_numpy
 from initlab.init._tracing import find_activations
-from initlab.init.activations import activation_module
+from initlab.init.activations import activation, activation_module
 from initlab.init.fans import fans
 from initlab.init.model import initialize
+from initlab.init.registry import lookup
 from initlab.theory import meanfield
 
 __all__ = ["SchemeFix", "better_schemes", "fix_text", "scheme_point", "trainable_depth", "weights_chi1"]
@@ -31,7 +32,19 @@ def scheme_point(scheme: str, act: str, width: int = 128) -> tuple[float, float]
 
     >>> scheme_point("he_normal", "relu")
     (2.0, 0.0)
+
+    A data-dependent scheme (``lsuv``) is predicted from what it enforces: every layer's pre-activation std equals
+    ``target_std`` t, so in mean field σ_w² = t² / E[φ(t·z)²] with zero biases (He's 2 for ReLU at t = 1).
+
+    >>> scheme_point("lsuv", "relu")
+    (2.0, 0.0)
     """
+    looked_up = lookup(scheme)
+    if looked_up.needs_data:
+        t = float(looked_up.defaults["target_std"])
+        phi = activation(act)
+        second = float(meanfield.expect(phi, lambda x: phi(x) ** 2, torch.tensor([t * t], dtype=torch.float64))[0])
+        return round(t * t / second, 12), 0.0
     net = nn.Sequential(
         nn.Linear(width, width), activation_module(act), nn.Linear(width, width), activation_module(act),
         nn.Linear(width, 10),

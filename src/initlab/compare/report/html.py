@@ -67,6 +67,7 @@ class _Run:
     row: dict[str, Any]
     metrics: list[dict[str, Any]]
     findings: list[dict[str, Any]]
+    measures: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def accuracies(self) -> list[float]:
@@ -98,7 +99,7 @@ def build_report(store_path: str | Path, out: str | Path, *, detail_runs: int = 
     """Write the HTML report of every run in the store to ``out``; returns its path."""
     store_path, out = Path(store_path), Path(out)
     with Store(store_path) as store:
-        runs = [_Run(r["id"], r["config"], r, store.metrics(r["id"]), store.findings(r["id"]))
+        runs = [_Run(r["id"], r["config"], r, store.metrics(r["id"]), store.findings(r["id"]), store.measures(r["id"]))
                 for r in store.runs("done")]  # fmt: skip
         failed = store.runs("failed")
         comparisons = store.comparisons()
@@ -205,8 +206,19 @@ def _trainability(runs: list[_Run]) -> list[dict[str, str]]:
                 grid[i, j] = statistics.median(scores)
         width = int(statistics.median(r.config["width"] for r in mine))
         predicted = {s: trainable_depth(s, act, width) for s in schemes}
-        out.append({"activation": act, "image": _b64(plots.trainability_figure(act, depths, schemes, grid, predicted))})
+        image = _b64(plots.trainability_figure(act, depths, schemes, grid, predicted))
+        out.append({"activation": act, "image": image, "costs": _init_costs(mine)})
     return out
+
+
+def _init_costs(runs: list[_Run]) -> str:
+    """What the data-dependent schemes' calibration cost per run (their runs store ``init_seconds``)."""
+    by_scheme: dict[str, list[float]] = defaultdict(list)
+    for r in runs:
+        if "init_seconds" in r.measures:
+            by_scheme[r.config["scheme"]].append(r.measures["init_seconds"])
+    return "; ".join(f"{s}: calibration {statistics.median(v) * 1e3:.0f} ms per run (median of {len(v)}), on top of "
+                     f"the formula's draw" for s, v in sorted(by_scheme.items()))  # fmt: skip
 
 
 def _chosen(runs: list[_Run], limit: int) -> list[_Run]:
