@@ -260,7 +260,7 @@ def test_every_point_is_checked_before_the_first_run(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert " ".join(proc.stderr.split()) == (
         "Error: point 9 of 10 (activation=relu scheme=nope seed=0): unknown "
-        "initializer 'nope'. See `initlab schemes` for all 25 names."
+        f"initializer 'nope'. See `initlab schemes` for all {len(il.schemes())} names."
     )
     assert "Traceback" not in proc.stderr and _runs(db) == before
 
