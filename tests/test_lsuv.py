@@ -211,3 +211,13 @@ def test_train_config_accepts_lsuv() -> None:
 
     result = train(TrainConfig(scheme="lsuv", depth=10, activation="tanh", epochs=1, monitor=False))
     assert not result.diverged and result.epochs[-1].test_accuracy > 0.5
+
+
+def test_weight_normalized_layers_are_scaled_through_their_magnitude() -> None:
+    from torch.nn.utils.parametrizations import weight_norm
+
+    model = nn.Sequential(weight_norm(nn.Linear(16, 64)), nn.Tanh(), weight_norm(nn.Linear(64, 8)))
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
+    report = il.lsuv(model, x, generator=torch.Generator().manual_seed(0))
+    assert report.on_target == 2
+    assert all(abs(s - 1.0) <= TOL for s in _output_stds(model, x, (nn.Linear,)).values())

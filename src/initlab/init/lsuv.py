@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+from torch.nn.utils import parametrize
 
 from initlab._errors import fail
 from initlab._tables import Rows
@@ -133,6 +134,15 @@ def _projection(attention: nn.Module, part: int) -> Tensor:
     return attention.get_parameter(f"{'qkv'[part]}_proj_weight")
 
 
+def _scalable(module: nn.Module, name: str) -> Tensor:
+    """The tensor to scale so that ``module.<name>`` scales: the weight itself, or under weight normalization
+    (w = g·v/‖v‖) its magnitude g."""
+    if parametrize.is_parametrized(module, name):
+        originals = getattr(module.parametrizations, name)
+        return originals.original0 if hasattr(originals, "original0") else originals.original
+    return module.get_parameter(name)
+
+
 def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Tensor:
     return args[index] if len(args) > index else kwargs[name]
 
@@ -222,7 +232,7 @@ def _module(name: str, module: nn.Module, args: tuple[Any, ...], kwargs: dict[st
         parts.append(("out_proj.weight", out_proj, lambda: _std(module.forward(*args, **kwargs))))
     else:
         first = [_std(output)]  # the hook's output: measured once already
-        parts.append(("weight", module.get_parameter("weight"),
+        parts.append(("weight", _scalable(module, "weight"),
                       lambda: first.pop() if first else _std(module.forward(*args, **kwargs))))  # fmt: skip
     return [_scale(prefix + label, type(module).__name__, weight, measure, target, tol, max_iter)
             for label, weight, measure in parts]  # fmt: skip
