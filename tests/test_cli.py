@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 import initlab as il
@@ -145,3 +146,19 @@ def test_run_help_lists_every_train_config_field() -> None:
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
     assert all("--" + f.name.replace("_", "-") in text for f in dataclasses.fields(il.TrainConfig))
+
+
+def test_lsuv_on_the_command_line() -> None:
+    # issue 25: the scheme is accepted wherever a scheme is; init has no data and says what it calibrated on,
+    # audit calibrates on its own batch and measures what mean-field theory predicts for LSUV (tanh: χ1 = 1.18)
+    result = runner.invoke(app, ["init", "--scheme", "lsuv", "--depth", "3", "--width", "32", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert all(r["scheme"] == "lsuv (orthogonal)" for r in data["rows"] if r["name"].endswith("weight"))
+    assert "lsuv was calibrated on 512 standard-normal inputs (initlab init has no data)" in data["notes"][-1]
+    result = runner.invoke(app, ["audit", "--scheme", "lsuv", "--depth", "10", "--activation", "tanh", "--format",
+                                 "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    chi = json.loads(result.stdout)["chi_per_layer"]
+    assert chi == pytest.approx(il.theory.chi1("tanh", il.theory.schemes.scheme_point("lsuv", "tanh")[0], 0.0),
+                                abs=0.05)  # one batch of 256 digits against the mean-field value  # fmt: skip

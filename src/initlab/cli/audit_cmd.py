@@ -39,9 +39,10 @@ def audit_command(
                    received=batch_size, fix="Pass a larger batch (256 is a good size).")  # fmt: skip
     dataset = load(data)
     net = build(ModelSpec(model, depth, width, activation, norm=norm), dataset.in_shape, dataset.classes)
-    initialize(net, scheme, generator=torch.Generator().manual_seed(seed), gain=gain)
     idx = torch.randperm(dataset.train_x.shape[0], generator=torch.Generator().manual_seed(seed))[:batch_size]
-    report = audit(net, (dataset.train_x[idx], dataset.train_y[idx]))
+    batch = (dataset.train_x[idx], dataset.train_y[idx])
+    initialize(net, scheme, generator=torch.Generator().manual_seed(seed), gain=gain, data=batch)  # lsuv's batch
+    report = audit(net, batch)
     if fmt is Format.json:
         emit(report, fmt)
         return

@@ -31,15 +31,22 @@ def init_command(
     import initlab.theory  # noqa: F401  (registers the critical scheme with the registry)
     from initlab.compare.models import ModelSpec, build
     from initlab.init.model import initialize
+    from initlab.init.registry import get
 
     spec = ModelSpec(model, depth, width, activation, residual=residual != "none")
     in_shape = (in_features,) if model == "mlp" else (1, 8, 8) if model == "cnn" else (8, in_features)
     net = build(spec, in_shape, classes)
+    needs_data = get(scheme).scheme.needs_data  # lsuv: this command has no data set, so standard-normal inputs
+    inputs = torch.randn(512, *in_shape, generator=torch.Generator().manual_seed(seed)) if needs_data else None
     report = initialize(
         net,
         scheme,
         generator=torch.Generator().manual_seed(seed),
         residual=None if residual == "none" else residual,
         gain=gain,
+        data=inputs,
     )
+    if needs_data:
+        report.notes.append(f"{scheme} was calibrated on 512 standard-normal inputs (initlab init has no data); "
+                            f"initlab run and sweeps calibrate it on the training data.")  # fmt: skip
     emit(report, fmt)
