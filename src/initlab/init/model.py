@@ -49,7 +49,7 @@ from initlab.init.registry import Initializer, get
 __all__ = ["GAIN_POLICIES", "InitReport", "LayerInit", "initialize", "lsuv"]
 
 ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
-RESIDUAL_RULES = ("zero_last", "fixup")
+RESIDUAL_RULES = ("zero_last", "fixup", "scaled")
 
 
 @dataclasses.dataclass
@@ -88,7 +88,8 @@ def initialize(
         bias: ``None`` for the scheme's own rule (zeros, or torch's for ``torch_default``), a number for a
             constant, or a scheme name for an initializer.
         generator: a ``torch.Generator``; the same seed gives the same weights.
-        residual: ``None``, ``"zero_last"`` or ``"fixup"`` (see the module docs).
+        residual: ``None``, ``"zero_last"``, ``"fixup"`` or ``"scaled"`` (each branch's last layer ×1/√branches,
+            GPT-2's rule; the ``gpt2`` scheme applies it by itself) (see the module docs).
         activation: one activation for every layer where none was detected (except the last layer), or a
             dict ``{layer_name: activation}`` that overrides detection for the named layers.
         recurrent: the scheme for RNN recurrent weights.
@@ -141,6 +142,7 @@ def initialize(
         rule = _rule_for(module)
         if rule is not None:
             _apply(rule, name, module, ctx)
+    residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
     if residual is not None:
         _residual(model, graph, residual, ctx)
     report = InitReport(ctx.rows, ctx.init.name, notes_on_gains(ctx.mismatches) + _untouched(model, ctx))
@@ -477,6 +479,9 @@ def _residual(model: nn.Module, graph: Any, rule: str, ctx: _Context) -> None:
             fix="Zero the last layer of each block yourself, or make forward() traceable.",
         )
     branches = residual_branches(graph)
+    if rule == "scaled":
+        _scale_last(model, branches, ctx)
+        return
     for branch in branches:
         _zero_last(model.get_submodule(branch[-1]))
         layers = [model.get_submodule(b) for b in branch[:-1]]
@@ -489,6 +494,23 @@ def _residual(model: nn.Module, graph: Any, rule: str, ctx: _Context) -> None:
         for row in ctx.rows:
             if row.name.startswith(f"{branch[-1]}."):
                 row.scheme, row.std = f"{row.scheme} → zero ({rule})", 0.0
+
+
+def _scale_last(model: nn.Module, branches: list[list[str]], ctx: _Context) -> None:
+    """GPT-2's rule (Radford et al. 2019): the last layer of each of the L residual branches (attention's and the
+    MLP's output projections: L = 2N for N blocks) scaled by 1/√L, so the stream's variance grows by O(1) over
+    the depth instead of by L."""
+    factor = len(branches) ** -0.5
+    for branch in branches:
+        last = model.get_submodule(branch[-1])
+        owner, pname = (
+            (last.out_proj, "out_proj.weight") if isinstance(last, nn.MultiheadAttention) else (last, "weight")
+        )
+        _fill(owner, "weight", functools.partial(Tensor.mul_, other=factor))
+        for row in ctx.rows:
+            if row.name == f"{branch[-1]}.{pname}":
+                row.scheme = f"{row.scheme} ×1/√{len(branches)}"
+                row.std = None if row.std is None else row.std * factor
 
 
 def _zero_last(module: nn.Module) -> None:

@@ -48,6 +48,7 @@ class Scheme:
     gain_rule: Callable[[Activation | None, Mapping[str, Any]], float] | None = None
     bias_rule: Callable[[Activation | None, Fans, Mapping[str, Any]], f.Dist] | None = None
     needs_data: bool = False  # calibrated on a batch after the plan's draw (lsuv): initialize(..., data=)
+    residual_rule: str | None = None  # applied to residual branches unless initialize(residual=) says otherwise
 
     @property
     def class_name(self) -> str:
@@ -258,6 +259,14 @@ _SCHEMES: list[Scheme] = [
         {"groups": 1},
         "identity per channel (conv)",
         "torch.nn.init.dirac_",
+    ),
+    new_scheme(
+        "gpt2",
+        lambda _, p: f.Normal(0.0, f.check_scale("std", p["std"])),
+        {"std": 0.02},
+        "N(0, 0.02²) everywhere; each residual branch's output projection ×1/√(2N) (N blocks)",
+        "Radford et al. (2019), Language Models are Unsupervised Multitask Learners (GPT-2)",
+        residual_rule="scaled",
     ),
     new_scheme(
         "lsuv",
