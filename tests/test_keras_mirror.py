@@ -232,16 +232,19 @@ def test_initialize_keras_says_what_it_left_and_refuses_what_it_cannot() -> None
 
 
 # -- the Monitor callback -------------------------------------------------------------------------------------
-def _vanishing_fit(callbacks: list, epochs: int = 2) -> object:
+def _vanishing_fit(callbacks: list, epochs: int = 2, validation: bool = False) -> object:
     """A 10-layer tanh net at N(0, 0.01²), the textbook vanishing case (Glorot & Bengio 2010), on random data."""
     keras.utils.set_random_seed(0)
     small = [keras.initializers.RandomNormal(stddev=0.01, seed=i) for i in range(10)]
     hidden = [keras.layers.Dense(64, activation="tanh", kernel_initializer=init) for init in small]
     model = keras.Sequential([keras.Input((32,)), *hidden, keras.layers.Dense(10)])
-    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])  # fmt: skip
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((512, 32)).astype("float32"), rng.integers(0, 10, 512)
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=False, callbacks=callbacks)
+    held_out = (x[:64], y[:64]) if validation else None
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=False, callbacks=callbacks,
+              validation_data=held_out)  # fmt: skip
     return model
 
 
@@ -281,3 +284,27 @@ def test_monitor_callback_stops_training_on_request() -> None:
     mon = Monitor(every=1, stop_on=("vanishing",), verbose=0)
     _vanishing_fit([mon], epochs=20)
     assert mon.findings[0].kind == "vanishing" and mon.history.steps[-1] < 20 * 16  # stopped before 20 epochs
+
+
+def test_monitor_callback_writes_the_run_store_and_the_report_shows_it(tmp_path: Path) -> None:
+    # issue 24: the callback writes to the same store as initlab run; `initlab report` reads it
+    from initlab.compare.store import Store
+    from initlab.keras import Monitor
+
+    db = tmp_path / "runs.db"
+    mon = Monitor(every=5, store=db, verbose=0)
+    model = _vanishing_fit([mon], epochs=2, validation=True)
+    with Store(db) as store:
+        (run,) = store.runs("done")
+        assert run["config"]["framework"] == "keras" and run["config"]["depth"] == 11
+        assert (run["config"]["activation"], run["config"]["scheme"]) == ("tanh", "random_normal")
+        metrics = store.metrics(run["id"])
+        assert [m["epoch"] for m in metrics] == [1, 2] and all(0 <= m["test_accuracy"] <= 1 for m in metrics)
+        assert any(f["kind"] == "vanishing" for f in store.findings(run["id"]))
+        assert store.layer_stats(run["id"], "grad_norm")
+    assert run["config"]["model"] == model.name
+    proc = subprocess.run([sys.executable, "-m", "initlab.cli.main", "report", str(db), "-o", str(tmp_path / "r.html")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "keras fit" in html and "gradients vanish" in html

@@ -153,8 +153,10 @@ class Store:
     def write(self, result: RunResult) -> None:
         """Store a finished run — metrics, layer statistics, findings and status — in one transaction."""
         with self._transaction() as db:
+            raw: Any = result.config  # a TrainConfig, or a Keras fit's mapping (initlab.keras.Monitor)
+            config = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
             db.execute("INSERT OR IGNORE INTO runs (id, config, status, created) VALUES (?, ?, 'queued', ?)",
-                       (result.run_id, json.dumps(result.config.to_dict(), sort_keys=True), time.time()))  # fmt: skip
+                       (result.run_id, json.dumps(config, sort_keys=True), time.time()))  # fmt: skip
             for table in _RUN_TABLES:
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (result.run_id,))
             db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",

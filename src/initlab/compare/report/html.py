@@ -71,7 +71,8 @@ class _Run:
 
     @property
     def accuracies(self) -> list[float]:
-        return [m["test_accuracy"] for m in self.metrics]
+        """Test accuracy per epoch; epochs without one (a Keras fit without validation data) are left out."""
+        return [m["test_accuracy"] for m in self.metrics if m["test_accuracy"] is not None]
 
     @property
     def score(self) -> float:
