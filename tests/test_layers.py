@@ -18,7 +18,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("initlab.init",),  # INITIALIZE
     ("initlab.theory", "initlab.nn"),  # PREDICT; the torch.nn.init mirror
     ("initlab.monitor",),  # WATCH
-    ("initlab.compare", "initlab.keras"),  # COMPARE; the Keras mirror and its Monitor callback
+    ("initlab.compare",),  # COMPARE
+    ("initlab.keras",),  # the Keras mirror and its fit callback (writes the run store)
     ("initlab.cli",),  # the command line over all of them
 ]
 
