@@ -53,3 +53,25 @@ def test_scaled_is_a_residual_rule_for_any_scheme() -> None:
     row = next(r for r in report if r.name == "1.mlp.2.weight")
     assert row.scheme == "he_normal ×1/√6"  # 3 blocks: 6 residual branches
     assert row.std == pytest.approx(math.sqrt(2 / 128) / math.sqrt(6))  # He's exact std at fan_in 128, ×1/√6
+
+
+@pytest.mark.parametrize("blocks", [2, 6, 12])
+def test_deepnorm_scales_value_output_and_mlp_by_beta(blocks: int) -> None:
+    # DeepNet (Wang et al. 2022), decoder-only: β = (8N)^-¼ on the value, output and MLP projections; Xavier normal
+    d = 64
+    net = nn.Sequential(nn.Linear(16, d), *[Block(d) for _ in range(blocks)], nn.Linear(d, 10))
+    report = il.initialize(net, "deepnorm", generator=torch.Generator().manual_seed(0))
+    rows = {r.name: r for r in report}
+    beta = (8 * blocks) ** -0.25
+    assert il.init.model.deepnorm_constants(blocks) == (pytest.approx((2 * blocks) ** 0.25), pytest.approx(beta))
+    xavier = {(d, d): math.sqrt(2 / (d + d)), (4 * d, d): math.sqrt(2 / (5 * d)), (d, 4 * d): math.sqrt(2 / (5 * d))}
+    for i in range(1, blocks + 1):
+        assert rows[f"{i}.attn.out_proj.weight"].std == pytest.approx(beta * xavier[(d, d)])
+        assert rows[f"{i}.mlp.0.weight"].std == pytest.approx(beta * xavier[(4 * d, d)])
+        assert rows[f"{i}.mlp.2.weight"].std == pytest.approx(beta * xavier[(d, 4 * d)])
+        packed = net[i].attn.in_proj_weight.detach()
+        q, v = packed[:d], packed[2 * d :]  # q (and k) keep Xavier; v is β-scaled: 4,096 values each, std within 5%
+        assert float(q.std()) == pytest.approx(xavier[(d, d)], rel=0.05)
+        assert float(v.std()) == pytest.approx(beta * xavier[(d, d)], rel=0.05)
+        assert rows[f"{i}.attn.in_proj_weight"].scheme.endswith("on v")
+    assert rows["0.weight"].std == pytest.approx(math.sqrt(2 / (16 + d)))  # outside the blocks: plain Xavier

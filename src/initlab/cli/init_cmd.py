@@ -21,7 +21,9 @@ def init_command(
     ),
     in_features: int = typer.Option(64, help="Input features (8×8 digits: 64)."),
     classes: int = typer.Option(10, help="Output classes."),
-    residual: str = typer.Option("none", help="Residual rule: none, zero_last, fixup or scaled (×1/√branches, GPT-2)."),
+    residual: str = typer.Option(
+        "none", help="Residual rule: none, zero_last, fixup, scaled (×1/√branches, GPT-2) or deepnorm."
+    ),
     seed: int = typer.Option(0, help="Seed of the generator."),
     fmt: Format = FormatOption,
 ) -> None:

@@ -21,6 +21,8 @@ __all__ = ["OPTIMIZERS", "TrainConfig"]
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 _INT64 = 2**63 - 1
 
+RESIDUAL_INITS = ("none", "zero_last", "fixup", "scaled", "deepnorm")  # initialize(residual=...), and "none"
+
 
 @dataclasses.dataclass(frozen=True)
 class _Range:
@@ -75,7 +77,7 @@ class TrainConfig:
     # initialization
     scheme: str = "he_normal"  # any name `initlab schemes` lists
     gain: str = "published"  # published: the scheme's own gain; activation: the following activation's (opt-in)
-    residual_init: str = "none"  # none, zero_last, fixup or scaled
+    residual_init: str = "none"  # one of RESIDUAL_INITS
     # optimization
     optimizer: str = "sgd"  # sgd, momentum, rmsprop, adam, adamw
     lr: float = 0.1
@@ -104,8 +106,10 @@ class TrainConfig:
             raise unknown_name("schedule", self.schedule, ("constant", "cosine"))
         if self.gain not in GAIN_POLICIES:
             raise unknown_name("gain", self.gain, GAIN_POLICIES)
-        if self.residual_init not in ("none", "zero_last", "fixup", "scaled"):
-            raise unknown_name("residual_init", self.residual_init, ("none", "zero_last", "fixup", "scaled"))
+        if self.residual_init not in ("none", "zero_last", "fixup", "scaled", "deepnorm"):
+            raise unknown_name(
+                "residual_init", self.residual_init, ("none", "zero_last", "fixup", "scaled", "deepnorm")
+            )
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, accepted in _RANGES.items():
             value = getattr(self, name)

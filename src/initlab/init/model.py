@@ -49,7 +49,7 @@ from initlab.init.registry import Initializer, get
 __all__ = ["GAIN_POLICIES", "InitReport", "LayerInit", "initialize", "lsuv"]
 
 ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
-RESIDUAL_RULES = ("zero_last", "fixup", "scaled")
+RESIDUAL_RULES = ("zero_last", "fixup", "scaled", "deepnorm")
 
 
 @dataclasses.dataclass
@@ -88,8 +88,9 @@ def initialize(
         bias: ``None`` for the scheme's own rule (zeros, or torch's for ``torch_default``), a number for a
             constant, or a scheme name for an initializer.
         generator: a ``torch.Generator``; the same seed gives the same weights.
-        residual: ``None``, ``"zero_last"``, ``"fixup"`` or ``"scaled"`` (each branch's last layer ×1/√branches,
-            GPT-2's rule; the ``gpt2`` scheme applies it by itself) (see the module docs).
+        residual: ``None``, ``"zero_last"``, ``"fixup"``, ``"scaled"`` (each branch's last layer ×1/√branches,
+            GPT-2's rule; the ``gpt2`` scheme applies it by itself) or ``"deepnorm"`` (value, output and MLP
+            projections ×β, DeepNet; the ``deepnorm`` scheme applies it) (see the module docs).
         activation: one activation for every layer where none was detected (except the last layer), or a
             dict ``{layer_name: activation}`` that overrides detection for the named layers.
         recurrent: the scheme for RNN recurrent weights.
@@ -482,6 +483,9 @@ def _residual(model: nn.Module, graph: Any, rule: str, ctx: _Context) -> None:
     if rule == "scaled":
         _scale_last(model, branches, ctx)
         return
+    if rule == "deepnorm":
+        _deepnorm(model, branches, ctx)
+        return
     for branch in branches:
         _zero_last(model.get_submodule(branch[-1]))
         layers = [model.get_submodule(b) for b in branch[:-1]]
@@ -511,6 +515,49 @@ def _scale_last(model: nn.Module, branches: list[list[str]], ctx: _Context) -> N
             if row.name == f"{branch[-1]}.{pname}":
                 row.scheme = f"{row.scheme} ×1/√{len(branches)}"
                 row.std = None if row.std is None else row.std * factor
+
+
+def deepnorm_constants(blocks: int) -> tuple[float, float]:
+    """DeepNet's (α, β) for a decoder-only stack of ``blocks`` blocks (Wang et al. 2022): the residual
+    x ← LN(α·x + f(x)) with α = (2N)^¼, and the value, output and MLP projections initialized ×β = (8N)^-¼.
+
+    >>> deepnorm_constants(6)
+    (1.8612097182041991, 0.37991784282579627)
+    """
+    return (2 * blocks) ** 0.25, (8 * blocks) ** -0.25
+
+
+def _deepnorm(model: nn.Module, branches: list[list[str]], ctx: _Context) -> None:
+    """β-scale every residual branch's value/output projections (attention) and weights (MLP); N = the number of
+    attention branches (the blocks), or half the branches in a net without attention (two per block)."""
+    attention = [b for b in branches if any(isinstance(model.get_submodule(n), nn.MultiheadAttention) for n in b)]
+    _, beta = deepnorm_constants(max(1, len(attention) or len(branches) // 2))
+    scaled: set[str] = set()
+    for branch in branches:
+        for name in branch:
+            module = model.get_submodule(name)
+            if isinstance(module, nn.MultiheadAttention):
+                with torch.no_grad():
+                    _value_projection(module).mul_(beta)
+                    module.out_proj.weight.mul_(beta)
+                scaled |= {f"{name}.in_proj_weight", f"{name}.v_proj_weight", f"{name}.out_proj.weight"}
+            elif isinstance(module, nn.Linear | nn.modules.conv._ConvNd) and not any(
+                    isinstance(model.get_submodule(n), nn.MultiheadAttention) for n in branch):  # fmt: skip
+                _fill(module, "weight", functools.partial(Tensor.mul_, other=beta))
+                scaled.add(f"{name}.weight")
+    for row in ctx.rows:
+        if row.name in scaled:
+            whole = not row.name.endswith("in_proj_weight")  # a packed q/k/v weight: only its v third
+            row.scheme = f"{row.scheme} ×β={beta:.3g}" + ("" if whole else " on v")
+            row.std = row.std * beta if whole and row.std is not None else row.std
+
+
+def _value_projection(attention: nn.MultiheadAttention) -> Tensor:
+    """The value projection's weight (a view into a packed in_proj_weight)."""
+    packed = getattr(attention, "in_proj_weight", None)
+    if isinstance(packed, Tensor):
+        return packed[2 * (packed.shape[0] // 3) :]
+    return attention.v_proj_weight
 
 
 def _zero_last(module: nn.Module) -> None:

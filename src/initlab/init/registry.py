@@ -269,6 +269,15 @@ _SCHEMES: list[Scheme] = [
         residual_rule="scaled",
     ),
     new_scheme(
+        "deepnorm",
+        lambda fn, p: f.variance_scaling(fn or Fans(1, 1), 1.0, "fan_avg", "normal"),
+        {},
+        "Xavier normal; value, output and MLP projections ×β = (8N)^-¼ (N blocks), for x ← LN(α·x + f(x)), α = (2N)^¼",
+        "Wang et al. (2022), DeepNet: Scaling Transformers to 1,000 Layers",
+        fan_based=True,
+        residual_rule="deepnorm",
+    ),
+    new_scheme(
         "lsuv",
         lambda fn, p: lookup(p["base"]).plan(fn, lookup(p["base"]).defaults),
         {"base": "orthogonal", "target_std": 1.0, "tol": 0.1, "max_iter": 10, "stream": False},
