@@ -19,6 +19,7 @@ import ast
 import dataclasses
 import fnmatch
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -154,7 +155,7 @@ def _python_script() -> tuple[str, list[tuple[int, list[str]]]]:
 def test_python_blocks_run_in_order_and_print_what_the_readme_shows(tmp_path: Path) -> None:
     script, checks = _python_script()
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                          env={**_env(), "COLUMNS": "200"})  # fmt: skip
+                          env=_env())  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     outputs = proc.stdout.split(MARK + "BLOCK ")[1:]
     assert len(outputs) == len(_of("python"))
@@ -174,8 +175,7 @@ def test_python_blocks_run_in_order_and_print_what_the_readme_shows(tmp_path: Pa
 
 
 def _env() -> dict[str, str]:
-    import os
-
+    """The environment the README's commands run in: a fixed terminal width, so wrapping is the same everywhere."""
     return {**os.environ, "COLUMNS": "120"}
 
 
