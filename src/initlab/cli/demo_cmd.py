@@ -50,7 +50,7 @@ def demo_command(
     for col in ("activation", "depth, lr", "trained best", "score", "runner-up", "score ", "why (theory)"):
         answer.add_column(col, overflow="fold")
     for r in result.recommendations:
-        answer.add_row(r.activation, f"{r.depth}, {r.lr}", r.best, r.best_text, r.runner_up, r.runner_up_text,
+        answer.add_row(r.activation, f"{r.depth}, {r.lr}", r.best_label, r.best_text, r.runner_up, r.runner_up_text,
                        r.reason)  # fmt: skip
     stdout.print(answer)
     table = Table(title=f"initlab demo: {len(spec.points)} runs on {data}", title_justify="left")
@@ -69,7 +69,8 @@ def demo_command(
 
 def _as_json(result: Any, runs: int, data: str, seconds: float) -> dict[str, Any]:
     """The demo's answer for programs: the same recommendations and claims the tables show, with their numbers."""
-    recommendations = [{**dataclasses.asdict(r), "best_text": r.best_text, "runner_up_text": r.runner_up_text}
+    recommendations = [{**dataclasses.asdict(r), "tied": r.tied, "best_text": r.best_text,
+                        "runner_up_text": r.runner_up_text}
                        for r in result.recommendations]  # fmt: skip
     return {"data": data, "runs": runs, "store": str(result.store), "report": str(result.report.resolve()),
             "recommendations": recommendations, "claims": result.claims,

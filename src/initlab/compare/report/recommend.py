@@ -42,6 +42,23 @@ class Recommendation:
     reason: str
 
     @property
+    def tied(self) -> bool:
+        """The demo's rule for a comparison: the gap between the medians must exceed either scheme's spread across
+        seeds; where it does not, the two are a tie and the table says so.
+
+        >>> Recommendation("tanh", 30, 0.1, "lsuv", (0.944, 0.95, 0.956), "critical", (0.931, 0.944, 0.944), "").tied
+        True
+        """
+        gap = statistics.median(self.best_scores) - statistics.median(self.runner_up_scores)
+        spread = max(max(s) - min(s) for s in (self.best_scores, self.runner_up_scores))
+        return gap <= spread
+
+    @property
+    def best_label(self) -> str:
+        """The best scheme's name, marked when the runner-up is within the seeds' spread."""
+        return f"{self.best} (tied with {self.runner_up})" if self.tied else self.best
+
+    @property
     def best_text(self) -> str:
         return spread_text(self.best_scores)
 
@@ -89,7 +106,8 @@ def recommend(runs: Iterable[Mapping[str, Any]]) -> list[Recommendation]:
 def recommend_store(store: Store) -> list[Recommendation]:
     """:func:`recommend` over every finished run of ``store``."""
     return recommend(
-        {"config": run["config"], "accuracies": [m["test_accuracy"] for m in store.metrics(run["id"])],
+        {"config": run["config"], "accuracies": [m["test_accuracy"] for m in store.metrics(run["id"])
+                                                 if m["test_accuracy"] is not None],  # a Keras fit without validation
          "diverged": bool(run["diverged"])}
         for run in store.runs("done")
     )  # fmt: skip
