@@ -206,6 +206,18 @@ def test_initialize_assigns_every_variable_with_keras_fans() -> None:
     assert not _np(model.layers[0].bias).any() and (_np(model.layers[2].gamma) == 1).all()
 
 
+def test_initialize_keras_reads_activations_from_the_layer_or_the_next() -> None:
+    # a Dense followed by an Activation layer takes that activation; a softmax output is an output, not a hidden
+    # activation (it raised "unknown activation 'softmax'")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Activation("tanh"),
+                              keras.layers.Dense(3, activation="softmax")])  # fmt: skip
+    report = il.initialize(model, "glorot_normal", gain="activation")
+    rows = {r.name: r for r in report}
+    hidden, output = rows[model.layers[0].kernel.path], rows[model.layers[2].kernel.path]
+    assert (hidden.activation, hidden.source) == ("tanh", "activation (next layer)")
+    assert hidden.gain == pytest.approx(5 / 3) and (output.activation, output.gain) == ("linear", 1.0)
+
+
 def test_initialize_keras_recurrent_and_embedding() -> None:
     model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(50, 8), keras.layers.LSTM(6),
                               keras.layers.Dense(2)])  # fmt: skip

@@ -68,12 +68,13 @@ def keras_numpy(variable: Any) -> np.ndarray:
 
 
 def keras_activation(layer: Any) -> Activation | None:
-    """The activation a layer applies to its output (``Dense(activation="tanh")``, ``Activation``, ``ReLU``)."""
+    """The activation a layer applies to its output (``Dense(activation="tanh")``, ``Activation``, ``ReLU``); None
+    for none, and for softmax (an output, not a hidden activation)."""
     import keras
 
     kind = type(layer).__name__
-    if kind in ("ReLU", "LeakyReLU", "ELU", "Softmax"):
-        return activation({"ReLU": "relu", "LeakyReLU": "leaky_relu", "ELU": "elu"}.get(kind, "linear"))
+    if kind in ("ReLU", "LeakyReLU", "ELU"):
+        return activation({"ReLU": "relu", "LeakyReLU": "leaky_relu", "ELU": "elu"}[kind])
     act = getattr(layer, "activation", None)
     name = keras.activations.serialize(act) if act is not None else "linear"
     return activation(name) if isinstance(name, str) and name not in ("linear", "softmax") else None
@@ -126,18 +127,13 @@ class _Walk:
 
 
 def _activation_of(layer: Any, after: Any | None) -> tuple[Activation | None, str]:
-    import keras
-
-    act = getattr(layer, "activation", None)
-    name = keras.activations.serialize(act) if act is not None else "linear"
-    if name == "linear" and after is not None and type(after).__name__ in ("Activation", "ReLU", "LeakyReLU"):
-        nxt = getattr(after, "activation", None)
-        name = "leaky_relu" if type(after).__name__ == "LeakyReLU" else (
-            "relu" if type(after).__name__ == "ReLU" else keras.activations.serialize(nxt))  # fmt: skip
-        return (activation(name) if name != "linear" else None), "next layer"
-    if not isinstance(name, str):
-        return None, "unknown"
-    return (activation(name) if name != "linear" else None), "layer"
+    """The activation after a layer: its own, else that of a weightless activation layer right after it."""
+    own = keras_activation(layer)
+    if own is None and after is not None and not after.weights:
+        following = keras_activation(after)
+        if following is not None:
+            return following, "next layer"
+    return own, "layer"
 
 
 def initialize_keras(

@@ -84,10 +84,6 @@ class LsuvReport(Rows):
         return sum(r.converged for r in self.rows)
 
 
-class _Stop(Exception):
-    """Raised while reading a traced model's values: the rest of the forward pass is not needed."""
-
-
 def first_batch(data: Any) -> Tensor:
     """The inputs of the first batch of ``data``: a tensor, an ``(x, y)`` pair, or an iterable of either."""
     if isinstance(data, Tensor):
@@ -301,24 +297,6 @@ def _branch_scale(s: Tensor, f: Tensor, wanted: float) -> float:
     if var_f > 0 and disc >= 0:
         return (-cov + math.sqrt(disc)) / var_f
     return max(0.0, -cov / var_f) if var_f > 0 else 1.0
-
-
-def _values(graph: fx.GraphModule, x: Tensor, nodes: tuple[fx.Node, ...]) -> list[Tensor]:
-    """The values of some nodes of a traced model on ``x`` (one forward pass, stopped after the last one)."""
-    wanted, got = {n.name for n in nodes}, {}
-
-    class Reader(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> Any:
-            value = super().run_node(n)
-            if n.name in wanted:
-                got[n.name] = value
-                if len(got) == len(wanted):
-                    raise _Stop
-            return value
-
-    with contextlib.suppress(_Stop):
-        Reader(graph).run(x)
-    return [got[n.name] for n in nodes]
 
 
 def prior_bias(model: nn.Module, data: Any) -> tuple[str, float, float, float]:
