@@ -250,3 +250,18 @@ def test_gelu_without_bias_jumps_across_the_edge_in_the_reference_too() -> None:
     # and χ1 jumps from < 1 to > 1 there: there is no σ_w² with χ1 = 1 at a finite, positive q*.
     assert ref_q_star("gelu", 2.3, 0.0) == 0.0 and ref_chi1("gelu", 2.3, 0.0) < 0.6
     assert math.isinf(ref_q_star("gelu", 2.4, 0.0)) and ref_chi1("gelu", 2.4, 0.0) > 1.1
+
+
+@pytest.mark.parametrize(("act", "phi"), [("tanh", math.tanh), ("relu", lambda z: max(z, 0.0)),
+                                          ("sigmoid", special.expit)])  # fmt: skip
+def test_lsuv_mean_field_point_matches_the_reference(act: str, phi: object) -> None:
+    # issue 25: LSUV makes every pre-activation std 1, so σ_w² = 1 / E[φ(z)²] with zero biases; scipy quad,
+    # split at 0 (ReLU's kink), against initlab's quadrature (1e-6)
+    def second(z: float) -> float:
+        return phi(z) ** 2 * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # type: ignore[operator]
+
+    reference = 1 / sum(integrate.quad(second, a, b, epsabs=1e-13)[0] for a, b in ((-math.inf, 0), (0, math.inf)))
+    from initlab.theory.schemes import scheme_point
+
+    weight_var, bias_var = scheme_point("lsuv", act)
+    assert weight_var == pytest.approx(reference, rel=1e-6) and bias_var == 0.0
