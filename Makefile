@@ -13,6 +13,9 @@ $(BIN)/python:
 $(STAMP): pyproject.toml setup.py src/initlab/monitor/_fused.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,keras,jax,tensorboard,ray,mnist1d]"
+	# mup 1.0.0, the reference tests/test_mup.py compares initlab's µP with. Without its declared dependencies:
+	# it asks for torchvision (which fails to import beside the torch wheel) and pandas/seaborn for plots only.
+	$(BIN)/python -m pip install --quiet --no-deps mup==1.0.0
 	touch $(STAMP)
 
 # The main job: a curated sweep on the embedded digits data, six measured claims, and the HTML report.

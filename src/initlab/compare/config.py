@@ -16,9 +16,11 @@ from typing import Any
 from initlab._errors import fail, unknown_name
 from initlab.init import GAIN_POLICIES
 
-__all__ = ["OPTIMIZERS", "TrainConfig"]
+__all__ = ["NORM_POSITIONS", "OPTIMIZERS", "PARAMETRIZATIONS", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
+NORM_POSITIONS = ("pre", "post", "deepnorm")  # the transformer's: x + f(LN(x)), LN(x + f(x)), LN(α·x + f(x))
+PARAMETRIZATIONS = ("standard", "mup")
 _INT64 = 2**63 - 1
 
 RESIDUAL_INITS = ("none", "zero_last", "fixup", "scaled", "deepnorm")  # initialize(residual=...), and "none"
@@ -53,7 +55,7 @@ _RANGES: dict[str, _Range] = {
     "weight_decay": _Range(0, 1e3), "epochs": _Range(1, 1_000_000), "max_steps": _Range(0, 10**12),
     "batch_size": _Range(1, 10**7), "clip_grad_norm": _Range(0, 1e12), "clip_grad_value": _Range(0, 1e12),
     "clip_weight": _Range(0, 1e12), "max_norm": _Range(0, 1e12), "seed": _Range(0, _INT64),
-    "monitor_every": _Range(1, 10**12),
+    "monitor_every": _Range(1, 10**12), "heads": _Range(1, 4096), "base_width": _Range(1, 65_536),
 }  # fmt: skip
 
 
@@ -64,7 +66,7 @@ class TrainConfig:
     # data and model
     data: str = "digits"  # a name initlab.compare.data.load knows
     data_dir: str = ""  # directory of IDX files (mnist, fashion-mnist)
-    model: str = "mlp"  # mlp, cnn or rnn
+    model: str = "mlp"  # mlp, cnn, rnn or transformer (a language model: data "text")
     depth: int = 5  # hidden layers
     width: int = 128  # hidden units (channels for cnn, hidden size for rnn)
     activation: str = "relu"
@@ -74,10 +76,15 @@ class TrainConfig:
     residual: bool = False  # remedy: residual connections
     groups: int = 1  # cnn only
     cell: str = "rnn"  # rnn only: rnn, lstm, gru
+    norm_position: str = "pre"  # transformer only: pre, post or deepnorm (post-LN with DeepNet's α)
+    heads: int = 4  # transformer only: attention heads (a divisor of width)
+    tied: bool = False  # transformer only: the output layer shares the token embedding
     # initialization
     scheme: str = "he_normal"  # any name `initlab schemes` lists
     gain: str = "published"  # published: the scheme's own gain; activation: the following activation's (opt-in)
     residual_init: str = "none"  # one of RESIDUAL_INITS
+    parametrization: str = "standard"  # or mup: µP (Yang et al. 2021) relative to base_width, lr per parameter
+    base_width: int = 64  # mup only: the width at which µP equals the standard parametrization
     # optimization
     optimizer: str = "sgd"  # sgd, momentum, rmsprop, adam, adamw
     lr: float = 0.1
@@ -106,10 +113,10 @@ class TrainConfig:
             raise unknown_name("schedule", self.schedule, ("constant", "cosine"))
         if self.gain not in GAIN_POLICIES:
             raise unknown_name("gain", self.gain, GAIN_POLICIES)
-        if self.residual_init not in ("none", "zero_last", "fixup", "scaled", "deepnorm"):
-            raise unknown_name(
-                "residual_init", self.residual_init, ("none", "zero_last", "fixup", "scaled", "deepnorm")
-            )
+        for field, names in (("residual_init", RESIDUAL_INITS), ("norm_position", NORM_POSITIONS),
+                             ("parametrization", PARAMETRIZATIONS)):  # fmt: skip
+            if getattr(self, field) not in names:
+                raise unknown_name(field, getattr(self, field), names)
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, accepted in _RANGES.items():
             value = getattr(self, name)

@@ -1,4 +1,5 @@
-"""Configurable classifiers for experiments: ``mlp``, ``cnn`` and ``rnn``, each built from plain options.
+"""Configurable models for experiments: ``mlp``, ``cnn`` and ``rnn`` classifiers and a ``transformer`` language
+model (:mod:`initlab.compare.transformer`), each built from plain options.
 
 Every model keeps its activation as a module, so ``initialize`` and the monitor find it, and exposes
 ``model.activation`` (the name) for reports.
@@ -20,13 +21,14 @@ __all__ = ["MAX_PARAMETERS", "MODEL_KINDS", "NORMS", "ModelSpec", "build", "para
 
 Norm = Literal["none", "batch", "layer"]
 NORMS: tuple[str, ...] = ("none", "batch", "layer")
-MODEL_KINDS: tuple[str, ...] = ("mlp", "cnn", "rnn")
+MODEL_KINDS: tuple[str, ...] = ("mlp", "cnn", "rnn", "transformer")
 RNN_CELLS: tuple[str, ...] = ("rnn", "lstm", "gru")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to build. ``in_shape`` is one example's shape: ``(features,)``, ``(C, H, W)`` or ``(T, features)``."""
+    """What to build. ``in_shape`` is one example's shape: ``(features,)``, ``(C, H, W)``, ``(T, features)`` or,
+    for the transformer, ``(T,)`` token ids (``classes`` is then the vocabulary)."""
 
     kind: str = "mlp"
     depth: int = 5  # hidden layers (mlp), conv layers (cnn) or recurrent layers (rnn)
@@ -38,6 +40,9 @@ class ModelSpec:
     residual: bool = False  # x + f(x) blocks of [linear/conv, norm, act] (He et al. 2016)
     groups: int = 1  # cnn only
     cell: str = "rnn"  # rnn only: rnn, lstm, gru
+    norm_position: str = "pre"  # transformer only: pre, post or deepnorm (post-LN with DeepNet's α)
+    heads: int = 4  # transformer only
+    tied: bool = False  # transformer only: the output layer shares the token embedding
 
 
 def _norm(norm: str, width: int, conv: bool) -> nn.Module | None:
@@ -140,6 +145,9 @@ def parameter_count(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) ->
     if spec.kind == "cnn":
         channels = in_shape[0] if len(in_shape) == 3 else 1
         hidden = channels * w * 9 + (d - 1) * w * (w // max(spec.groups, 1)) * 9
+    elif spec.kind == "transformer":
+        tokens, blocks = classes * w * (1 if spec.tied else 2) + in_shape[0] * w, d * (12 * w * w + 13 * w)
+        return int(tokens + blocks + (2 * w if spec.norm_position == "pre" else 0))
     elif spec.kind == "rnn":
         gates = {"lstm": 4, "gru": 3}.get(spec.cell, 1)
         hidden = gates * (in_shape[-1] * w + (2 * d - 1) * w * w + 2 * d * w) - d * w  # its own biases
@@ -171,6 +179,11 @@ def build(spec: ModelSpec, in_shape: tuple[int, ...], classes: int) -> nn.Module
         model = cnn(spec, in_shape, classes)
     elif spec.kind == "rnn":
         model = RecurrentClassifier(spec, in_shape[-1], classes)
+    elif spec.kind == "transformer":
+        from initlab.compare.transformer import TransformerLM
+
+        model = TransformerLM(classes, in_shape[0], spec.width, spec.depth, spec.heads, activation=spec.activation,
+                              norm_position=spec.norm_position, tied=spec.tied)  # fmt: skip
     else:
         raise unknown_name("model", spec.kind, MODEL_KINDS)
     model.activation = spec.activation  # type: ignore[assignment]

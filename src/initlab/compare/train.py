@@ -24,6 +24,7 @@ from initlab.compare.data import DATASETS, Dataset, batches, load
 from initlab.compare.models import MODEL_KINDS, NORMS, RNN_CELLS, ModelSpec, build
 from initlab.init.activations import activation_module
 from initlab.init.model import initialize
+from initlab.init.mup import mup
 from initlab.init.registry import lookup
 from initlab.monitor import Monitor
 from initlab.monitor.detectors import Finding
@@ -93,6 +94,12 @@ def _constrain(model: nn.Module, config: TrainConfig) -> None:
             weight.mul_(scale.view(-1, *([1] * (weight.ndim - 1))))
 
 
+def _flat(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """A language model's ``(B, T, V)`` logits and ``(B, T)`` targets as ``(B·T, V)`` and ``(B·T,)``: every position
+    is one prediction (its loss, its accuracy); a classifier's ``(B, C)`` and ``(B,)`` pass through."""
+    return (out.flatten(0, -2), y.flatten()) if out.ndim == 3 else (out, y)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` in eval mode."""
@@ -100,12 +107,11 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> 
     model.eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, x.shape[0], batch_size):
-        out = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
+        out, target = _flat(model(x[start : start + batch_size]), y[start : start + batch_size])
         loss_sum += nn.functional.cross_entropy(out, target, reduction="sum").item()
         correct += int((out.argmax(1) == target).sum())
     model.train(was_training)
-    return loss_sum / x.shape[0], correct / x.shape[0]
+    return loss_sum / y.numel(), correct / y.numel()
 
 
 def _inputs(data: Dataset, config: TrainConfig) -> tuple[Tensor, Tensor]:
@@ -120,6 +126,13 @@ def check(config: TrainConfig) -> None:
     every point before its first run, so that a typo does not fail late or leave runs behind."""
     if config.data not in DATASETS:
         raise unknown_name("data set", config.data, DATASETS)
+    if (config.data == "text") != (config.model == "transformer"):
+        raise fail("the transformer is a language model and text is its data set: they go together",
+                   received=(config.model, config.data),
+                   fix="Pass model=transformer with data=text, or another model with another data set.")  # fmt: skip
+    if config.model == "transformer" and config.width % config.heads:
+        raise fail(f"heads={config.heads} does not divide width={config.width}", accepted="a divisor of width",
+                   fix=f"Pass heads=1 or a width that is a multiple of {config.heads}.")  # fmt: skip
     for kind, value, accepted in (("model", config.model, MODEL_KINDS), ("norm", config.norm, NORMS),
                                   ("recurrent cell", config.cell, RNN_CELLS)):  # fmt: skip
         if value not in accepted:
@@ -151,13 +164,20 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     data = data if data is not None else load(config.data, seed=0, data_dir=config.data_dir or None)
     train_x, test_x = _inputs(data, config)
     spec = ModelSpec(config.model, config.depth, config.width, config.activation, config.norm, config.dropout,
-                     config.weight_norm, config.residual, config.groups, config.cell)  # fmt: skip
-    model = build(spec, tuple(train_x.shape[1:]), data.classes).to(config.device)
+                     config.weight_norm, config.residual, config.groups, config.cell, config.norm_position,
+                     config.heads, config.tied)  # fmt: skip
+    in_shape = tuple(train_x.shape[1:])
+    model = build(spec, in_shape, data.classes).to(config.device)
     probe = (train_x[:256].to(config.device), data.train_y[:256].to(config.device))
     init_report = initialize(model, config.scheme, generator=generator, gain=config.gain, data=probe,  # lsuv's batch
                residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
+    params: Any = model.parameters()
+    if config.parametrization == "mup":  # µP relative to base_width: init rescaled, a learning rate per group
+        base, delta = (build(dataclasses.replace(spec, width=w), in_shape, data.classes)
+                       for w in (config.base_width, 2 * config.base_width))  # fmt: skip
+        params = mup(model, base, delta).param_groups(config.optimizer, config.lr, config.weight_decay)
     snapshots = _Snapshots(model, probe) if config.snapshots else None
-    optimizer = _optimizer(config, model.parameters())
+    optimizer = _optimizer(config, params)
     total_steps = config.epochs * math.ceil(train_x.shape[0] / config.batch_size)
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
@@ -195,6 +215,8 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     result = RunResult(config.run_id, config, epochs, diverged, findings, stats, 0.0, steps)
     if snapshots is not None:
         snapshots.finish(result)
+    if config.model == "transformer" and result.final is not None:  # a language model's score: bits per character
+        result.measures["test_bits_per_char"] = result.final.test_loss / math.log(2)
     if init_report.calibration is not None:  # a data-dependent scheme: what its calibration cost, for the report
         result.measures["init_seconds"] = init_report.calibration.seconds
     result.seconds = time.perf_counter() - started
@@ -245,6 +267,7 @@ class _Loop:
             out, loss = self.step(x, y)
             if self.diverged:
                 break
+            out, y = _flat(out, y)
             loss_sum += loss * y.numel()
             correct += int((out.argmax(1) == y).sum())
             seen += y.numel()
@@ -256,7 +279,7 @@ class _Loop:
         config = self.config
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(x)
-        loss = nn.functional.cross_entropy(out, y)
+        loss = nn.functional.cross_entropy(*_flat(out, y))
         if self.monitor is not None:
             self.monitor.observe_loss(loss)
         if not torch.isfinite(loss):

@@ -149,7 +149,8 @@ def residual_blocks(graph: fx.GraphModule) -> list[tuple[fx.Node, fx.Node, fx.No
     """Each residual addition as ``(add, skip input, branch input, the branch's parametric modules)``.
 
     The branch is the input of an addition that the other input flows into; where both come from a common
-    ancestor (a projection shortcut), the branch is the one with more parametric layers.
+    ancestor (a projection shortcut), the branch is the one with more parametric layers. A sum of embedding
+    lookups (token + position) is not a residual block.
     """
     modules = dict(graph.named_modules())
     order = {n: i for i, n in enumerate(graph.graph.nodes)}
@@ -166,8 +167,9 @@ def residual_blocks(graph: fx.GraphModule) -> list[tuple[fx.Node, fx.Node, fx.No
         own_a = sorted(anc_a - common, key=order.__getitem__)
         own_b = sorted(anc_b - common, key=order.__getitem__)
         layers_a, layers_b = _param_modules(own_a, modules), _param_modules(own_b, modules)
-        if layers_a or layers_b:
-            branch_first = len(layers_a) >= len(layers_b)
-            skip, branch = (b, a) if branch_first else (a, b)
-            blocks.append((node, skip, branch, layers_a if branch_first else layers_b))
+        if all(isinstance(modules[n], nn.Embedding | nn.EmbeddingBag) for n in layers_a + layers_b):
+            continue  # token + position embeddings (or no layers at all): a sum of lookups, not a residual block
+        branch_first = len(layers_a) >= len(layers_b)
+        skip, branch = (b, a) if branch_first else (a, b)
+        blocks.append((node, skip, branch, layers_a if branch_first else layers_b))
     return blocks

@@ -146,6 +146,8 @@ def initialize(
     residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
     if residual is not None:
         _residual(model, graph, residual, ctx)
+    if init.scheme.zero:
+        _zero_roles(model, init.scheme.zero, ctx)
     report = InitReport(ctx.rows, ctx.init.name, notes_on_gains(ctx.mismatches) + _untouched(model, ctx))
     if output_bias == "prior":
         report.notes.append(_prior_note(*prior_bias(model, data)))
@@ -403,7 +405,15 @@ def _dense(name: str, module: Any, ctx: _Context) -> None:
 
 def _embedding(name: str, module: Any, ctx: _Context) -> None:
     fans_ = fans(module.weight, layer=module)
-    _init_weight(name, module, "weight", ctx, fans_, Found(None, "lookup"), gain=1.0)
+    rule = ctx.init.scheme.embedding_rule
+    if rule is None:
+        _init_weight(name, module, "weight", ctx, fans_, Found(None, "lookup"), gain=1.0)
+    else:  # a scheme with its own rule for lookup tables (small_embedding)
+        dist = rule(fans_, ctx.init.params)
+        draw_(module.weight, dist, ctx.generator)
+        ctx.rows.append(LayerInit(_join(name, "weight"), type(module).__name__, tuple(module.weight.shape),
+                                  fans_.fan_in, fans_.fan_out, f"{ctx.init.name} (embedding)",
+                                  target_std(dist, tuple(module.weight.shape)), None, "linear", "lookup"))  # fmt: skip
     if getattr(module, "padding_idx", None) is not None:
         with torch.no_grad():
             module.weight[module.padding_idx].zero_()
@@ -528,9 +538,15 @@ def deepnorm_constants(blocks: int) -> tuple[float, float]:
 
 
 def _deepnorm(model: nn.Module, branches: list[list[str]], ctx: _Context) -> None:
-    """β-scale every residual branch's value/output projections (attention) and weights (MLP); N = the number of
-    attention branches (the blocks), or half the branches in a net without attention (two per block)."""
-    attention = [b for b in branches if any(isinstance(model.get_submodule(n), nn.MultiheadAttention) for n in b)]
+    """β-scale every residual branch's value/output projections (attention) and weights (MLP), leaving query and
+    key projections as they are; N = the number of attention branches (the blocks), or half the branches in a
+    net without attention (two per block)."""
+    query_key = query_key_layers(model)
+
+    def is_attention(name: str) -> bool:
+        return isinstance(model.get_submodule(name), nn.MultiheadAttention)
+
+    attention = [b for b in branches if any(is_attention(n) or n in query_key for n in b)]
     _, beta = deepnorm_constants(max(1, len(attention) or len(branches) // 2))
     scaled: set[str] = set()
     for branch in branches:
@@ -541,8 +557,8 @@ def _deepnorm(model: nn.Module, branches: list[list[str]], ctx: _Context) -> Non
                     _value_projection(module).mul_(beta)
                     module.out_proj.weight.mul_(beta)
                 scaled |= {f"{name}.in_proj_weight", f"{name}.v_proj_weight", f"{name}.out_proj.weight"}
-            elif isinstance(module, nn.Linear | nn.modules.conv._ConvNd) and not any(
-                    isinstance(model.get_submodule(n), nn.MultiheadAttention) for n in branch):  # fmt: skip
+            elif isinstance(module, nn.Linear | nn.modules.conv._ConvNd) and name not in query_key and not any(
+                    is_attention(n) for n in branch):  # fmt: skip
                 _fill(module, "weight", functools.partial(Tensor.mul_, other=beta))
                 scaled.add(f"{name}.weight")
     for row in ctx.rows:
@@ -550,6 +566,37 @@ def _deepnorm(model: nn.Module, branches: list[list[str]], ctx: _Context) -> Non
             whole = not row.name.endswith("in_proj_weight")  # a packed q/k/v weight: only its v third
             row.scheme = f"{row.scheme} ×β={beta:.3g}" + ("" if whole else " on v")
             row.std = row.std * beta if whole and row.std is not None else row.std
+
+
+def _zero_roles(model: nn.Module, roles: tuple[str, ...], ctx: _Context) -> None:
+    """Zero the scheme's ``zero`` layers: ``"readout"`` (the last weight layer, unless its weight is an embedding's:
+    a tied readout) and ``"query"`` projections."""
+    names = [n for n in query_key_layers(model) if n.endswith(("query", "q_proj"))] if "query" in roles else []
+    layers = weight_layers(model)
+    tables = {id(m.weight) for _, m in layers if isinstance(m, nn.Embedding | nn.EmbeddingBag)}
+    if "readout" in roles and layers and id(getattr(layers[-1][1], "weight", None)) not in tables:
+        names.append(layers[-1][0])
+    for name in names:
+        _zero_last(model.get_submodule(name))
+        for row in ctx.rows:
+            if row.name.startswith(f"{name}.") or row.name == name:
+                row.scheme, row.std = f"{row.scheme} → zero", 0.0
+
+
+def query_key_layers(model: nn.Module) -> set[str]:
+    """The query and key projections of every attention module written with separate projections: Linear children
+    named ``query`` and ``key`` (initlab's transformer, BERT-style code) or ``q_proj`` and ``k_proj`` (Llama-style).
+
+    >>> from initlab.compare.transformer import TransformerLM
+    >>> sorted(query_key_layers(TransformerLM(10, 8, width=8, depth=1, heads=2)))
+    ['blocks.0.attention.key', 'blocks.0.attention.query']
+    """
+    found: set[str] = set()
+    for name, module in model.named_modules():
+        for query, key in (("query", "key"), ("q_proj", "k_proj")):
+            if all(isinstance(getattr(module, part, None), nn.Linear) for part in (query, key)):
+                found |= {_join(name, query), _join(name, key)}
+    return found
 
 
 def _value_projection(attention: nn.MultiheadAttention) -> Tensor:

@@ -49,6 +49,8 @@ class Scheme:
     bias_rule: Callable[[Activation | None, Fans, Mapping[str, Any]], f.Dist] | None = None
     needs_data: bool = False  # calibrated on a batch after the plan's draw (lsuv): initialize(..., data=)
     residual_rule: str | None = None  # applied to residual branches unless initialize(residual=) says otherwise
+    embedding_rule: Plan | None = None  # the distribution of embedding tables, if not the plan's (fans (1, d))
+    zero: tuple[str, ...] = ()  # layers that start at zero in a whole model: "readout" (the last), "query"
 
     @property
     def class_name(self) -> str:
@@ -276,6 +278,24 @@ _SCHEMES: list[Scheme] = [
         "Wang et al. (2022), DeepNet: Scaling Transformers to 1,000 Layers",
         fan_based=True,
         residual_rule="deepnorm",
+    ),
+    new_scheme(
+        "small_embedding",
+        lambda fn, p: f.variance_scaling(fn or Fans(1, 1), 1.0, "fan_avg", "normal"),
+        {},
+        "embedding tables N(0, 2/(5d)) (d the width), Xavier normal elsewhere",
+        "Nguyen & Salazar (2019), Transformers without Tears (SmallInit, as GPT-NeoX implements it)",
+        fan_based=True,
+        embedding_rule=lambda fn, p: f.Normal(0.0, math.sqrt(2 / (5 * max((fn or Fans(1, 1)).fan_out, 1.0)))),
+    ),
+    new_scheme(
+        "mup",
+        lambda fn, p: f.variance_scaling(fn or Fans(1, 1), 1.0, "fan_in", "normal"),
+        {},
+        "N(0, 1/fan_in); readout and query projections zero (µP at its base width; il.mup for wider models)",
+        "Yang et al. (2021), Tensor Programs V: Tuning Large Neural Networks via Zero-Shot Hyperparameter Transfer",
+        fan_based=True,
+        zero=("readout", "query"),
     ),
     new_scheme(
         "lsuv",
