@@ -8,8 +8,9 @@ output.
   its β-scaled initialization is the ``deepnorm`` scheme.
 
 Attention is written out (no fused kernel), so that its parts are modules initialization and the monitor can
-see: ``query``, ``key``, ``value`` and ``output`` projections, and ``probs``, an identity the attention
-probabilities pass through (a forward hook there sees them). ``scale`` multiplies the logits: 1/√d_head by
+see: ``query``, ``key``, ``value`` and ``output`` projections, and ``logits`` and ``probs``, identities the
+attention logits and probabilities pass through (a forward hook there sees them: the monitor's
+:class:`~initlab.monitor.residual.ResidualStream`). ``scale`` multiplies the logits: 1/√d_head by
 default, µP's 1/d_head after :func:`initlab.init.mup.mup`.
 
 The model returns logits of shape ``(batch, T, vocabulary)``.
@@ -41,6 +42,7 @@ class CausalSelfAttention(nn.Module):
         self.heads, self.head_dim = heads, width // heads
         self.query, self.key, self.value, self.output = (nn.Linear(width, width) for _ in range(4))
         self.scale = 1 / math.sqrt(self.head_dim)
+        self.logits = nn.Identity()  # the scaled logits (batch, heads, T, T), before the causal mask, pass here
         self.probs = nn.Identity()  # the attention probabilities (batch, heads, T, T) pass through here
 
     def _heads(self, x: Tensor) -> Tensor:  # (B, T, width) -> (B, heads, T, head_dim)
@@ -48,7 +50,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
-        logits = (q @ k.transpose(-2, -1)) * self.scale
+        logits = self.logits((q @ k.transpose(-2, -1)) * self.scale)
         future = logits.new_ones(x.size(1), x.size(1), dtype=torch.bool).triu(1)
         logits = logits.masked_fill(future, float("-inf"))
         probs = self.probs(logits.softmax(-1))

@@ -28,6 +28,7 @@ from initlab.monitor._layers import first_tensor, inner_module, named_parameters
 from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
 from initlab.monitor.history import History, Summary
 from initlab.monitor.probes import LossProbe, Probe, default_probes, unit_stats
+from initlab.monitor.residual import ResidualStream
 from initlab.theory.schemes import fix_text, weights_chi1
 
 __all__ = ["Monitor", "Schedule", "linear_schedule", "log_schedule"]
@@ -66,8 +67,9 @@ class Monitor:
         model: the model (a DDP-wrapped model works; statistics are reduced across ranks).
         every: record every n-th step, or a schedule ``step -> bool`` (:func:`linear_schedule`,
             :func:`log_schedule`).
-        probes: ``"default"`` (activation mean/std/dead/saturated, gradient norms and ratios, loss, and
-            update ratios when ``optimizer`` is given) or a list of :class:`~initlab.monitor.probes.Probe`.
+        probes: ``"default"`` (activation mean/std/dead/saturated, gradient norms and ratios, loss, update
+            ratios when ``optimizer`` is given, and the residual stream and attention per block where the model
+            has them: :mod:`initlab.monitor.residual`) or a list of :class:`~initlab.monitor.probes.Probe`.
         optimizer: enables the update/weight ratio probe.
         thresholds: detector thresholds.
         on_finding: called with each new :class:`Finding`.
@@ -92,7 +94,7 @@ class Monitor:
         if isinstance(probes, str):
             if probes != "default":
                 raise unknown_name("probe set", probes, ("default",))
-            probes = default_probes(optimizer)
+            probes = [*default_probes(optimizer), ResidualStream(any_model=False)]
         self.probes = list(probes)
         self.thresholds = thresholds or Thresholds()
         self.on_finding = on_finding
@@ -109,6 +111,7 @@ class Monitor:
         self._no_grad_passes, self._warned = 0, False  # see close
         self._fix_known = False  # see _init_fix
         self._fix: str | None = None
+        self._armable: list[Probe] = []  # probes with hooks of their own (see Probe.arm), once attached
         self.layers, self.layer_activations = watched_layers(model)
         self.history.inapplicable = {(layer, stat) for layer, act in self.layer_activations.items()
                                      for stat in ("dead", "saturated") if stat not in unit_stats(act)}  # fmt: skip
@@ -121,6 +124,7 @@ class Monitor:
     def __enter__(self) -> Monitor:
         for probe in self.probes:
             probe.attach(self)
+        self._armable = [p for p in self.probes if type(p).arm is not Probe.arm and getattr(p, "active", True)]
         if self.auto_step:
             self._root = self.model.register_forward_hook(self._on_root_forward)
         self._arm(self.schedule(self.steps + 1))
@@ -162,6 +166,8 @@ class Monitor:
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
+        for probe in self._armable:
+            probe.arm(on)
 
     def _layer_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
         watchers = [p for p in self.probes if p.needs_activations]

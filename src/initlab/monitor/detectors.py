@@ -13,7 +13,14 @@ Thresholds start from the literature and are all configurable (:class:`Threshold
 * saturation: > 50% of a tanh/sigmoid layer's pre-activations beyond |5| — DeepDiagnosis;
 * NaN/Inf in the loss, an activation or a gradient: the first step and the first layer where it appeared;
 * loss plateau: the loss moved less than 1% over the last ``plateau_steps`` recorded steps while every
-  gradient norm stayed below 1e-4.
+  gradient norm stayed below 1e-4;
+* residual stream growth (initlab's, from :mod:`initlab.monitor.residual`): the stream's std grows more than 8×
+  from the first block's input to the last block's output. The remedy is predicted first: with each of the L
+  branches' last layer ×1/√L (GPT-2's rule) and the stream Var(x_0) + ΣVar(branch) (pre-LN: each branch sees a
+  normalized input, branches roughly independent of the stream), the growth g becomes √(1 + (g² − 1)/L);
+* attention collapse: an attention module's mean normalized entropy below 0.1 (each query puts nearly all its
+  weight on one token). The remedy, µP's 1/d attention, is named only where the entropy it predicts (from the
+  same logits ×1/√d_head) is higher.
 
 A condition must hold on ``patience`` consecutive recorded steps (NaN: at once) before it becomes a finding,
 and each (kind, layer) is reported once.
@@ -44,6 +51,8 @@ class Thresholds:
     plateau_grad: float = 1e-4
     plateau_steps: int = 10
     patience: int = 3
+    stream_growth: float = 8.0
+    attention_entropy: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("plateau_steps", "patience"):  # counts of recorded steps: the loss window, the streak
@@ -60,7 +69,7 @@ class Finding:
 
     step: int
     layer: str
-    kind: str  # vanishing, exploding, dying_relu, saturation, nan, plateau
+    kind: str  # vanishing, exploding, dying_relu, saturation, nan, plateau, stream_growth, attention_collapse
     message: str
     evidence: dict[str, float] = field(default_factory=dict)
     remedies: list[str] = field(default_factory=list)
@@ -75,7 +84,27 @@ class Finding:
 # numbers, or drops it where no scheme is (``detect``'s ``init_fix``).
 PREDICTED_INIT = "<an initialization predicted to bring χ1 closer to 1>"
 
-REMEDIES: dict[str, list[str]] = {
+
+def _scaled_branches(evidence: dict[str, float]) -> str | None:
+    if not evidence["predicted_growth"] < evidence["growth"]:
+        return None
+    return (f"scale each residual branch's last layer by 1/√{evidence['branches']:.0f} (initialize(model, scheme, "
+            f"residual='scaled'), or the gpt2 scheme): predicted growth {evidence['predicted_growth']:.2g}× instead "
+            f"of {evidence['growth']:.3g}×")  # fmt: skip
+
+
+def _one_over_d(evidence: dict[str, float]) -> str | None:
+    if not evidence["entropy_1/d"] > evidence["entropy"]:
+        return None
+    return (
+        f"use µP's 1/d attention with zero-initialized queries (parametrization='mup', or initlab.mup): "
+        f"predicted entropy {evidence['entropy_1/d']:.2g} of the maximum instead of {evidence['entropy']:.2g}"
+    )
+
+
+Remedy = str | Callable[[dict[str, float]], str | None]  # a callable: a remedy predicted from the evidence
+
+REMEDIES: dict[str, list[Remedy]] = {
     "vanishing": [
         PREDICTED_INIT,
         "add BatchNorm after each hidden layer",
@@ -111,6 +140,16 @@ REMEDIES: dict[str, list[str]] = {
         PREDICTED_INIT,
         "raise the learning rate or use Adam",
         "add BatchNorm or residual connections",
+    ],
+    "stream_growth": [
+        _scaled_branches,
+        "normalize the stream: post-LN with DeepNorm (x ← LN(α·x + f(x)), the deepnorm scheme)",
+        "lower the learning rate, if the growth appeared during training",
+    ],
+    "attention_collapse": [
+        _one_over_d,
+        "lower the learning rate or clip gradients by norm",
+        "use pre-LN, so that the queries' and keys' inputs stay normalized",
     ],
 }
 
@@ -287,6 +326,42 @@ def _plateau(state: DetectorState, view: _View, t: Thresholds) -> list[Candidate
     ]
 
 
+def _residual_stream(view: _View, t: Thresholds) -> list[Candidate]:
+    ins, outs, branches = view.stat("stream_in"), view.stat("stream_out"), view.stat("branch_ratio")
+    if not ins or not outs or not ins[0][1] > 0 or not math.isfinite(outs[-1][1]):
+        return []
+    first, (block, last) = ins[0][1], outs[-1]
+    growth = last / first
+    if not growth > t.stream_growth:
+        return []
+    count = max(len(branches), 1)
+    predicted = math.sqrt(1 + (growth**2 - 1) / count)
+    return [(
+        "stream_growth",
+        block,
+        f"the residual stream grows {growth:.3g}× over {len(outs)} blocks (std {first:.3g} → {last:.3g}): each "
+        "block adds to it, and nothing brings it back.",
+        {"growth": growth, "first_std": first, "last_std": last, "branches": float(count),
+         "predicted_growth": predicted},
+    )]  # fmt: skip
+
+
+def _attention(view: _View, t: Thresholds) -> list[Candidate]:
+    out: list[Candidate] = []
+    for layer, entropy in view.stat("entropy"):
+        if entropy < t.attention_entropy:
+            logit, predicted = view.record.get((layer, "logit_std"), math.nan), view.record.get((layer, "entropy_1/d"),
+                                                                                              math.nan)  # fmt: skip
+            out.append((
+                "attention_collapse",
+                layer,
+                f"attention collapsed: each query puts nearly all its weight on one token (entropy {entropy:.2g} of "
+                f"the maximum; logit std {logit:.3g}).",
+                {"entropy": entropy, "logit_std": logit, "entropy_1/d": predicted},
+            ))  # fmt: skip
+    return out
+
+
 def detect(state: DetectorState, step: int, record: Record, weights: Sequence[str], t: Thresholds,
            init_fix: Callable[[], str | None] = lambda: None,
            silent: Callable[[str], bool] = lambda layer: False) -> list[Finding]:  # fmt: skip
@@ -301,6 +376,7 @@ def detect(state: DetectorState, step: int, record: Record, weights: Sequence[st
     candidates = _nan(view)
     immediate = {c[0] for c in candidates}
     candidates += _vanishing_exploding(view, weights, t) + _units(view, t) + _plateau(state, view, t)
+    candidates += _residual_stream(view, t) + _attention(view, t)
     seen = {(kind, layer) for kind, layer, *_ in candidates}
     for key in list(state.streaks):
         if key not in seen:
@@ -314,14 +390,14 @@ def detect(state: DetectorState, step: int, record: Record, weights: Sequence[st
         ready = kind in immediate or kind == "plateau" or state.streaks[key] >= t.patience
         if ready and key not in state.reported and not _shadowed(kind, state):
             state.reported.add(key)
-            findings.append(Finding(step, layer, kind, message, evidence, _remedies(kind, init_fix)))
+            findings.append(Finding(step, layer, kind, message, evidence, _remedies(kind, init_fix, evidence)))
     return findings
 
 
-def _remedies(kind: str, init_fix: Callable[[], str | None]) -> list[str]:
+def _remedies(kind: str, init_fix: Callable[[], str | None], evidence: dict[str, float]) -> list[str]:
     remedies = []
     for remedy in REMEDIES[kind]:
-        text = init_fix() if remedy == PREDICTED_INIT else remedy
+        text = remedy(evidence) if callable(remedy) else init_fix() if remedy == PREDICTED_INIT else remedy
         if text is not None:
             remedies.append(text)
     return remedies

@@ -182,6 +182,10 @@ class Probe:
     def detach(self) -> None:
         """Release what ``attach`` took."""
 
+    def arm(self, on: bool) -> None:
+        """A probe with hooks of its own attaches them for a step to be recorded (``on``) and removes them after
+        (the monitor calls this where it arms its own layer hooks)."""
+
 
 class ActivationStats(Probe):
     """Per watched layer: mean, std, dead fraction (ReLU family: output ≤ 0) and saturated fraction
