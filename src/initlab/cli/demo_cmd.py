@@ -1,4 +1,4 @@
-"""``initlab demo``: the curated sweep, six measured claims and the report."""
+"""``initlab demo``: the curated sweep, eight measured claims and the report."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
 from initlab.cli.sweep_cmd import SweepProgress, stopped_cleanly
 
 DATASETS = ("digits", "fashion-mnist", "mnist1d")  # initlab.compare.demo.DATASETS (a test keeps them equal)
+CLAIMS = "symmetry, vanishing, he_vs_glorot, glorot_vs_standard, remedies, critical, depth, width"  # demo.CLAIMS' ids
 
 
 @user_errors
@@ -28,19 +29,22 @@ def demo_command(
     ),
     out: Path = typer.Option(Path("initlab-demo"), "--out", help="Directory for runs.db and report.html."),
     workers: int | None = typer.Option(None, "--workers", help="Runs at once (default: one per core)."),
+    claims: str = typer.Option("", "--claims", help=f"Comma-separated claims to run (default: all): {CLAIMS}."),
     fmt: Format = FormatOption,
 ) -> None:
-    """Train deep nets under many initializations and remedies, judge six claims, and write the HTML report."""
+    """Train deep nets under many initializations and remedies, judge eight claims, and write the HTML report."""
     from initlab.compare.demo import demo_spec, run_demo
     from initlab.compare.sweep.local import LocalPool
 
     started = time.perf_counter()
-    spec = demo_spec(quick, data, data_dir)
+    spec = demo_spec(quick, data, data_dir, claims or None)
     pool = LocalPool(workers)
-    again = f"initlab demo{' --quick' if quick else ''} --data {data} --out {out}"
+    again = f"initlab demo{' --quick' if quick else ''} --data {data} --out {out}{f' --claims {claims}' * bool(claims)}"
     try:
         with stopped_cleanly(again), SweepProgress(spec, pool.workers) as display:
-            result = run_demo(out, pool, quick=quick, data=data, data_dir=data_dir, reporter=display)
+            result = run_demo(
+                out, pool, quick=quick, data=data, data_dir=data_dir, reporter=display, claims=claims or None
+            )
     finally:
         pool.close()
     if fmt is Format.json:

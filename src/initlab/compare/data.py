@@ -257,6 +257,15 @@ class TextDataset(Dataset):
     def decode(self, ids: Tensor) -> str:
         return "".join(self.vocabulary[int(i)] for i in ids)
 
+    @property
+    def unigram_bits(self) -> float:
+        """The entropy of the held-out characters' frequencies in the training split, in bits: the score of a model
+        that learned letter frequencies and nothing of context."""
+        counts = torch.bincount(self.train_y.flatten(), minlength=self.classes).double()
+        p = counts / counts.sum()
+        test = torch.bincount(self.test_y.flatten(), minlength=self.classes).double()
+        return float(-(test / test.sum() * p.clamp_min(1e-12).log2()).sum())
+
 
 DATASETS = {"digits": digits, "mnist": mnist, "fashion-mnist": fashion_mnist, "mnist1d": mnist1d, "xor": xor,
             "spirals": spirals, "teacher": teacher, "sequential-digits": sequential_digits,

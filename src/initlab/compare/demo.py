@@ -1,6 +1,6 @@
 """The main job: a curated sweep that shows, with measured numbers, why initialization matters.
 
-Six claims from the literature, each a comparison between runs of one sweep (run locally on all cores, into a
+Eight claims from the literature, each a comparison between runs of one sweep (run locally on all cores, into a
 run store), judged from the store alone and written back to it as a measured comparison; then the HTML report.
 
 1. zero (constant) init cannot break symmetry;
@@ -11,7 +11,16 @@ run store), judged from the store alone and written back to it as a measured com
 5. remedies, each changing one thing, against a baseline with an initialization pathology the monitor flags
    (the published Xavier init in a 30-layer ReLU net: vanishing gradients); Adam at its standard rate 1e-3;
 6. the ``critical`` init trains a deep tanh net at a depth beyond every off-critical competitor's predicted
-   trainable depth (6·ξ_c), each shown beside its measured result.
+   trainable depth (6·ξ_c), each shown beside its measured result;
+7. *depth* (transformers): a 12-block post-LN language model with the standard (Xavier) init stalls at a
+   learning rate (Adam 3e-3, no warmup) where pre-LN, DeepNorm and the ``gpt2`` scaled init train
+   (Xiong et al. 2020; Wang et al. 2022), on the ``text`` data set, scored in held-out bits per character;
+8. *width* (µP): over MLP widths 64 → 1024, the learning rate with the lowest training loss after a fixed
+   budget moves with width under the standard parametrization and stays put under µP (Yang et al. 2021,
+   Tensor Programs V, Fig. 1, qualitatively). Both always run on their own data (text; digits), whatever
+   ``data`` says: they are about architectures, not data sets.
+
+``claims`` selects a subset (``initlab demo --claims depth,width``).
 
 Every role runs once per seed (≥ 3 in the full demo, 2 with ``--quick``). A comparison counts only when the
 gap between the medians exceeds the spread (max - min) of both roles across seeds; the report shows each
@@ -21,6 +30,7 @@ role's min-max. Where a claim does not reproduce on the data, the verdict says s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 import time
@@ -31,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from initlab._errors import unknown_name
-from initlab.compare.data import load
+from initlab.compare.data import TextDataset, load
 from initlab.compare.report.html import build_report
 from initlab.compare.report.recommend import Recommendation, recommend_store
 from initlab.compare.report.scores import epochs_to, score, spread_text
@@ -41,7 +51,7 @@ from initlab.compare.sweep.spec import SweepSpec, expand
 from initlab.compare.train import TrainConfig
 from initlab.theory.schemes import trainable_depth
 
-__all__ = ["CLAIMS", "DATASETS", "Claim", "DemoResult", "demo_spec", "judge", "run_demo"]
+__all__ = ["CLAIMS", "DATASETS", "Claim", "DemoResult", "claim_ids", "demo_spec", "judge", "run_demo"]
 
 DATASETS = ("digits", "fashion-mnist", "mnist1d")
 CHANCE = 0.1  # ten classes in every demo data set
@@ -55,6 +65,7 @@ class Settings:
     epochs: int
     seeds: tuple[int, ...]
     critical_depths: tuple[int, ...]
+    lm_steps: int = 100  # the depth claim's budget: Adam steps of the 12-block language models
     bar: float = 0.8  # the test accuracy that counts as "trains": TRAINS × the best score measured on this data
 
     @classmethod
@@ -63,8 +74,8 @@ class Settings:
             raise unknown_name("demo data set", data, DATASETS)
         small = data in ("digits", "mnist1d")  # Fashion-MNIST: fewer epochs, each one is many more steps
         if quick:
-            return cls(epochs=6 if small else 1, seeds=(0, 1), critical_depths=(CRITICAL_DEPTH,))
-        return cls(epochs=15 if small else 3, seeds=(0, 1, 2), critical_depths=(10, 20, CRITICAL_DEPTH))
+            return cls(epochs=6 if small else 1, seeds=(0, 1), critical_depths=(CRITICAL_DEPTH,), lm_steps=100)
+        return cls(epochs=15 if small else 3, seeds=(0, 1, 2), critical_depths=(10, 20, CRITICAL_DEPTH), lm_steps=200)
 
 
 # -- the runs each claim compares --------------------------------------------------------------------------
@@ -98,8 +109,33 @@ def _roles(claim: str, settings: Settings) -> dict[str, dict[str, Any]]:
     if claim == "critical":  # LSUV (data-dependent) runs beside them, for the trainability grid; not a competitor
         return {f"{s}@{d}": {"depth": d, "activation": "tanh", "scheme": s}
                 for d in settings.critical_depths for s in (*CRITICAL_SCHEMES, "lsuv")}  # fmt: skip
+    if claim == "depth":
+        return {role: {**TRANSFORMER, "max_steps": settings.lm_steps, **change} for role, change in DEPTH_ROLES.items()}
+    if claim == "width":
+        return {f"{p}@{w}@{k}": {**WIDTH_MLP, "parametrization": p, "width": w, "lr": 2.0**k}
+                for p in PARAMETRIZATIONS for w in WIDTHS for k in WIDTH_LR_POWERS}  # fmt: skip
     raise unknown_name("demo claim", claim, [c.id for c in CLAIMS])
 
+
+# Claim 7: a small GPT on CPython's help texts. Width 32 with 2 heads (head size 16: torch's fused CPU attention is
+# 4x slower per value at head size 8); Adam at 3e-3 without warmup, where Xiong et al. (2020) find post-LN fails.
+TRANSFORMER = {"data": "text", "data_dir": "", "model": "transformer", "depth": 12, "width": 32, "heads": 2,
+               "activation": "gelu", "optimizer": "adam", "lr": 3e-3, "epochs": 1, "batch_size": 16,
+               "snapshots": False}  # fmt: skip
+DEPTH_ROLES = {
+    "post-LN": {"norm_position": "post", "scheme": "xavier_uniform"},  # the original Transformer's init
+    "pre-LN": {"norm_position": "pre", "scheme": "xavier_uniform"},
+    "DeepNorm": {"norm_position": "deepnorm", "scheme": "deepnorm"},
+    "gpt2": {"norm_position": "pre", "scheme": "gpt2"},
+}
+# Claim 8: Tensor Programs V's learning-rate sweep across widths, small enough for two cores: a 3-hidden-layer
+# ReLU MLP on digits, He init, Adam for 2 epochs, learning rates 2^-12 … 2^-5 (one grid step = 2x).
+WIDTH_MLP = {"data": "digits", "data_dir": "", "model": "mlp", "depth": 3, "activation": "relu",
+             "scheme": "he_normal", "optimizer": "adam", "epochs": 2, "batch_size": 64, "monitor": False,
+             "snapshots": False, "base_width": 64}  # fmt: skip
+WIDTHS = (64, 256, 1024)
+WIDTH_LR_POWERS = tuple(range(-12, -4))
+PARAMETRIZATIONS = ("standard", "mup")
 
 HE_SCHEMES = ("he_normal", "glorot_normal", "torch_default")
 CRITICAL_SCHEMES = ("critical", "torch_default", "normal")
@@ -112,10 +148,26 @@ def _base(settings: Settings, data: str, data_dir: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def demo_spec(quick: bool = False, data: str = "digits", data_dir: str = "") -> SweepSpec:
-    """Every run the six claims need, each once per seed."""
+def claim_ids(claims: str | None) -> tuple[str, ...]:
+    """The ids a ``--claims`` list names (comma-separated; ``None`` or empty: every claim).
+
+    >>> claim_ids("depth, width")
+    ('depth', 'width')
+    """
+    if not claims:
+        return tuple(c.id for c in CLAIMS)
+    chosen = tuple(part.strip() for part in claims.split(",") if part.strip())
+    for name in chosen:
+        if name not in {c.id for c in CLAIMS}:
+            raise unknown_name("demo claim", name, [c.id for c in CLAIMS])
+    return chosen
+
+
+def demo_spec(quick: bool = False, data: str = "digits", data_dir: str = "", claims: str | None = None) -> SweepSpec:
+    """Every run the chosen claims need (all by default), each once per seed."""
     settings = Settings.of(quick, data)
-    points = [role for claim in CLAIMS for role in _roles(claim.id, settings).values()]
+    chosen = claim_ids(claims)
+    points = [role for claim in CLAIMS if claim.id in chosen for role in _roles(claim.id, settings).values()]
     return expand(_base(settings, data, data_dir), include=points, seeds=list(settings.seeds),
                   name="demo-quick" if quick else "demo")  # fmt: skip
 
@@ -127,6 +179,7 @@ class RunGroup:
 
     run_ids: list[str]
     curves: list[list[float]]  # test accuracy per epoch, per seed
+    losses: list[list[float]]  # training loss per epoch, per seed
     findings: list[list[dict[str, Any]]]
     measures: list[dict[str, float]]
     diverged: list[bool]
@@ -175,8 +228,9 @@ class RunGroup:
 def _read(store: Store, run: dict[str, Any]) -> RunGroup:
     """One run read back from the store (its metrics, findings and measures), as a group of one."""
     i = run["id"]
-    metrics = [[m["test_accuracy"] for m in store.metrics(i)]]
-    return RunGroup([i], metrics, [store.findings(i)], [store.measures(i)], [bool(run["diverged"])])
+    metrics = store.metrics(i)
+    accuracy, loss = [m["test_accuracy"] for m in metrics], [m["train_loss"] for m in metrics]
+    return RunGroup([i], [accuracy], [loss], [store.findings(i)], [store.measures(i)], [bool(run["diverged"])])
 
 
 def _join(runs: list[RunGroup]) -> RunGroup:
@@ -299,6 +353,80 @@ def _critical(g: Mapping[str, RunGroup], s: Settings) -> Verdict:
     return _verdict(held, 1), text, {"predicted_depth": predicted, "grid": grid, "depth": deepest}
 
 
+def _bits(g: RunGroup) -> list[float]:
+    """Held-out bits per character per seed (inf where the run diverged)."""
+    return [math.inf if d else m.get("test_bits_per_char", math.inf) for m, d in zip(g.measures, g.diverged,
+                                                                                      strict=True)]  # fmt: skip
+
+
+def _bits_text(bits: list[float]) -> str:
+    finite = [b for b in bits if math.isfinite(b)]
+    if not finite:
+        return "diverged"
+    median = statistics.median(bits)
+    return (f"{median:.2f}" if math.isfinite(median) else "diverged") + f" ({min(finite):.2f}–{max(bits):.2f})"
+
+
+def _depth(g: Mapping[str, RunGroup], s: Settings) -> Verdict:
+    unigram = _unigram_bits()
+    bits = {role: _bits(g[role]) for role in DEPTH_ROLES}
+    post, others = bits["post-LN"], {r: b for r, b in bits.items() if r != "post-LN"}
+    stalls = all(b >= unigram - 0.25 for b in post)  # at best letter frequencies: nothing of context learned
+    trains = {r: max(b) <= unigram - 0.5 and max(b) < min(post) for r, b in others.items()}  # every seed, clear gap
+    findings = sorted({f["kind"] for fs in g["post-LN"].findings for f in fs})
+    text = (f"12-block transformer language model, Adam lr {TRANSFORMER['lr']:g} without warmup, {s.lm_steps} steps; "
+            f"held-out bits per character, median (min–max) over {len(g['post-LN'].run_ids)} seeds: "
+            + ", ".join(f"{r} {_bits_text(b)}" for r, b in bits.items())
+            + f". Letter frequencies alone score {unigram:.2f}. Post-LN "
+            + ("stalls at that level" if stalls else "learns beyond it") + " (monitor: " + (", ".join(findings) or
+            "no finding") + "); " + (", ".join(r for r, ok in trains.items() if ok) or "none") + " train"
+            + "".join(f"; {r} does not train clearly better" for r, ok in trains.items() if not ok) + ".")  # fmt: skip
+    verdict = _verdict(sum(trains.values()), len(trains)) if stalls else "not reproduced"
+    evidence = {"bits_per_char": bits, "unigram_bits": unigram, "steps": s.lm_steps, "post_ln_findings": findings}
+    return verdict, text, evidence
+
+
+@functools.cache
+def _unigram_bits() -> float:
+    """The text data set's unigram entropy in bits (computed once per process)."""
+    data = load("text")
+    assert isinstance(data, TextDataset)
+    return data.unigram_bits
+
+
+def _best_lr(g: Mapping[str, RunGroup], param: str, width: int) -> tuple[int, list[float], list[int]]:
+    """The grid's best learning-rate power (lowest median final training loss over seeds), the medians, and each
+    seed's best power."""
+    losses = [[math.inf if d or not ls else ls[-1] for ls, d in zip(grp.losses, grp.diverged, strict=True)]
+              for grp in (g[f"{param}@{width}@{k}"] for k in WIDTH_LR_POWERS)]  # fmt: skip
+    medians = [statistics.median(seeds) for seeds in losses]
+    best = WIDTH_LR_POWERS[int(np.argmin(medians))]
+    per_seed = [WIDTH_LR_POWERS[int(np.argmin(column))] for column in zip(*losses, strict=True)]
+    return best, medians, per_seed
+
+
+def _width(g: Mapping[str, RunGroup], s: Settings) -> Verdict:
+    best = {p: {w: _best_lr(g, p, w) for w in WIDTHS} for p in PARAMETRIZATIONS}
+    moves = {p: max(abs(best[p][w][0] - best[p][WIDTHS[0]][0]) for w in WIDTHS) for p in PARAMETRIZATIONS}
+    held = moves["standard"] >= 2 and moves["mup"] <= 1
+    names = {"standard": "the standard parametrization", "mup": f"µP (base width {WIDTH_MLP['base_width']})"}
+
+    def where(p: str) -> str:
+        optima = ", ".join(f"2^{best[p][w][0]}" for w in WIDTHS)
+        seeds = "; ".join(",".join(f"2^{k}" for k in best[p][w][2]) for w in WIDTHS)
+        return f"{names[p]}: {optima} (moves {moves[p]} grid steps; per seed {seeds})"
+
+    text = (f"{WIDTH_MLP['depth']}-hidden-layer ReLU MLP on digits, He init, Adam for {WIDTH_MLP['epochs']} epochs, "
+            f"learning rates 2^{WIDTH_LR_POWERS[0]} … 2^{WIDTH_LR_POWERS[-1]}; the lowest training loss at widths "
+            f"{', '.join(map(str, WIDTHS))} (median over {len(s.seeds)} seeds) is at " + "; ".join(map(where, best))
+            + ".")  # fmt: skip
+    evidence = {"powers": list(WIDTH_LR_POWERS), "widths": list(WIDTHS), "moves": moves,
+                "best": {p: {str(w): b[0] for w, b in best[p].items()} for p in best},
+                "median_loss": {p: {str(w): [round(x, 5) for x in b[1]] for w, b in best[p].items()} for p in best},
+                "best_per_seed": {p: {str(w): b[2] for w, b in best[p].items()} for p in best}}  # fmt: skip
+    return _verdict(held, 1), text, evidence
+
+
 def _depth_text(depth: float) -> str:
     return "unbounded" if not math.isfinite(depth) else "> 1000" if depth > 1000 else f"{depth:.0f}"
 
@@ -332,20 +460,35 @@ CLAIMS = (
         "Schoenholz et al. 2017",
         _critical,
     ),
+    Claim(
+        "depth",
+        "A deep post-LN transformer with the standard init stalls where pre-LN, DeepNorm and gpt2's init train",
+        "Xiong et al. 2020; Wang et al. 2022; Radford et al. 2019",
+        _depth,
+    ),
+    Claim(
+        "width",
+        "The best learning rate moves with width under the standard parametrization and stays under µP",
+        "Yang et al. 2021, Tensor Programs V, Fig. 1",
+        _width,
+    ),
 )
 
 
-def judge(store: Store, quick: bool = False, data: str = "digits", data_dir: str = "") -> list[dict[str, Any]]:
-    """Judge every claim from the runs in ``store`` and record each as a measured comparison in it. A claim
-    whose runs did not finish (failed: see the store) is recorded as "not judged", with the reason."""
+def judge(store: Store, quick: bool = False, data: str = "digits", data_dir: str = "",
+          claims: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Judge the chosen claims (all by default) from the runs in ``store`` and record each as a measured comparison
+    in it. A claim whose runs did not finish (failed: see the store) is recorded as "not judged", with the
+    reason."""
     settings = Settings.of(quick, data)
     base = _base(settings, data, data_dir)
     done = {r["id"]: r for r in store.runs("done")}
-    ids = {p.run_id for p in demo_spec(quick, data, data_dir).points}
+    chosen = claim_ids(claims)
+    ids = {p.run_id for p in demo_spec(quick, data, data_dir, claims).points}
     runs = {i: _read(store, r) for i, r in done.items() if i in ids}  # each demo run read once
     settings = dataclasses.replace(settings, bar=round(TRAINS * max((r.score for r in runs.values()), default=1.0), 3))
     results = []
-    for claim in CLAIMS:
+    for claim in (c for c in CLAIMS if c.id in chosen):
         roles = {role: [TrainConfig.from_dict({**base, **overrides, "seed": seed}) for seed in settings.seeds]
                  for role, overrides in _roles(claim.id, settings).items()}  # fmt: skip
         missing = [c.run_id for configs in roles.values() for c in configs if c.run_id not in runs]
@@ -374,9 +517,10 @@ class DemoResult:
 
 
 def run_demo(out: str | Path, backend: Backend, *, quick: bool = False, data: str = "digits", data_dir: str = "",
-             reporter: Reporter | None = None) -> DemoResult:  # fmt: skip
-    """Run the demo sweep into ``out/runs.db`` (resuming what is done), judge the claims, write ``out/report.html``."""
-    spec = demo_spec(quick, data, data_dir)
+             reporter: Reporter | None = None, claims: str | None = None) -> DemoResult:  # fmt: skip
+    """Run the demo sweep into ``out/runs.db`` (resuming what is done), judge the claims (all, or those ``claims``
+    names), write ``out/report.html``."""
+    spec = demo_spec(quick, data, data_dir, claims)
     load(data, data_dir=data_dir or None)  # a missing data set is a clear error now, not 48 failed runs later
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -384,10 +528,10 @@ def run_demo(out: str | Path, backend: Backend, *, quick: bool = False, data: st
     summary = run_sweep(spec, out / "runs.db", backend, resume=True, reporter=reporter)
     clock.append(time.perf_counter())
     with Store(out / "runs.db") as store:
-        claims = judge(store, quick, data, data_dir)
+        verdicts = judge(store, quick, data, data_dir, claims)
         recommendations = recommend_store(store)
     clock.append(time.perf_counter())
     report = build_report(out / "runs.db", out / "report.html")
     clock.append(time.perf_counter())
     seconds = dict(zip(("sweep", "judge", "report"), np.diff(clock).tolist(), strict=True))
-    return DemoResult(out / "runs.db", report, summary, claims, seconds, recommendations)
+    return DemoResult(out / "runs.db", report, summary, verdicts, seconds, recommendations)

@@ -57,6 +57,10 @@ def remedy(config: dict[str, Any]) -> str:
             parts.append(f"{name} {config[key]}")
     if config.get("optimizer", "sgd") != "sgd":
         parts.append(config["optimizer"])
+    if config.get("model") == "transformer":  # where the LayerNorms sit is the transformer's remedy
+        parts.insert(0, {"pre": "pre-LN", "post": "post-LN", "deepnorm": "DeepNorm"}[config["norm_position"]])
+    if config.get("parametrization", "standard") != "standard":
+        parts.append(f"µP (base width {config['base_width']})")
     return " + ".join(parts) or "none"
 
 
@@ -173,11 +177,22 @@ def _curves(runs: list[_Run], label: Any) -> list[plots.Curve]:
 
 
 def _claim(comparison: dict[str, Any], by_id: dict[str, _Run]) -> dict[str, Any]:
+    evidence = comparison["evidence"]
+    if comparison["claim"] == "depth" and "bits_per_char" in evidence:
+        bits = {role: [float(b) for b in seeds] for role, seeds in evidence["bits_per_char"].items()}
+        figure = plots.bits_figure(bits, evidence["unigram_bits"], comparison["title"])
+        return {**comparison, "image": _b64(figure)}
+    if comparison["claim"] == "width" and "median_loss" in evidence:
+        figure = plots.lr_transfer_figure(evidence["powers"], evidence["median_loss"], comparison["title"])
+        return {**comparison, "image": _b64(figure)}
     runs = [by_id[i] for i in comparison["run_ids"] if i in by_id]
     image = _b64(plots.curves_figure(_curves(runs, lambda r: r.line.rsplit(" (", 1)[0] + f" · {r.config['depth']}L "
                                                                f"{r.config['activation']}"), comparison["title"],
                                      chance=0.1)) if runs else ""  # fmt: skip
     return {**comparison, "image": image}
+
+
+MAX_CURVES = 12  # distinct lines in one curves figure: more is a sweep no legend can tell apart
 
 
 def _curve_groups(runs: list[_Run]) -> list[dict[str, str]]:
@@ -186,6 +201,8 @@ def _curve_groups(runs: list[_Run]) -> list[dict[str, str]]:
         groups[(r.config["data"], r.config["activation"], r.config["depth"])].append(r)
     out = []
     for (data, act, depth), members in sorted(groups.items()):
+        if len({r.line for r in members}) > MAX_CURVES:  # a learning-rate sweep: its claim has its own figure
+            continue
         title = f"{data}: {act}, depth {depth} ({len(members)} runs)"
         out.append({"title": title, "image": _b64(plots.curves_figure(_curves(members, lambda r: r.line), title))})
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -18,9 +19,11 @@ from initlab._errors import fail
 from initlab.theory.diagram import PhaseDiagram
 
 __all__ = [
+    "bits_figure",
     "curves_figure",
     "heatmap_figure",
     "histograms_figure",
+    "lr_transfer_figure",
     "phase_diagram_figure",
     "png_bytes",
     "save",
@@ -140,6 +143,50 @@ def trainability_figure(activation: str, depths: list[int], schemes: list[str], 
     theory_ax.set_xticks(range(len(schemes)), schemes, rotation=25, ha="right", fontsize=8)
     theory_ax.set(ylabel="6·ξ_c (log)", title="predicted trainable depth (mean-field theory; dotted: depths run)")
     fig.colorbar(mesh, ax=[theory_ax], fraction=0.04).remove()  # keep both panels the same width
+    return fig
+
+
+def bits_figure(bits: dict[str, list[float]], unigram: float, title: str) -> Figure:
+    """Held-out bits per character per role: each seed a dot (diverged: at the top, marked ✕), the median a bar, and
+    the level of a model that learned letter frequencies only (the unigram entropy)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=100)
+    finite = [b for seeds in bits.values() for b in seeds if np.isfinite(b)]
+    top = max([unigram, *finite]) + 0.4
+    for i, seeds in enumerate(bits.values()):
+        values = [b if np.isfinite(b) else top for b in seeds]
+        ax.bar(i, float(np.median(values)), width=0.6, color="lightsteelblue")
+        ax.scatter([i] * len(values), values, color="navy", zorder=3, s=18,
+                   marker="o" if all(np.isfinite(seeds)) else "x")  # fmt: skip
+    ax.axhline(unigram, color="firebrick", linestyle="--", linewidth=1.2,
+               label=f"letter frequencies only ({unigram:.2f} bits)")  # fmt: skip
+    ax.set_xticks(range(len(bits)), list(bits))
+    ax.set(ylabel="held-out bits per character", ylim=(min(finite, default=0.0) - 0.5, top + 0.2))
+    ax.set_title(textwrap.fill(title, 80), fontsize=9)
+    ax.legend(fontsize=_SMALL, loc="lower right", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def lr_transfer_figure(powers: list[int], losses: dict[str, dict[str, list[float]]], title: str) -> Figure:
+    """Tensor Programs V's Fig. 1: final training loss against log2 learning rate, a line per width, one panel per
+    parametrization; each width's best learning rate marked."""
+    fig, axes = plt.subplots(1, len(losses), figsize=(5.2 * len(losses), 3.8), dpi=100, sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, (param, by_width) in zip(axes, losses.items(), strict=True):
+        cmap = plt.get_cmap("viridis")
+        for i, (width, values) in enumerate(by_width.items()):
+            color = cmap(i / max(len(by_width) - 1, 1))
+            y = np.array([v if np.isfinite(v) else np.nan for v in values], dtype=float)
+            ax.plot(powers, y, color=color, marker=".", label=f"width {width}")
+            best = int(np.nanargmin(y))
+            ax.scatter([powers[best]], [y[best]], color=color, marker="*", s=140, zorder=3, edgecolors="black")
+        ax.set_yscale("log")
+        ax.set(xlabel="log2 learning rate", title={"mup": "µP"}.get(param, param))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=_SMALL, frameon=False)
+    axes[0].set_ylabel("training loss after the budget (log)")
+    fig.suptitle(title + " (★: each width's best learning rate)", fontsize=10)
+    fig.tight_layout()
     return fig
 
 

@@ -25,7 +25,8 @@ from initlab.theory.schemes import scheme_point, trainable_depth
 __all__ = ["Recommendation", "recommend", "recommend_store"]
 
 _PLAIN = {"norm": "none", "residual": False, "dropout": 0.0, "weight_norm": False, "clip_grad_norm": 0.0,
-          "clip_grad_value": 0.0, "clip_weight": 0.0, "max_norm": 0.0, "optimizer": "sgd"}  # fmt: skip
+          "clip_grad_value": 0.0, "clip_weight": 0.0, "max_norm": 0.0, "optimizer": "sgd",
+          "parametrization": "standard"}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
