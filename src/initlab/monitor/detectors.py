@@ -154,6 +154,23 @@ REMEDIES: dict[str, list[Remedy]] = {
 }
 
 
+# A model with a residual stream the monitor watches (a transformer) already has residual connections and
+# normalization, and mean-field χ1 does not describe it: its gradient findings get the architecture's remedies.
+STREAM_REMEDIES: dict[str, list[Remedy]] = {
+    "vanishing": [
+        "move the LayerNorms inside the branches (pre-LN: x + f(LN(x)), a final LayerNorm): the identity path "
+        "carries gradients to the first blocks (Xiong et al. 2020)",
+        "or keep post-LN with DeepNorm: x ← LN(α·x + f(x)), α = (2N)^¼, and the deepnorm scheme (Wang et al. 2022)",
+        "warm the learning rate up over the first steps (post-LN needs it: Liu et al. 2020)",
+    ],
+    "exploding": [
+        "clip gradients by norm (torch.nn.utils.clip_grad_norm_(params, 1.0))",
+        "lower the learning rate by 10×",
+        "scale each residual branch's last layer by 1/√(2N) (residual='scaled', or the gpt2 scheme)",
+    ],
+}
+
+
 @dataclass
 class DetectorState:
     """What detection remembers between recorded steps."""
@@ -217,6 +234,8 @@ def _vanishing_exploding(view: _View, weights: Sequence[str], t: Thresholds) -> 
     first, last = norms[0], norms[-1]
     ratio = first / last
     evidence = {"first_grad_norm": first, "last_grad_norm": last, "ratio": ratio}
+    if view.layout.by_stat.get("stream_in"):
+        evidence["residual_stream"] = 1.0  # a transformer: see STREAM_REMEDIES
     if ratio < t.vanishing_ratio and first < t.vanishing_norm:
         return [
             (
@@ -396,7 +415,7 @@ def detect(state: DetectorState, step: int, record: Record, weights: Sequence[st
 
 def _remedies(kind: str, init_fix: Callable[[], str | None], evidence: dict[str, float]) -> list[str]:
     remedies = []
-    for remedy in REMEDIES[kind]:
+    for remedy in STREAM_REMEDIES[kind] if evidence.get("residual_stream") else REMEDIES[kind]:
         text = remedy(evidence) if callable(remedy) else init_fix() if remedy == PREDICTED_INIT else remedy
         if text is not None:
             remedies.append(text)
