@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import math
 import re
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from initlab.compare.data import load
 from initlab.compare.store import Store
 
 CLI = [sys.executable, "-m", "initlab.cli.main"]
@@ -45,7 +49,7 @@ def test_each_claim_is_a_measured_comparison_in_the_store(demo: tuple[Path, str]
         comparisons = {c["claim"]: c for c in store.comparisons()}
         done = {r["id"]: r for r in store.runs("done")}
         assert set(comparisons) == {"symmetry", "vanishing", "he_vs_glorot", "glorot_vs_standard", "remedies",
-                                    "critical"}  # fmt: skip
+                                    "critical", "depth", "width"}  # fmt: skip
         for claim in comparisons.values():
             assert claim["verdict"] in ("reproduced", "partly reproduced", "not reproduced")
             assert claim["run_ids"] and all(i in done for i in claim["run_ids"])
@@ -88,6 +92,45 @@ def test_each_claim_is_a_measured_comparison_in_the_store(demo: tuple[Path, str]
         assert all(predicted[name] < depth for name in ("torch_default", "normal")) and predicted["critical"] > 1000
         for name in ("critical", "torch_default", "normal"):  # each competitor's prediction beside its result
             assert f"{name} " in critical["summary"]
+
+
+def test_the_transformer_claims_are_measured_comparisons(demo: tuple[Path, str]) -> None:
+    # issue 26: depth (post-LN vs pre-LN, DeepNorm, gpt2) and width (the best lr under SP and µP), recomputed from
+    # the store's rows, and the unigram level from a count of the text's characters made here
+    out, _ = demo
+    text = load("text")
+    counts = Counter(text.train_y.flatten().tolist())
+    total = sum(counts.values())
+    test = Counter(text.test_y.flatten().tolist())
+    unigram = -sum(n / text.test_y.numel() * math.log2(counts[c] / total) for c, n in test.items())
+    with Store(out / "runs.db") as store:
+        comparisons = {c["claim"]: c for c in store.comparisons()}
+        depth = comparisons["depth"]
+        assert depth["verdict"] == "reproduced", depth["summary"]
+        assert depth["evidence"]["unigram_bits"] == pytest.approx(unigram, rel=1e-9)
+        roles = depth["evidence"]["roles"]
+        bits = {r: [store.measures(i)["test_bits_per_char"] for i in roles[r]["runs"]] for r in roles}
+        assert bits == depth["evidence"]["bits_per_char"]
+        assert all(b >= unigram - 0.25 for b in bits["post-LN"])  # stalls at letter frequencies
+        for role in ("pre-LN", "DeepNorm", "gpt2"):
+            assert max(bits[role]) <= unigram - 0.5 and max(bits[role]) < min(bits["post-LN"])
+        for run in roles["post-LN"]["runs"]:  # the monitor flags it, with the transformer's remedies
+            vanishing = [f for f in store.findings(run) if f["kind"] == "vanishing"]
+            assert vanishing and vanishing[0]["remedies"][0].startswith("move the LayerNorms inside the branches")
+
+        width = comparisons["width"]
+        assert width["verdict"] == "reproduced", width["summary"]
+        keys = ("parametrization", "width", "lr", "seed")
+        sweep = [r for r in store.runs("done") if r["config"]["data"] == "digits" and r["config"]["depth"] == 3]
+        final = {json.dumps([r["config"][k] for k in keys]): store.metrics(r["id"])[-1]["train_loss"] for r in sweep}
+        evidence = width["evidence"]
+        for param in ("standard", "mup"):
+            for w in evidence["widths"]:
+                losses = [statistics.median(final[json.dumps([param, w, 2.0**k, s])] for s in (0, 1))
+                          for k in evidence["powers"]]  # fmt: skip
+                assert evidence["powers"][losses.index(min(losses))] == evidence["best"][param][str(w)]
+        moves = {p: max(abs(k - best["64"]) for k in best.values()) for p, best in evidence["best"].items()}
+        assert moves["standard"] >= 2 and moves["mup"] <= 1 and moves == evidence["moves"]
 
 
 def test_no_false_alarm_on_any_run_that_trains(demo: tuple[Path, str]) -> None:

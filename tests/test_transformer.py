@@ -5,6 +5,7 @@ papers' formulas for several depths, and a run through train() on the text data 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -67,6 +68,21 @@ def test_forward_matches_a_hand_written_reference(position: str, tied: bool) -> 
     assert out.shape == (3, 12, 50)
     torch.testing.assert_close(out, reference(model, ids), rtol=1e-4, atol=1e-5)
     assert (model.head.weight is model.token.weight) == tied
+
+
+def test_fused_and_written_out_attention_agree() -> None:
+    # unwatched, attention runs torch's fused kernel; watched (a hook on logits/probs), it is written out
+    torch.manual_seed(0)
+    model = TransformerLM(50, 16, width=32, depth=2, heads=2)
+    ids = torch.randint(0, 50, (4, 16))
+    fused = model(ids)
+    seen: list[torch.Size] = []
+    handles = [b.attention.probs.register_forward_hook(lambda m, a, out: seen.append(out.shape)) for b in model.blocks]
+    written = model(ids)
+    for handle in handles:
+        handle.remove()
+    assert seen == [torch.Size([4, 2, 16, 16])] * 2  # the written-out path ran, through the identities
+    torch.testing.assert_close(written, fused, rtol=1e-5, atol=1e-6)
 
 
 def test_attention_is_causal() -> None:
@@ -152,3 +168,16 @@ def test_mismatched_transformer_configs_fail_before_any_work(values: dict[str, o
         train(TrainConfig(**values))  # type: ignore[arg-type]
     with pytest.raises(il.InitlabError, match="unknown norm_position 'middle'"):
         TrainConfig(norm_position="middle")
+
+
+def test_the_command_line_trains_a_transformer_and_reports_bits_per_character(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from initlab.cli.main import app
+
+    args = ["run", "--model", "transformer", "--data", "text", "--depth", "1", "--width", "16", "--heads", "2",
+            "--activation", "gelu", "--optimizer", "adam", "--lr", "0.003", "--epochs", "1", "--max-steps", "5",
+            "--batch-size", "8", "--store", str(tmp_path / "lm.db")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"test accuracy 0\.\d{3}, \d\.\d{3} bits per character, diverged False", result.stdout)

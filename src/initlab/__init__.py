@@ -16,12 +16,14 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
     from initlab import monitor, theory
     from initlab.compare.store import Store
     from initlab.compare.train import RunResult, TrainConfig, train
+    from initlab.compare.transformer import TransformerLM
     from initlab.init import arrays as numpy
     from initlab.init.activations import Activation, activation, activation_names
     from initlab.init.fans import Fans, fans
     from initlab.init.gains import gain
     from initlab.init.lsuv import LsuvReport
     from initlab.init.model import InitReport, LayerInit, initialize, lsuv
+    from initlab.init.mup import Mup, mup
     from initlab.init.registry import Initializer, get, scheme_names, schemes
     from initlab.init.tensors import (
         constant_,
@@ -63,6 +65,8 @@ _WHERE = {
     "gain": "initlab.init.gains",
     **dict.fromkeys(("InitReport", "LayerInit", "initialize", "lsuv"), "initlab.init.model"),
     "LsuvReport": "initlab.init.lsuv",
+    **dict.fromkeys(("Mup", "mup"), "initlab.init.mup"),
+    "TransformerLM": "initlab.compare.transformer",
     "Monitor": "initlab.monitor",
     **dict.fromkeys(("Initializer", "get", "scheme_names", "schemes"), "initlab.init.registry"),
     "Store": "initlab.compare.store",
@@ -97,11 +101,13 @@ __all__ = [
     "LayerInit",
     "LsuvReport",
     "Monitor",
+    "Mup",
     "Prediction",
     "RunResult",
     "Store",
     "TrainConfig",
     "TrainingDiverged",
+    "TransformerLM",
     "__version__",
     "activation",
     "activation_names",
@@ -124,6 +130,7 @@ __all__ = [
     "lecun_uniform_",
     "lsuv",
     "monitor",
+    "mup",
     "normal_",
     "numpy",
     "ones_",

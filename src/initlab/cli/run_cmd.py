@@ -98,10 +98,14 @@ def _report(result: RunResult, store: Path, fmt: Format) -> None:
         "diverged": result.diverged, "seconds": round(result.seconds, 3),
         "findings": [{"step": f.step, "layer": f.layer, "kind": f.kind, "message": f.message} for f in result.findings],
     }  # fmt: skip
+    bits = result.measures.get("test_bits_per_char")  # a language model's score
+    if bits is not None:
+        summary["test_bits_per_char"] = bits
     if fmt is Format.json:
         emit(summary, fmt)
         return
+    score = f"test accuracy {summary['test_accuracy']:.3f}" + (f", {bits:.3f} bits per character" if bits else "")
     stdout.print(f"run {result.run_id}: {summary['epochs']} epochs, train loss {summary['train_loss']:.4g}, "
-                 f"test accuracy {summary['test_accuracy']:.3f}, diverged {result.diverged} → {store}")  # fmt: skip
+                 f"{score}, diverged {result.diverged} → {store}")  # fmt: skip
     for f in result.findings:
         stdout.print(f"• {f}")
