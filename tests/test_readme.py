@@ -264,7 +264,7 @@ def test_session_blocks_print_what_they_show(tmp_path: Path) -> None:
 # -- the demo's tables and the layout ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_readme_verdicts_are_the_demos(demo: tuple[Path, str]) -> None:
-    # The README quotes the full demo (3 seeds) and says --quick reaches the same six verdicts: checked here.
+    # The README quotes the full demo (3 seeds) and says --quick reaches the same eight verdicts: checked here.
     from initlab.compare.store import Store
 
     table = README.read_text(encoding="utf-8").split("| claim | verdict | measured |")[1].split("\n\n")[0]

@@ -414,7 +414,8 @@ def _width(g: Mapping[str, RunGroup], s: Settings) -> Verdict:
     def where(p: str) -> str:
         optima = ", ".join(f"2^{best[p][w][0]}" for w in WIDTHS)
         seeds = "; ".join(",".join(f"2^{k}" for k in best[p][w][2]) for w in WIDTHS)
-        return f"{names[p]}: {optima} (moves {moves[p]} grid steps; per seed {seeds})"
+        steps = f"{moves[p]} grid step" + "s" * (moves[p] != 1)
+        return f"{names[p]}: {optima} (moves {steps}; per seed {seeds})"
 
     text = (f"{WIDTH_MLP['depth']}-hidden-layer ReLU MLP on digits, He init, Adam for {WIDTH_MLP['epochs']} epochs, "
             f"learning rates 2^{WIDTH_LR_POWERS[0]} … 2^{WIDTH_LR_POWERS[-1]}; the lowest training loss at widths "
