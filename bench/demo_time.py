@@ -1,6 +1,6 @@
 """The demo's wall time and where it goes (issues 8, 26).
 
-Run: .venv/bin/python bench/demo_time.py
+Run: .venv/bin/python bench/demo_time.py [quick|full]   (default: both)
 Targets on 2 CPU cores (digits): the full demo with all eight claims within 8 minutes and --quick within 90 s
 (issue 26), the six MLP claims keeping their budgets of 5 minutes and 1 minute (issue 8).
 
@@ -15,6 +15,7 @@ compared with their old budget.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ from initlab.compare.sweep.spec import SweepSpec
 
 
 def main() -> None:
-    for quick in (True, False):
+    which = sys.argv[1:] or ["quick", "full"]
+    for quick in (name == "quick" for name in which):
         name = "quick demo" if quick else "full demo"
         out = Path(tempfile.mkdtemp())
         start = time.perf_counter()

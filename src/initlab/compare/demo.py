@@ -66,6 +66,7 @@ class Settings:
     seeds: tuple[int, ...]
     critical_depths: tuple[int, ...]
     lm_steps: int = 100  # the depth claim's budget: Adam steps of the 12-block language models
+    lr_powers: tuple[int, ...] = tuple(range(-12, -4))  # the width claim's learning rates 2^k
     bar: float = 0.8  # the test accuracy that counts as "trains": TRAINS × the best score measured on this data
 
     @classmethod
@@ -74,7 +75,8 @@ class Settings:
             raise unknown_name("demo data set", data, DATASETS)
         small = data in ("digits", "mnist1d")  # Fashion-MNIST: fewer epochs, each one is many more steps
         if quick:
-            return cls(epochs=6 if small else 1, seeds=(0, 1), critical_depths=(CRITICAL_DEPTH,), lm_steps=100)
+            return cls(epochs=6 if small else 1, seeds=(0, 1), critical_depths=(CRITICAL_DEPTH,), lm_steps=100,
+                       lr_powers=tuple(range(-12, -5)))  # fmt: skip
         return cls(epochs=15 if small else 3, seeds=(0, 1, 2), critical_depths=(10, 20, CRITICAL_DEPTH), lm_steps=200)
 
 
@@ -113,7 +115,7 @@ def _roles(claim: str, settings: Settings) -> dict[str, dict[str, Any]]:
         return {role: {**TRANSFORMER, "max_steps": settings.lm_steps, **change} for role, change in DEPTH_ROLES.items()}
     if claim == "width":
         return {f"{p}@{w}@{k}": {**WIDTH_MLP, "parametrization": p, "width": w, "lr": 2.0**k}
-                for p in PARAMETRIZATIONS for w in WIDTHS for k in WIDTH_LR_POWERS}  # fmt: skip
+                for p in PARAMETRIZATIONS for w in WIDTHS for k in settings.lr_powers}  # fmt: skip
     raise unknown_name("demo claim", claim, [c.id for c in CLAIMS])
 
 
@@ -121,7 +123,7 @@ def _roles(claim: str, settings: Settings) -> dict[str, dict[str, Any]]:
 # 4x slower per value at head size 8); Adam at 3e-3 without warmup, where Xiong et al. (2020) find post-LN fails.
 TRANSFORMER = {"data": "text", "data_dir": "", "model": "transformer", "depth": 12, "width": 32, "heads": 2,
                "activation": "gelu", "optimizer": "adam", "lr": 3e-3, "epochs": 1, "batch_size": 16,
-               "snapshots": False}  # fmt: skip
+               "snapshots": False, "monitor_every": 20}  # fmt: skip
 DEPTH_ROLES = {
     "post-LN": {"norm_position": "post", "scheme": "xavier_uniform"},  # the original Transformer's init
     "pre-LN": {"norm_position": "pre", "scheme": "xavier_uniform"},
@@ -129,12 +131,12 @@ DEPTH_ROLES = {
     "gpt2": {"norm_position": "pre", "scheme": "gpt2"},
 }
 # Claim 8: Tensor Programs V's learning-rate sweep across widths, small enough for two cores: a 3-hidden-layer
-# ReLU MLP on digits, He init, Adam for 2 epochs, learning rates 2^-12 … 2^-5 (one grid step = 2x).
+# ReLU MLP on digits, He init, Adam for 2 epochs, learning rates 2^-12 … 2^-5 (one grid step = 2x; --quick stops
+# at 2^-6, still a step beyond every optimum it finds).
 WIDTH_MLP = {"data": "digits", "data_dir": "", "model": "mlp", "depth": 3, "activation": "relu",
              "scheme": "he_normal", "optimizer": "adam", "epochs": 2, "batch_size": 64, "monitor": False,
              "snapshots": False, "base_width": 64}  # fmt: skip
 WIDTHS = (64, 256, 1024)
-WIDTH_LR_POWERS = tuple(range(-12, -4))
 PARAMETRIZATIONS = ("standard", "mup")
 
 HE_SCHEMES = ("he_normal", "glorot_normal", "torch_default")
@@ -394,19 +396,19 @@ def _unigram_bits() -> float:
     return data.unigram_bits
 
 
-def _best_lr(g: Mapping[str, RunGroup], param: str, width: int) -> tuple[int, list[float], list[int]]:
+def _best_lr(g: Mapping[str, RunGroup], param: str, width: int, powers: tuple[int, ...]) -> tuple[int, list[float],
+                                                                                                list[int]]:  # fmt: skip
     """The grid's best learning-rate power (lowest median final training loss over seeds), the medians, and each
     seed's best power."""
     losses = [[math.inf if d or not ls else ls[-1] for ls, d in zip(grp.losses, grp.diverged, strict=True)]
-              for grp in (g[f"{param}@{width}@{k}"] for k in WIDTH_LR_POWERS)]  # fmt: skip
+              for grp in (g[f"{param}@{width}@{k}"] for k in powers)]  # fmt: skip
     medians = [statistics.median(seeds) for seeds in losses]
-    best = WIDTH_LR_POWERS[int(np.argmin(medians))]
-    per_seed = [WIDTH_LR_POWERS[int(np.argmin(column))] for column in zip(*losses, strict=True)]
-    return best, medians, per_seed
+    per_seed = [powers[int(np.argmin(column))] for column in zip(*losses, strict=True)]
+    return powers[int(np.argmin(medians))], medians, per_seed
 
 
 def _width(g: Mapping[str, RunGroup], s: Settings) -> Verdict:
-    best = {p: {w: _best_lr(g, p, w) for w in WIDTHS} for p in PARAMETRIZATIONS}
+    best = {p: {w: _best_lr(g, p, w, s.lr_powers) for w in WIDTHS} for p in PARAMETRIZATIONS}
     moves = {p: max(abs(best[p][w][0] - best[p][WIDTHS[0]][0]) for w in WIDTHS) for p in PARAMETRIZATIONS}
     held = moves["standard"] >= 2 and moves["mup"] <= 1
     names = {"standard": "the standard parametrization", "mup": f"µP (base width {WIDTH_MLP['base_width']})"}
@@ -418,10 +420,10 @@ def _width(g: Mapping[str, RunGroup], s: Settings) -> Verdict:
         return f"{names[p]}: {optima} (moves {steps}; per seed {seeds})"
 
     text = (f"{WIDTH_MLP['depth']}-hidden-layer ReLU MLP on digits, He init, Adam for {WIDTH_MLP['epochs']} epochs, "
-            f"learning rates 2^{WIDTH_LR_POWERS[0]} … 2^{WIDTH_LR_POWERS[-1]}; the lowest training loss at widths "
+            f"learning rates 2^{s.lr_powers[0]} … 2^{s.lr_powers[-1]}; the lowest training loss at widths "
             f"{', '.join(map(str, WIDTHS))} (median over {len(s.seeds)} seeds) is at " + "; ".join(map(where, best))
             + ".")  # fmt: skip
-    evidence = {"powers": list(WIDTH_LR_POWERS), "widths": list(WIDTHS), "moves": moves,
+    evidence = {"powers": list(s.lr_powers), "widths": list(WIDTHS), "moves": moves,
                 "best": {p: {str(w): b[0] for w, b in best[p].items()} for p in best},
                 "median_loss": {p: {str(w): [round(x, 5) for x in b[1]] for w, b in best[p].items()} for p in best},
                 "best_per_seed": {p: {str(w): b[2] for w, b in best[p].items()} for p in best}}  # fmt: skip

@@ -11,6 +11,7 @@ highest median score across seeds wins; the theory's reason is each scheme's χ1
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 from collections import defaultdict
@@ -68,6 +69,7 @@ class Recommendation:
         return spread_text(self.runner_up_scores)
 
 
+@functools.lru_cache(maxsize=256)  # the demo asks twice per row (its table, then the report), ~1 s each
 def _theory(scheme: str, act: str, width: int) -> str:
     weight_var, bias_var = scheme_point(scheme, act, width)
     if weight_var == 0:
