@@ -181,3 +181,19 @@ def test_the_command_line_trains_a_transformer_and_reports_bits_per_character(tm
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert re.search(r"test accuracy 0\.\d{3}, \d\.\d{3} bits per character, diverged False", result.stdout)
+
+
+def test_unknown_parametrizations_and_demo_claims_are_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from initlab.cli import demo_cmd
+    from initlab.cli.main import app
+    from initlab.compare.demo import CLAIMS
+
+    with pytest.raises(il.InitlabError, match=r"unknown parametrization 'mu'\. Did you mean 'mup'\? Accepted: mup, "):
+        TrainConfig(parametrization="mu")
+    result = CliRunner().invoke(app, ["demo", "--claims", "depth,nope", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert "Error: unknown demo claim 'nope'. Accepted: critical, depth, glorot_vs_standard," in result.stderr
+    assert not (tmp_path / "d").exists()  # refused before any work
+    assert demo_cmd.CLAIMS.split(", ") == [c.id for c in CLAIMS]  # the help text names the demo's own claims
