@@ -120,7 +120,7 @@ def _roles(claim: str, settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 # Claim 7: a small GPT on CPython's help texts. Width 32 with 2 heads (head size 16: torch's fused CPU attention is
-# 4x slower per value at head size 8); Adam at 3e-3 without warmup, where Xiong et al. (2020) find post-LN fails.
+# 4x slower per value at head size 8); Adam at 3e-3 without warmup, which post-LN needs (Xiong et al. 2020).
 TRANSFORMER = {"data": "text", "data_dir": "", "model": "transformer", "depth": 12, "width": 32, "heads": 2,
                "activation": "gelu", "optimizer": "adam", "lr": 3e-3, "epochs": 1, "batch_size": 16,
                "snapshots": False, "monitor_every": 20}  # fmt: skip
