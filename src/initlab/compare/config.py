@@ -14,7 +14,7 @@ import typing
 from typing import Any
 
 from initlab._errors import fail, unknown_name
-from initlab.init import GAIN_POLICIES
+from initlab.init import GAIN_POLICIES, RESIDUAL_RULES
 
 __all__ = ["NORM_POSITIONS", "OPTIMIZERS", "PARAMETRIZATIONS", "TrainConfig"]
 
@@ -23,7 +23,7 @@ NORM_POSITIONS = ("pre", "post", "deepnorm")  # the transformer's: x + f(LN(x)),
 PARAMETRIZATIONS = ("standard", "mup")
 _INT64 = 2**63 - 1
 
-RESIDUAL_INITS = ("none", "zero_last", "fixup", "scaled", "deepnorm")  # initialize(residual=...), and "none"
+RESIDUAL_INITS = ("none", *RESIDUAL_RULES)  # initialize(residual=...), and "none"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,3 +5,4 @@ Importing this package is cheap (no torch): the modules load on their own.
 """
 
 GAIN_POLICIES = ("published", "activation")  # a scheme's own gain, or the following activation's (opt-in)
+RESIDUAL_RULES = ("zero_last", "fixup", "scaled", "deepnorm")  # initialize(residual=...)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from initlab._errors import fail, unknown_name
-from initlab.init import GAIN_POLICIES
+from initlab.init import GAIN_POLICIES, RESIDUAL_RULES
 from initlab.init import _formulas as f
 from initlab.init._keras_model import initialize_keras, is_keras_model
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
@@ -49,7 +49,6 @@ from initlab.init.registry import Initializer, get
 __all__ = ["GAIN_POLICIES", "InitReport", "LayerInit", "initialize", "lsuv"]
 
 ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
-RESIDUAL_RULES = ("zero_last", "fixup", "scaled", "deepnorm")
 
 
 @dataclasses.dataclass
@@ -571,7 +570,7 @@ def _deepnorm(model: nn.Module, branches: list[list[str]], ctx: _Context) -> Non
 def _zero_roles(model: nn.Module, roles: tuple[str, ...], ctx: _Context) -> None:
     """Zero the scheme's ``zero`` layers: ``"readout"`` (the last weight layer, unless its weight is an embedding's:
     a tied readout) and ``"query"`` projections."""
-    names = [n for n in query_key_layers(model) if n.endswith(("query", "q_proj"))] if "query" in roles else []
+    names = sorted(query_layers(model)) if "query" in roles else []
     layers = weight_layers(model)
     tables = {id(m.weight) for _, m in layers if isinstance(m, nn.Embedding | nn.EmbeddingBag)}
     if "readout" in roles and layers and id(getattr(layers[-1][1], "weight", None)) not in tables:
@@ -581,6 +580,11 @@ def _zero_roles(model: nn.Module, roles: tuple[str, ...], ctx: _Context) -> None
         for row in ctx.rows:
             if row.name.startswith(f"{name}.") or row.name == name:
                 row.scheme, row.std = f"{row.scheme} → zero", 0.0
+
+
+def query_layers(model: nn.Module) -> set[str]:
+    """The query projections among :func:`query_key_layers`."""
+    return {name for name in query_key_layers(model) if name.endswith(("query", "q_proj"))}
 
 
 def query_key_layers(model: nn.Module) -> set[str]:

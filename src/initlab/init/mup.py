@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from initlab._errors import fail, unknown_name
-from initlab.init.model import query_key_layers
+from initlab.init.model import query_layers
 
 __all__ = ["ADAM_LIKE", "SGD_LIKE", "Mup", "MupParam", "mup"]
 
@@ -118,7 +118,7 @@ def mup(
         raise fail("the model and its base (and delta) must have the same parameters", received=missing[:5],
                    fix="Build the base model with the same architecture at the base width.")  # fmt: skip
     _check_modules(model)
-    queries = {f"{name}.weight" for name in query_key_layers(model) if name.endswith(("query", "q_proj"))}
+    queries = {f"{name}.weight" for name in query_layers(model)}
     lookups = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)}
     params = [_role(name, shapes[name], base_shapes[name], delta_shapes[name], name in lookups, zero_readout,
                     zero_query and name in queries) for name in shapes]  # fmt: skip

@@ -94,11 +94,12 @@ class ResidualStream(Probe):
 
     def arm(self, on: bool) -> None:
         """Attach the hooks for a recorded step (``on``), or remove them."""
-        if not on or self._handles:
-            if not on:
-                for handle in self._handles:
-                    handle.remove()
-                self._handles.clear()
+        if not on:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+            return
+        if self._handles:  # armed already
             return
         for block, branches in self.blocks.items():
             module = self.model.get_submodule(block)
