@@ -200,3 +200,34 @@ def test_a_zero_initialized_residual_branch_is_not_a_dead_relu() -> None:
     assert "dying_relu" not in _kinds(mon)
     silent = [name for name, _ in mon.layers if mon._silent(name)]
     assert len(silent) == 7  # the 7 residual blocks' ReLUs; the first hidden layer's ReLU is not silent
+
+
+def test_a_finding_does_not_solve_the_mean_field_on_the_training_step() -> None:
+    # regression (issue 35): the first vanishing finding computed its remedies inside the step (29 mean-field
+    # solves, a 0.4 s stall on a 30-layer MLP). They are computed when read, from the weights of the step the
+    # finding fired in: changing the weights afterwards does not change the remedy.
+    net = _mlp(20, 64, nn.Sigmoid)
+    il.initialize(net, "small_random", generator=torch.Generator().manual_seed(0))
+    seen: list[il.monitor.Finding] = []
+    mon = Monitor(net, every=1, on_finding=seen.append)
+    _train(net, mon, 20, lr=0.0)
+    finding = next(f for f in seen if f.kind == "vanishing")
+    assert callable(finding.ranked)  # nothing computed yet
+    with torch.no_grad():
+        for module in net:
+            if isinstance(module, nn.Linear):
+                module.weight.mul_(50.0)  # would move χ1 far from 0.002 if the remedy read today's weights
+    assert "for sigmoid (this model: 0.00" in finding.remedies[0]
+    assert finding.remedies is finding.ranked  # computed once, then kept
+
+
+def test_a_zero_bias_has_no_gradient_weight_ratio() -> None:
+    # regression (issue 35): the table showed grad_weight_ratio = inf for zero-initialized biases
+    net = _mlp(2, 16, nn.ReLU)
+    il.initialize(net, "he_normal", generator=torch.Generator().manual_seed(0))  # biases exactly zero
+    mon = Monitor(net, every=1)
+    _train(net, mon, 1)
+    assert math.isnan(mon.history.records[-1][("0.bias", "grad_weight_ratio")])
+    assert mon.history.records[-1][("0.bias", "grad_norm")] > 0
+    row = next(line for line in str(mon.summary()).splitlines() if "0.bias" in line)
+    assert "inf" not in row and "nan" not in row and "-" in row

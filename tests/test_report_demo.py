@@ -226,8 +226,9 @@ def test_report_of_a_missing_store_is_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run([*CLI, "report", str(tmp_path / "nope.db"), "-o", str(tmp_path / "r.html")],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
-    assert re.search(r"Error: run store .*nope\.db does not exist\. Pass the \.db file that initlab run/sweep/demo "
-                     r"wrote\.", " ".join(proc.stderr.split()))  # fmt: skip
+    assert re.search(r"Error: run store .*nope\.db does not exist\. Create one with initlab run, initlab sweep SPEC "
+                     r"or initlab demo", " ".join(proc.stderr.split()))  # fmt: skip
+    assert not (tmp_path / "nope.db").exists()
 
 
 def test_demo_bad_data_is_exit_2_before_any_run(tmp_path: Path) -> None:

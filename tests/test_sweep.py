@@ -204,6 +204,18 @@ def test_status_prints_counts(tmp_path: Path) -> None:
     assert "queued: 1, running: 0, done: 0, failed: 0 (total 1)" in proc.stdout
 
 
+def test_status_of_a_missing_store_is_exit_2_and_writes_nothing(tmp_path: Path) -> None:
+    # regression (issue 35, asked in an earlier round too): --status created an empty typo.db and printed total 0
+    db = tmp_path / "typo.db"
+    proc = subprocess.run([*CLI, "--status", "--store", str(db)], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    message = " ".join(proc.stderr.split())
+    assert re.search(r"^Error: run store .*typo\.db does not exist\. Create one with initlab run, initlab sweep SPEC "
+                     r"or initlab demo \(each writes runs\.db\), or pass the path of the \.db file one of them wrote\.",
+                     message), message  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- Ray -------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_ray_backend_matches_the_local_pool(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from initlab._errors import fail
 from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
 
 
@@ -17,9 +16,10 @@ def report_command(
     fmt: Format = FormatOption,
 ) -> None:
     """Write a self-contained HTML report (images embedded, readable offline) built only from the store."""
-    if not store.exists():
-        raise fail(f"run store {store} does not exist", fix="Pass the .db file that initlab run/sweep/demo wrote.")
     from initlab.compare.report.html import build_report
+    from initlab.compare.store import Store
+
+    Store(store, create=False).close()  # the one check (and message) for a store that is not there
 
     path = build_report(store, out)
     if fmt is Format.json:

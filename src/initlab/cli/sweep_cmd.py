@@ -46,7 +46,7 @@ def sweep_command(
     from initlab.compare.sweep.spec import load_spec
 
     if status:
-        with Store(store) as db:
+        with Store(store, create=False) as db:
             emit(db.counts(), fmt) if fmt is Format.json else _print_counts(db.counts())
         return
     if spec_path is None:

@@ -69,8 +69,12 @@ class Store:
     {}
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
+        if not create and not self.path.exists():  # a query must not leave an empty store behind (issue 35)
+            raise fail(f"run store {self.path} does not exist",
+                       fix="Create one with initlab run, initlab sweep SPEC or initlab demo (each writes runs.db), "
+                           "or pass the path of the .db file one of them wrote.")  # fmt: skip
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")

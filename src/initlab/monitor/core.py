@@ -15,6 +15,7 @@ How it stays cheap (measured in ``bench/monitor_overhead.py``):
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
 from initlab.monitor.history import History, Summary
 from initlab.monitor.probes import LossProbe, Probe, default_probes, unit_stats
 from initlab.monitor.residual import ResidualStream
-from initlab.theory.schemes import fix_text, weights_chi1
+from initlab.theory.schemes import fix_text, weight_moments, weights_chi1
 
 __all__ = ["Monitor", "Schedule", "linear_schedule", "log_schedule"]
 
@@ -109,8 +110,7 @@ class Monitor:
         self._calls: dict[str, int] = {}
         self._pending_update: Tensor | None = None
         self._no_grad_passes, self._warned = 0, False  # see close
-        self._fix_known = False  # see _init_fix
-        self._fix: str | None = None
+        self._fix: Callable[[], str | None] | None = None  # see _init_fix
         self._armable: list[Probe] = []  # probes with hooks of their own (see Probe.arm), once attached
         self.layers, self.layer_activations = watched_layers(model)
         self.history.inapplicable = {(layer, stat) for layer, act in self.layer_activations.items()
@@ -265,14 +265,22 @@ class Monitor:
         with torch.no_grad():
             return all(not bool(p.any()) for p in producer.parameters(recurse=False))
 
-    def _init_fix(self) -> str | None:
+    def _init_fix(self) -> Callable[[], str | None]:
         """The initialization a remedy may name: the scheme whose predicted χ1 is closer to 1 than the model's
-        current weights give (computed at the first finding that asks, then kept), or None."""
-        if not self._fix_known:
-            self._fix_known = True
-            found = weights_chi1(inner_module(self.model))
-            text = fix_text(*found) if found is not None else None
-            self._fix = f"initialize closer to the edge of chaos: {text}" if text else None
+        weights give at the first finding that asks, or None. That step only takes the weights' moments (~1 ms);
+        the mean-field solves run when a finding's remedies are first read, once per monitor (issue 35: on a
+        30-layer MLP they stalled the step for 0.4 s)."""
+        if self._fix is None:
+            model = inner_module(self.model)
+            moments = weight_moments(model)
+
+            @functools.cache
+            def predicted() -> str | None:
+                found = weights_chi1(model, moments)
+                text = fix_text(*found) if found is not None else None
+                return f"initialize closer to the edge of chaos: {text}" if text else None
+
+            self._fix = predicted
         return self._fix
 
     @property

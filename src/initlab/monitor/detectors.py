@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from initlab._errors import fail
 
@@ -65,14 +64,26 @@ class Thresholds:
 
 @dataclass
 class Finding:
-    """One problem: where and when it appeared, the numbers behind it, and ranked remedies."""
+    """One problem: where and when it appeared, the numbers behind it, and ranked remedies.
+
+    ``remedies`` is computed when it is first read: a predicted initialization takes a mean-field solve per
+    layer (~10 ms each), which must not stall the training step in which the finding fires (issue 35). What it
+    is predicted from (the weights' moments) was taken at that step, so reading it later gives the same text.
+    """
 
     step: int
     layer: str
     kind: str  # vanishing, exploding, dying_relu, saturation, nan, plateau, stream_growth, attention_collapse
     message: str
     evidence: dict[str, float] = field(default_factory=dict)
-    remedies: list[str] = field(default_factory=list)
+    ranked: list[str] | Callable[[], list[str]] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def remedies(self) -> list[str]:
+        """The ranked remedies, most likely to help first."""
+        if callable(self.ranked):
+            self.ranked = self.ranked()
+        return self.ranked
 
     def __str__(self) -> str:
         tries = "; ".join(f"({i}) {r}" for i, r in enumerate(self.remedies, 1))
@@ -382,10 +393,11 @@ def _attention(view: _View, t: Thresholds) -> list[Candidate]:
 
 
 def detect(state: DetectorState, step: int, record: Record, weights: Sequence[str], t: Thresholds,
-           init_fix: Callable[[], str | None] = lambda: None,
+           init_fix: Callable[[], Callable[[], str | None]] = lambda: lambda: None,
            silent: Callable[[str], bool] = lambda layer: False) -> list[Finding]:  # fmt: skip
     """New findings for one recorded step (``record``: (layer, stat) -> value; ``weights``: forward order).
-    ``init_fix`` is asked, only when a finding's remedies include an initialization, for the predicted one.
+    ``init_fix`` is asked, only when a finding's remedies include an initialization, for what predicts one (taken
+    now, cheaply; the prediction itself runs when the finding's remedies are read).
     ``silent(layer)``: whether the layer's input is exactly zero by construction (a residual branch that starts
     at zero): its zero outputs are then not dead units (issue 21), and no dying-ReLU finding is raised."""
     keys = list(record)
@@ -413,20 +425,24 @@ def detect(state: DetectorState, step: int, record: Record, weights: Sequence[st
     return findings
 
 
-def _remedies(kind: str, init_fix: Callable[[], str | None], evidence: dict[str, float]) -> list[str]:
-    remedies = []
-    for remedy in STREAM_REMEDIES[kind] if evidence.get("residual_stream") else REMEDIES[kind]:
-        text = remedy(evidence) if callable(remedy) else init_fix() if remedy == PREDICTED_INIT else remedy
-        if text is not None:
-            remedies.append(text)
-    return remedies
+def _remedies(kind: str, init_fix: Callable[[], Callable[[], str | None]],
+              evidence: dict[str, float]) -> Callable[[], list[str]]:  # fmt: skip
+    """The finding's remedies, to be computed when read; ``init_fix()`` (asked now, only where a remedy is a
+    predicted initialization) takes what the prediction needs at this step and returns the prediction."""
+    candidates = STREAM_REMEDIES[kind] if evidence.get("residual_stream") else REMEDIES[kind]
+    predicted = init_fix() if PREDICTED_INIT in candidates else lambda: None
+
+    def ranked() -> list[str]:
+        remedies = []
+        for remedy in candidates:
+            text = remedy(evidence) if callable(remedy) else predicted() if remedy == PREDICTED_INIT else remedy
+            if text is not None:
+                remedies.append(text)
+        return remedies
+
+    return ranked
 
 
 def _shadowed(kind: str, state: DetectorState) -> bool:
     """After NaN, everything else is noise."""
     return kind != "nan" and any(k == "nan" for k, _ in state.reported)
-
-
-def summarize(findings: Sequence[Finding]) -> list[dict[str, Any]]:
-    return [{"step": f.step, "layer": f.layer, "kind": f.kind, "message": f.message, "evidence": f.evidence,
-             "remedies": f.remedies} for f in findings]  # fmt: skip

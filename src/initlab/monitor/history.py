@@ -77,8 +77,15 @@ class History:
         for stat in stats:
             table.add_column(stat, justify="right")
         for layer in layers:
-            table.add_row(layer, *(fmt(last.get((layer, s)) if self.applies(layer, s) else None) for s in stats))
+            table.add_row(layer, *(fmt(self._shown(layer, s, last.get((layer, s)))) for s in stats))
         return table
+
+    def _shown(self, layer: str, stat: str, value: float | None) -> float | None:
+        """What a table cell shows: None ("-") where the statistic means nothing for the layer, and for a ratio to
+        a zero norm (a zero-initialized bias: the probes record it as NaN, undefined)."""
+        if not self.applies(layer, stat) or (stat.endswith("_ratio") and value is not None and math.isnan(value)):
+            return None
+        return value
 
 
 class Summary:

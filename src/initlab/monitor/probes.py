@@ -539,14 +539,13 @@ class GradientNorms(Probe):
 
 
 def _ratio(a: float, b: float) -> float:
-    """``a / b`` with IEEE semantics (x/0 = ±inf, 0/0 = NaN) instead of Python's ZeroDivisionError.
+    """``a / b`` of two norms, NaN where it is undefined: a weight whose norm is exactly zero (a zero-initialized
+    bias) has no gradient/weight or update/weight ratio, and the tables show "-" there, not infinity (issue 35).
 
     >>> _ratio(1.0, 0.0), _ratio(0.0, 0.0), _ratio(3.0, 2.0)
-    (inf, nan, 1.5)
+    (nan, nan, 1.5)
     """
-    if b == 0:
-        return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
-    return a / b
+    return a / b if b != 0 else math.nan
 
 
 class UpdateRatio(Probe):

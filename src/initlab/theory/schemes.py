@@ -20,7 +20,9 @@ from initlab.init.model import initialize
 from initlab.init.registry import lookup
 from initlab.theory import meanfield
 
-__all__ = ["SchemeFix", "better_schemes", "fix_text", "scheme_point", "trainable_depth", "weights_chi1"]
+__all__ = [
+    "SchemeFix", "better_schemes", "fix_text", "scheme_point", "trainable_depth", "weight_moments", "weights_chi1",
+]  # fmt: skip
 
 # The schemes a fix may name, in the order they are offered when equally close to χ1 = 1.
 FIX_CANDIDATES = ("critical", "lecun_normal", "he_normal", "glorot_normal")
@@ -114,9 +116,37 @@ def fix_text(act: str, chi: float) -> str | None:
             f"(this model: {chi:.2f}){rest}")  # fmt: skip
 
 
-def weights_chi1(model: nn.Module) -> tuple[str, float] | None:
+Moments = dict[str, tuple[float, float]]  # module name -> (Var[W], E[b²])
+
+
+def weight_moments(model: nn.Module) -> Moments:
+    """``Var[W]`` and ``E[b²]`` of every module with a weight: all that :func:`weights_chi1` reads of the
+    weights, taken in a few kernel calls and one copy to the host, so that a monitor can keep them at the step a
+    finding fires and solve the mean field later (issue 35)."""
+    named = [(name, m.weight, getattr(m, "bias", None)) for name, m in model.named_modules()
+             if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.numel() > 1]  # fmt: skip
+    if not named:
+        return {}
+    with torch.no_grad():
+        zero = named[0][1].new_zeros((), dtype=torch.float64)
+        values = torch.stack(
+            [
+                torch.stack(
+                    (
+                        w.detach().double().var(),
+                        zero if not isinstance(b, torch.Tensor) else b.detach().double().pow(2).mean(),
+                    )
+                )
+                for _, w, b in named
+            ]
+        ).tolist()
+    return {name: (v[0], v[1]) for (name, _, _), v in zip(named, values, strict=True)}
+
+
+def weights_chi1(model: nn.Module, moments: Moments | None = None) -> tuple[str, float] | None:
     """The model's most common hidden activation and the χ1 its current weights give there (geometric mean
-    over the weight layers that feed it; σ_w² = fan_in · Var[W], σ_b² = E[b²]); None without such layers."""
+    over the weight layers that feed it; σ_w² = fan_in · Var[W], σ_b² = E[b²]); None without such layers.
+    ``moments``: the weights' :func:`weight_moments` taken earlier (default: now)."""
     if is_keras_model(model):
         return _keras_chi1(model)
     found = find_activations(model)
@@ -125,14 +155,16 @@ def weights_chi1(model: nn.Module) -> tuple[str, float] | None:
     if not acts:
         return None
     act = max(set(acts), key=acts.count)
+    moments = weight_moments(model) if moments is None else moments
     logs = []
     for name, f in found.items():
-        weight, bias = getattr(layers[name], "weight", None), getattr(layers[name], "bias", None)
+        weight = getattr(layers[name], "weight", None)
         if f.activation is None or f.activation.name != act or not isinstance(weight, torch.Tensor):
             continue
-        with torch.no_grad():
-            weight_var = fans(weight, layer=layers[name]).fan_in * float(weight.double().var())
-            bias_var = float(bias.double().pow(2).mean()) if isinstance(bias, torch.Tensor) else 0.0
+        if name not in moments:
+            continue
+        weight_var = fans(weight, layer=layers[name]).fan_in * moments[name][0]
+        bias_var = moments[name][1]
         if weight_var > 0 and math.isfinite(weight_var) and math.isfinite(bias_var):
             logs.append(math.log(max(float(meanfield.chi1(act, weight_var, bias_var)), 1e-300)))
     return (act, math.exp(sum(logs) / len(logs))) if logs else None
