@@ -231,3 +231,16 @@ def test_a_zero_bias_has_no_gradient_weight_ratio() -> None:
     assert mon.history.records[-1][("0.bias", "grad_norm")] > 0
     row = next(line for line in str(mon.summary()).splitlines() if "0.bias" in line)
     assert "inf" not in row and "nan" not in row and "-" in row
+
+
+def test_a_finding_travels_to_another_process_with_its_remedies() -> None:
+    # regression: sweeps pickle a run's findings to the driver; the not-yet-computed remedies must travel too
+    import pickle
+
+    net = _mlp(20, 64, nn.Sigmoid)
+    il.initialize(net, "small_random", generator=torch.Generator().manual_seed(0))
+    mon = Monitor(net, every=1)
+    _train(net, mon, 20)
+    finding = next(f for f in mon.findings if f.kind == "vanishing")
+    copy = pickle.loads(pickle.dumps(finding))
+    assert copy.remedies == finding.remedies and copy.remedies[0].startswith("initialize closer to the edge")

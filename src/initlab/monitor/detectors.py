@@ -85,6 +85,10 @@ class Finding:
             self.ranked = self.ranked()
         return self.ranked
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled (to a sweep's driver, a Ray cluster) with its remedies computed: the closure does not travel."""
+        return {**self.__dict__, "ranked": self.remedies}
+
     def __str__(self) -> str:
         tries = "; ".join(f"({i}) {r}" for i, r in enumerate(self.remedies, 1))
         return f"step {self.step}, {self.layer}: {self.message} Try: {tries}"
