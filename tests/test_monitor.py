@@ -75,7 +75,7 @@ def test_gradient_probe_matches_brute_force(path: str) -> None:
 
 def test_sampled_gradient_norm_is_the_documented_estimator(path: str) -> None:
     net, x = _net(), torch.randn(256, 32, generator=torch.Generator().manual_seed(2))
-    with Monitor(net, every=1) as mon:  # default: first 64 rows of matrices with more rows
+    with Monitor(net, every=1) as mon:  # default at every step: first 64 rows of matrices with more rows
         net(x).pow(2).mean().backward()
     record = mon.history.records[-1]
     for name, p in net.named_parameters():
@@ -83,6 +83,12 @@ def test_sampled_gradient_norm_is_the_documented_estimator(path: str) -> None:
         k = 64 if g.ndim == 2 and g.shape[0] > 64 else g.shape[0]
         estimate = math.sqrt(g.shape[0] / k) * g[:k].norm().item()
         assert record[(name, "grad_norm")] == pytest.approx(estimate, rel=1e-5)
+        if k < g.shape[0]:  # the bound: batch means over 8 runs of 8 rows, as documented, computed here anew
+            runs = np.array([g[i : i + 8].double().pow(2).sum().item() * 8 for i in range(0, 64, 8)])
+            se = runs.std(ddof=1) / np.sqrt(8) * np.sqrt((g.shape[0] - k) / (g.shape[0] - 1))
+            assert record[(name, "grad_norm_err")] == pytest.approx(0.5 * 2.365 * se / runs.mean(), rel=1e-4)
+        else:
+            assert (name, "grad_norm_err") not in record  # read whole: exact, no bound to state
         # and the estimate is close to the exact norm here (tolerance 15%: row norms of a random net vary)
         assert record[(name, "grad_norm")] == pytest.approx(g.norm().item(), rel=0.15)
         # the weight norm under the ratio is sampled the same way (weight rows are alike: within 2% here)
@@ -148,7 +154,7 @@ def test_sample_rows_must_be_positive_or_none(make: Any) -> None:
         with pytest.raises(InitlabError) as info:
             make(sample_rows=bad)
         assert str(info.value) == (
-            "sample_rows must be a positive number of rows. Accepted: an int >= 1, or None to read every row. "
+            'sample_rows must be a positive number of rows. Accepted: an int >= 1, None to read every row, or "auto". '
             f"Received: {bad!r}. Pass e.g. sample_rows=64, or None for exact statistics."
         )
     assert make(sample_rows=None).sample_rows is None
@@ -548,3 +554,29 @@ def test_a_monitor_that_only_saw_no_grad_passes_says_it_recorded_nothing() -> No
         with torch.no_grad():
             net(torch.randn(4, 8))
     assert mon.steps == 1
+
+
+@pytest.mark.parametrize("every", [2, 10])
+def test_statistics_are_exact_when_not_every_step_is_recorded(path: str, every: int) -> None:
+    # issue 35: samples only where the schedule records every step; at every=10 the values are exact
+    net, x = _net(), torch.randn(256, 32, generator=torch.Generator().manual_seed(5))
+    with Monitor(net, every=every) as mon:
+        assert not mon.records_every_step
+        for _ in range(every):
+            net(x).pow(2).mean().backward()
+    record = mon.history.records[-1]
+    outs = _brute(net, x)
+    for name, p in net.named_parameters():
+        assert record[(name, "grad_norm")] == pytest.approx(p.grad.norm().item(), rel=1e-5)
+        assert (name, "grad_norm_err") not in record
+    layer = "1"  # the tanh's output
+    assert record[(layer, "mean")] == pytest.approx(outs[layer].mean().item(), rel=1e-4, abs=1e-7)
+    assert record[(layer, "std")] == pytest.approx(outs[layer].std().item(), rel=1e-4)
+
+
+def test_a_sampled_norm_shows_its_error_bound_beside_it() -> None:
+    net = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 4))
+    with Monitor(net, every=1) as mon:
+        net(torch.randn(64, 32)).pow(2).mean().backward()
+    header = next(line for line in str(mon.summary()).splitlines() if "grad_norm" in line)
+    assert header.index("grad_norm ") < header.index("grad_norm_err") < header.index("grad_weight_ratio")

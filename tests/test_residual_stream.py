@@ -128,9 +128,9 @@ def test_the_remedy_is_not_named_where_it_does_not_help() -> None:
     from initlab.monitor.detectors import _remedies
 
     evidence = {"entropy": 0.05, "logit_std": 3.0, "entropy_1/d": 0.04}
-    assert not any("1/d" in r for r in _remedies("attention_collapse", lambda: None, evidence))
+    assert not any("1/d" in r for r in _remedies("attention_collapse", lambda: lambda: None, evidence)())
     evidence = {"growth": 9.0, "predicted_growth": 9.5, "branches": 2.0, "first_std": 1.0, "last_std": 9.0}
-    assert not any("1/√" in r for r in _remedies("stream_growth", lambda: None, evidence))
+    assert not any("1/√" in r for r in _remedies("stream_growth", lambda: lambda: None, evidence)())
 
 
 @pytest.mark.parametrize(("scheme", "position"), [("gpt2", "pre"), ("he_normal", "post"), ("deepnorm", "deepnorm")])

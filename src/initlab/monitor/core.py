@@ -154,6 +154,12 @@ class Monitor:
             probe.detach()
 
     @property
+    def records_every_step(self) -> bool:
+        """Whether the schedule records every step (the first 100 at least): there the probes read samples, to
+        stay within 10% of a step; on any sparser schedule their statistics are exact."""
+        return all(self.schedule(step) for step in range(1, 101))
+
+    @property
     def recording_next_update(self) -> bool:
         """Whether the optimizer step about to run belongs to a recorded step (after its backward)."""
         return self.schedule(self.steps)

@@ -59,12 +59,25 @@ def fused_kernels() -> bool:
     return _fused is not None
 
 
-def _sample_rows(value: int | None) -> int | None:
-    """A probe's ``sample_rows``, checked: a positive number of rows, or None to read every row."""
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+SampleRows = int | None | str  # rows to read, None for all, or "auto"
+
+
+def sample_rows_checked(value: SampleRows) -> SampleRows:
+    """A probe's ``sample_rows``, checked: a positive number of rows, None to read every row, or ``"auto"``."""
+    if value is None or value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return value
-    raise fail("sample_rows must be a positive number of rows", accepted="an int >= 1, or None to read every row",
-               received=value, fix="Pass e.g. sample_rows=64, or None for exact statistics.")  # fmt: skip
+    raise fail("sample_rows must be a positive number of rows", accepted='an int >= 1, None to read every row, '
+               'or "auto"', received=value, fix="Pass e.g. sample_rows=64, or None for exact statistics.")  # fmt: skip
+
+
+def resolve_rows(value: SampleRows, sampled: int, monitor: Host) -> int | None:
+    """The rows a probe reads: ``"auto"`` samples ``sampled`` rows only when the monitor records every step, where
+    reading everything would cost more than the 10% budget; on any sparser schedule the statistics are exact, at
+    <= 2% of the training time (issue 35; ``bench/monitor_overhead.py``)."""
+    if value == "auto":
+        return sampled if monitor.records_every_step else None
+    assert not isinstance(value, str)
+    return value
 
 
 def _fusable(t: Tensor) -> bool:
@@ -104,10 +117,21 @@ def _fused_addresses(tensors: Sequence[Tensor | None], counts: Sequence[int]) ->
     return addresses, dtype is torch.float64
 
 
+# A sampled matrix is read as this many runs of rows, so that the spread of their sums of squares gives the
+# estimate's own standard error (batch means); 2.365 is Student's t at 97.5% for GROUPS - 1 degrees of freedom.
+GROUPS, T_975 = 8, 2.365
+
+
 class _RowSample:
     """The rows of each parameter that a probe reads: for matrices with more than ``sample_rows`` rows the
     first ``sample_rows`` (a contiguous prefix), else all of it (scalars, vectors, small matrices, or every
-    parameter when ``sample_rows`` is None). ``norms`` reads those rows of same-shaped tensors in one call."""
+    parameter when ``sample_rows`` is None). ``estimate`` reads those rows of same-shaped tensors in one call.
+
+    A sampled matrix's prefix is read as :data:`GROUPS` runs of rows. Each run's sum of squares, scaled up, is
+    an estimate of ``‖g‖²``; their spread gives the standard error of the mean of them, with the finite-population
+    correction (rows are drawn without replacement), and so a ~95% relative error bound on the norm
+    (``½ · t · SE/‖g‖²``): stored beside the value as ``grad_norm_err``. ``bench/sampled_norm_error.py`` measures
+    how often the exact norm lies inside it."""
 
     def __init__(self, params: Sequence[Tensor], sample_rows: int | None) -> None:
         def rows(p: Tensor) -> int | None:
@@ -118,18 +142,51 @@ class _RowSample:
         self.reads = [(p, rows(p)) for p in params]
         self.counts = [_prefix(p, k) for p, k in self.reads]  # elements read, for the fused kernel
         self.scale = [1.0 if k is None else math.sqrt(p.shape[0] / k) for p, k in self.reads]  # √(rows/k)
+        self.sampled = [k is not None for _, k in self.reads]
+        self.parts = [GROUPS if k is not None and k % GROUPS == 0 else 1 for _, k in self.reads]
+        self._fpc = [1.0 if k is None else math.sqrt((p.shape[0] - k) / (p.shape[0] - 1)) for p, k in self.reads]
+        self._segment_counts = [c // g for c, g in zip(self.counts, self.parts, strict=True) for _ in range(g)]
 
     def views(self, tensors: Sequence[Tensor]) -> list[Tensor]:
         return [t if k is None else t[:k] for t, (_, k) in zip(tensors, self.reads, strict=True)]
 
     def norms(self, tensors: Sequence[Tensor | None]) -> list[float]:
         """The norm of the sampled rows of each tensor (shaped as its parameter; 0 if missing), unscaled."""
+        return [math.sqrt(sum(parts)) for parts in self._parts(tensors)]
+
+    def estimate(self, tensors: Sequence[Tensor | None]) -> tuple[list[float], list[float]]:
+        """Each tensor's estimated norm (scaled up from its sampled rows) and the estimate's ~95% relative error
+        bound (0 where every row was read)."""
+        norms, errors = [], []
+        for parts, scale, fpc in zip(self._parts(tensors), self.scale, self._fpc, strict=True):
+            total = sum(parts)
+            norms.append(math.sqrt(total) * scale)
+            if len(parts) == 1:
+                errors.append(0.0)
+                continue
+            g = len(parts)
+            spread = math.sqrt(sum((g * x - total) ** 2 for x in parts) / (g - 1))  # sd of the runs' estimates
+            errors.append(0.5 * T_975 * spread / math.sqrt(g) * fpc / total if total > 0 else math.nan)
+        return norms, errors
+
+    def _parts(self, tensors: Sequence[Tensor | None]) -> list[list[float]]:
+        """The sums of squares of each tensor's runs of sampled rows (one run where no rows are sampled)."""
         found = _fused_addresses(tensors, self.counts)
         if found is not None and _fused is not None:  # one call for all
-            return [math.sqrt(v) for v in _fused.sumsq(found[0], self.counts, found[1])]
-        parts = [p.new_zeros(()) if t is None else t if k is None else t[:k]
-                 for t, (p, k) in zip(tensors, self.reads, strict=True)]  # fmt: skip
-        return torch.stack(torch._foreach_norm(parts)).tolist()
+            size = 8 if found[1] else 4
+            addresses = [a + j * (c // g) * size if a else 0  # 0: a missing gradient
+                         for a, c, g in zip(found[0], self.counts, self.parts, strict=True)
+                         for j in range(g)] if any(g > 1 for g in self.parts) else found[0]  # fmt: skip
+            flat = _fused.sumsq(addresses, self._segment_counts, found[1])
+        else:
+            views = [p.new_zeros(g) if t is None else (t if k is None else t[:k]).reshape(g, -1)
+                     for t, (p, k), g in zip(tensors, self.reads, self.parts, strict=True)]  # fmt: skip
+            flat = torch.stack(torch._foreach_norm([r for v in views for r in v.unbind(0)])).square().tolist()
+        out, at = [], 0
+        for g in self.parts:
+            out.append(flat[at : at + g])
+            at += g
+        return out
 
 
 class Host(Protocol):
@@ -144,6 +201,9 @@ class Host(Protocol):
 
     @property
     def recording_next_update(self) -> bool: ...
+
+    @property
+    def records_every_step(self) -> bool: ...
 
     def all_reduce(self, tensor: Tensor) -> Tensor: ...
 
@@ -192,7 +252,8 @@ class ActivationStats(Probe):
     (tanh/sigmoid/…: ``|pre-activation| > saturation``, read from the output through the activation's
     monotone map, so in-place activations are handled).
 
-    The first ``sample_rows`` rows (examples) of each output are used: with shuffled batches a uniform
+    Every row is read unless the monitor records every step (``sample_rows="auto"``, the default: issue 35);
+    there the first 16 rows (examples) of each output are used: with shuffled batches a uniform
     sample of 16 × width values per layer (the standard error of a fraction is at most 0.125 even if all
     units of an example moved together, and ~0.01 for independent units; the detector thresholds are 0.5
     and 0.7). The raw sums (count, sum, sum of squares, dead count, saturated count) are what DDP
@@ -219,8 +280,9 @@ class ActivationStats(Probe):
 
     needs_activations = True
 
-    def __init__(self, sample_rows: int | None = 16, saturation: float = SATURATION_PRE) -> None:
-        self.sample_rows = _sample_rows(sample_rows)
+    def __init__(self, sample_rows: SampleRows = "auto", saturation: float = SATURATION_PRE) -> None:
+        self.sample_rows = sample_rows_checked(sample_rows)
+        self._rows: int | None = 16
         self.saturation = saturation
         self._rules: dict[str, tuple[str, float]] = {}
         self._bounds: dict[str, tuple[str, float, float]] = {}  # the fused kernel's rule, hi and lo per layer
@@ -234,6 +296,7 @@ class ActivationStats(Probe):
 
     def attach(self, monitor: Host) -> None:
         super().attach(monitor)
+        self._rows = resolve_rows(self.sample_rows, 16, monitor)
         for layer, act in monitor.layer_activations.items():
             self._rules[layer] = _rule(act, self.saturation)
             if isinstance(act, PreActivation):
@@ -256,7 +319,7 @@ class ActivationStats(Probe):
             self._done.append((self._calls, layer, self._sums(layer, output)))
             return
         if self._copied and (layer in self._copied or layer.split("#")[0] in self._copied):
-            output = output.detach()[: self.sample_rows].clone()
+            output = output.detach()[: self._rows].clone()
         self._pending.append((self._calls, layer, output, output._version))
 
     def _rule(self, layer: str) -> tuple[str, float]:
@@ -273,7 +336,7 @@ class ActivationStats(Probe):
             hi, lo = {"odd": (level, -level), "sigmoid": (level, 1 - level)}.get(kind, (math.inf, -math.inf))
             bounds = self._bounds[layer] = (kind, hi, lo)
         kind, hi, lo = bounds
-        n = _prefix(output, self.sample_rows)
+        n = _prefix(output, self._rows)
         assert _fused is not None  # _fusable(output) said so
         s, ss, positive, above, below = _fused.sums(output.data_ptr(), n, output.dtype is torch.float64, hi, lo)
         dead = n - positive if kind == "relu" else 0.0
@@ -285,7 +348,7 @@ class ActivationStats(Probe):
         pending, self._pending = self._pending, []
         if not pending:
             return
-        calls, labels, samples, rows = [], [], [], self.sample_rows
+        calls, labels, samples, rows = [], [], [], self._rows
         with torch.no_grad():
             for call, layer, output, version in pending:
                 if output._version == version:
@@ -494,23 +557,25 @@ class GradientNorms(Probe):
     """Per parameter: gradient norm and gradient/weight norm ratio, all parameters in one call (the fused
     kernel on the CPU, else one ``_foreach_norm``).
 
-    Cost is reading the gradients (memory-bound: 8 MB for a 30×256 MLP, ~0.7 ms, most of a 10% budget), so
-    for matrices with more than ``sample_rows`` rows the norm is estimated from the first ``sample_rows``
-    rows (output units), ``‖g‖ ≈ √(rows/k)·‖g[:k]‖``: contiguous views, unbiased for ‖g‖² when units are
-    exchangeable (as initialization makes them), relative error about ``cv/√k`` for a spread ``cv`` of the
-    row norms. Measured (``bench/sampled_norm_error.py``: the monitor benchmark's 30×256 ReLU MLP, 200 SGD
-    steps, k = 64 of 256 rows): median 9%, 90th percentile 22%, worst 40% (units that die give zero rows) —
-    inside the orders of magnitude the detectors test, but read a single layer's value as ±20%. Vectors and
-    small matrices are exact; ``sample_rows=None`` makes every norm exact.
+    Exact unless the monitor records every step (``sample_rows="auto"``, the default: issue 35). Reading the
+    gradients is the cost (memory-bound: 8 MB for a 30×256 MLP, ~0.7 ms, most of a 10% budget), so at every step
+    the norm of a matrix with more than 64 rows is estimated from its first 64 rows (output units),
+    ``‖g‖ ≈ √(rows/k)·‖g[:k]‖``: contiguous views, unbiased for ‖g‖² when units are exchangeable (as
+    initialization makes them), relative error about ``cv/√k`` for a spread ``cv`` of the row norms. Measured
+    (``bench/sampled_norm_error.py``: the monitor benchmark's 30×256 ReLU MLP, 200 SGD steps, k = 64 of 256 rows):
+    median 9%, 90th percentile 22%, worst 40% (units that die give zero rows). So every sampled norm is stored
+    with its own ~95% relative error bound, ``grad_norm_err``, from the spread of its sampled rows
+    (:class:`_RowSample`; the bench measures how often the exact norm lies within it). Vectors and small matrices
+    are exact; ``sample_rows=None`` makes every norm exact at every step, an int samples that many rows always.
 
     The weight norms, which only scale the ratio, are sampled the same way (weight rows are much more alike:
     0.2% median error, 0.5% worst, same run) and refreshed every ``weight_every`` recorded steps: a weight
     changes by its update, typically ‖ΔW‖/‖W‖ ≈ 1e-3 per step, so the ratio is off by ~1% at most.
     """
 
-    def __init__(self, sample_rows: int | None = 64, weight_every: int = 10) -> None:
+    def __init__(self, sample_rows: SampleRows = "auto", weight_every: int = 10) -> None:
         self.params: list[tuple[str, nn.Parameter]] = []
-        self.sample_rows = _sample_rows(sample_rows)
+        self.sample_rows = sample_rows_checked(sample_rows)
         self.weight_every = weight_every
         self._weight_norms: list[float] | None = None
         self._records = 0
@@ -518,24 +583,24 @@ class GradientNorms(Probe):
     def attach(self, monitor: Host) -> None:
         super().attach(monitor)
         self.params = monitor.named_parameters()
-        self._names = [(n, stat) for n, _ in self.params for stat in ("grad_norm", "grad_weight_ratio")]
-        self._sample = _RowSample([p for _, p in self.params], self.sample_rows)
+        self._sample = _RowSample([p for _, p in self.params], resolve_rows(self.sample_rows, 64, monitor))
+        self._names = [(n, stat) for (n, _), sampled in zip(self.params, self._sample.sampled, strict=True)
+                       for stat in (("grad_norm", "grad_norm_err") if sampled else ("grad_norm",))
+                       + ("grad_weight_ratio",)]  # fmt: skip
         self._weight_norms, self._records = None, 0
 
     def names(self) -> list[tuple[str, str]]:
         return self._names
 
     def compute(self, step: int) -> list[float]:
-        norms = self._norms([p.grad for _, p in self.params])
+        norms, errors = self._sample.estimate([p.grad for _, p in self.params])
         if self._weight_norms is None or self._records % self.weight_every == 0:  # sampled as the gradients
-            self._weight_norms = self._norms([p.detach() for _, p in self.params])
+            self._weight_norms = self._sample.estimate([p.detach() for _, p in self.params])[0]
         self._records += 1
-        return [x for n, w in zip(norms, self._weight_norms, strict=True) for x in (n, _ratio(n, w))]
-
-    def _norms(self, tensors: list[Tensor | None]) -> list[float]:
-        """Each parameter's tensor's norm (0 if missing), estimated from its sampled rows as documented."""
-        # scaling and ratios in plain Python: each extra kernel costs more than the arithmetic (see above)
-        return [n * c for n, c in zip(self._sample.norms(tensors), self._sample.scale, strict=True)]
+        out: list[float] = []
+        for n, e, w, sampled in zip(norms, errors, self._weight_norms, self._sample.sampled, strict=True):
+            out += (n, e, _ratio(n, w)) if sampled else (n, _ratio(n, w))
+        return out
 
 
 def _ratio(a: float, b: float) -> float:
@@ -566,9 +631,9 @@ class UpdateRatio(Probe):
     the ratio is exact by default.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, sample_rows: int | None = None) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, sample_rows: SampleRows = None) -> None:
         self.optimizer = optimizer
-        self.sample_rows = _sample_rows(sample_rows)
+        self.sample_rows = sample_rows_checked(sample_rows)
         self._flat: Tensor | None = None  # the fused path's copy: the sampled rows one after another
         self._before: list[Tensor] = []  # the torch path's copy, one tensor per parameter
         self._armed = False
@@ -578,7 +643,7 @@ class UpdateRatio(Probe):
         self.params = monitor.named_parameters()
         self._names = [(n, "update_ratio") for n, _ in self.params]
         self._weights = [p for _, p in self.params]  # the fused kernels read a Parameter's memory as is
-        self._sample = _RowSample(self._weights, self.sample_rows)
+        self._sample = _RowSample(self._weights, resolve_rows(self.sample_rows, 64, monitor))
         self._pre = self.optimizer.register_step_pre_hook(self._snapshot)
         self._post = self.optimizer.register_step_post_hook(self._measure)
 

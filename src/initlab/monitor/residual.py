@@ -16,7 +16,8 @@ and for every attention module that exposes its logits and probabilities as iden
 * ``entropy_1/d``: the same, predicted from the logits for µP's 1/d attention (logits ×1/√d_head), so that a
   remedy for collapsed attention is predicted before it is named.
 
-Each hook reduces the first ``sample_rows`` examples of its tensor at once, on recorded steps only (the hooks are
+Each hook reduces the first ``sample_rows`` examples of its tensor (8 when the monitor records every step, else
+all: ``"auto"``) at once, on recorded steps only (the hooks are
 attached when the monitor arms a step and removed after), and keeps a 0-d tensor; the record copies them to the
 host together.
 """
@@ -34,7 +35,7 @@ from torch.utils.hooks import RemovableHandle
 from initlab.init._keras_model import is_keras_model
 from initlab.init._tracing import residual_blocks, trace
 from initlab.monitor._layers import inner_module
-from initlab.monitor.probes import Host, Probe
+from initlab.monitor.probes import Host, Probe, SampleRows, resolve_rows, sample_rows_checked
 
 __all__ = ["ResidualStream", "attention_entropy", "stream_layout"]
 
@@ -75,8 +76,9 @@ class ResidualStream(Probe):
     The monitor's default probes include one with ``any_model=False``: it watches models with attention of
     initlab's kind; pass ``probes=[..., ResidualStream()]`` to watch the residual blocks of any model."""
 
-    def __init__(self, sample_rows: int = 8, any_model: bool = True) -> None:
-        self.sample_rows, self.any_model = sample_rows, any_model
+    def __init__(self, sample_rows: SampleRows = "auto", any_model: bool = True) -> None:
+        self.sample_rows, self.any_model = sample_rows_checked(sample_rows), any_model
+        self._rows: int | None = 8
         self.blocks: dict[str, list[str]] = {}
         self.attention: list[str] = []
         self._values: dict[tuple[str, str], Tensor] = {}
@@ -89,6 +91,7 @@ class ResidualStream(Probe):
 
     def attach(self, monitor: Host) -> None:
         super().attach(monitor)
+        self._rows = resolve_rows(self.sample_rows, 8, monitor)
         self.model = inner_module(monitor.model)
         self.blocks, self.attention = stream_layout(self.model, self.any_model)
 
@@ -119,7 +122,7 @@ class ResidualStream(Probe):
             x = x[0] if x else None
         if not isinstance(x, Tensor) or not torch.is_grad_enabled() or x.ndim == 0:
             return None
-        return x.detach()[: self.sample_rows].float()
+        return x.detach()[: self._rows].float()
 
     def _stream_in(self, block: str) -> Callable[[nn.Module, Any], None]:
         def hook(module: nn.Module, args: Any) -> None:
