@@ -162,3 +162,43 @@ def test_lsuv_on_the_command_line() -> None:
     chi = json.loads(result.stdout)["chi_per_layer"]
     assert chi == pytest.approx(il.theory.chi1("tanh", il.theory.schemes.scheme_point("lsuv", "tanh")[0], 0.0),
                                 abs=0.05)  # one batch of 256 digits against the mean-field value  # fmt: skip
+
+
+_WITHOUT_TORCH = """
+import sys
+from initlab.cli.main import app
+try:
+    app(sys.argv[1:], prog_name="initlab")
+except SystemExit as stop:
+    code = stop.code
+print("exit", code, "torch loaded:", "torch" in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["schemes"], ["schemes", "--format", "json"], ["sweep", "--status", "--store", "{store}"],
+     ["sweep", "--status", "--store", "{missing}"], ["report", "{missing}"], ["init", "--depth", "x"],
+     ["demo", "--help"], ["report", "--help"]],
+)  # fmt: skip
+def test_commands_that_do_not_train_start_without_torch(tmp_path, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    # issue 35: opening a store imported torch (sweep --status 2.2 s), listing the schemes too (2.7 s)
+    from initlab.compare.store import Store
+
+    Store(tmp_path / "runs.db").close()
+    args = [a.format(store=tmp_path / "runs.db", missing=tmp_path / "missing.db") for a in args]
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *args], capture_output=True, text=True)
+    assert "torch loaded: False" in proc.stderr, proc.stderr
+    assert "exit 0" in proc.stderr or "exit 2" in proc.stderr or "exit None" in proc.stderr
+
+
+def test_critical_is_known_whatever_was_imported_first() -> None:
+    # issue 30: initlab.init.model.initialize(net, "critical") said "unknown initializer" unless initlab.theory
+    # had been imported first
+    code = (
+        "import torch\nfrom initlab.init.model import initialize\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))\n"
+        "print(initialize(net, 'critical').rows[0].scheme)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "critical", proc.stderr

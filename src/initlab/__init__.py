@@ -1,8 +1,7 @@
 """initlab: initialize deep networks correctly, predict and watch vanishing/exploding gradients.
 
 The public surface is everything in ``__all__``; modules whose names start with ``_`` are private. Public names
-load on first use (PEP 562), so ``import initlab`` and ``initlab --help`` do not wait for torch; the first one
-used also imports :mod:`initlab.theory`, which registers the ``critical`` scheme with the registry.
+load on first use (PEP 562), so ``import initlab`` and ``initlab --help`` do not wait for torch.
 """
 
 from __future__ import annotations
@@ -82,7 +81,6 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_WHERE[name]), name)
     else:
         raise AttributeError(f"module 'initlab' has no attribute {name!r}")
-    importlib.import_module("initlab.theory")  # registers the critical scheme before any scheme name is used
     globals()[name] = value
     return value
 

@@ -30,7 +30,6 @@ def init_command(
     """Initialize a model and show, per layer, its fans, scheme, std, gain and the activation it feeds."""
     import torch
 
-    import initlab.theory  # noqa: F401  (registers the critical scheme with the registry)
     from initlab.compare.models import ModelSpec, build
     from initlab.init.model import initialize
     from initlab.init.registry import get

@@ -16,10 +16,10 @@ def report_command(
     fmt: Format = FormatOption,
 ) -> None:
     """Write a self-contained HTML report (images embedded, readable offline) built only from the store."""
-    from initlab.compare.report.html import build_report
     from initlab.compare.store import Store
 
     Store(store, create=False).close()  # the one check (and message) for a store that is not there
+    from initlab.compare.report.html import build_report  # matplotlib and jinja load after the check
 
     path = build_report(store, out)
     if fmt is Format.json:

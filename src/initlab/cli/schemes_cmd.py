@@ -16,7 +16,6 @@ GAIN_RULE = (
 @user_errors
 def schemes_command(fmt: Format = FormatOption) -> None:
     """List every initialization scheme with its formula, its paper and its aliases."""
-    import initlab.theory  # noqa: F401  (registers the critical scheme with the registry)
     from initlab.init.registry import schemes
 
     rows = [

@@ -42,13 +42,14 @@ def sweep_command(
 ) -> None:
     """Run every point of a sweep spec that is not done in the store; --status prints counts by status."""
     from initlab.compare.store import Store
-    from initlab.compare.sweep.runner import run_sweep
-    from initlab.compare.sweep.spec import load_spec
 
-    if status:
+    if status:  # before the sweep's modules (and torch) load: a status query starts in a fraction of a second
         with Store(store, create=False) as db:
             emit(db.counts(), fmt) if fmt is Format.json else _print_counts(db.counts())
         return
+    from initlab.compare.sweep.runner import run_sweep
+    from initlab.compare.sweep.spec import load_spec
+
     if spec_path is None:
         raise fail("initlab sweep needs a SPEC file (or --status)", fix="Run: initlab sweep grid.toml --store runs.db")
     spec = load_spec(spec_path)

@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from initlab._errors import fail
-from initlab.compare.train import RunResult
+
+if TYPE_CHECKING:  # a hint only: opening a store must not import torch (issue 35: `sweep --status` took 2.2 s)
+    from initlab.compare.train import RunResult
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 

@@ -11,8 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from scipy import special
-
 from initlab._errors import fail, unknown_name
 from initlab.init.fans import FAN_MODES, Fans
 
@@ -116,13 +114,19 @@ class Sparse:
 Dist = Constant | Uniform | Normal | TruncatedNormal | Orthogonal | DeltaOrthogonal | Identity | Dirac | Sparse
 
 
+def _ndtr(x: float) -> float:
+    """The standard normal CDF, as ``scipy.special.ndtr`` computes it (erfc keeps the lower tail accurate); plain
+    ``math``, so that listing the schemes does not import SciPy (issue 35: start-up)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
 def standard_truncated_std(a: float, b: float) -> float:
     """Std of ``N(0, 1)`` truncated to ``[a, b]``.
 
     >>> round(standard_truncated_std(-2.0, 2.0), 12) == round(TRUNCATED_STD_2, 12)
     True
     """
-    z = special.ndtr(b) - special.ndtr(a)
+    z = _ndtr(b) - _ndtr(a)
     pa, pb = math.exp(-a * a / 2) / math.sqrt(2 * math.pi), math.exp(-b * b / 2) / math.sqrt(2 * math.pi)
     a_pa = a * pa if math.isfinite(a) else 0.0
     b_pb = b * pb if math.isfinite(b) else 0.0

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
-from scipy import special
 
 from initlab._errors import fail
 from initlab.init._formulas import (
@@ -43,6 +42,8 @@ def _sample(shape: tuple[int, ...], dist: Dist, rng: np.random.Generator) -> NDA
         case Normal(mean, std):
             return rng.normal(mean, std, size=shape)
         case TruncatedNormal(mean, sigma, a, b):
+            from scipy import special  # here only: listing the schemes needs no SciPy
+
             u = rng.uniform(special.ndtr(a), special.ndtr(b), size=shape)
             return mean + sigma * np.clip(special.ndtri(u), a, b)
         case Orthogonal(gain):

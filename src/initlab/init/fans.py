@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from initlab._errors import fail, unknown_name
+
+if TYPE_CHECKING:  # torch is imported where a tensor or module is looked at: `initlab schemes` starts without it
+    import torch
+    from torch import nn
 
 __all__ = ["FanMode", "Fans", "LayerKind", "Layout", "fans"]
 
@@ -105,9 +106,7 @@ def fans(
     >>> fans((3, 3, 16, 32), layout="keras")
     Fans(fan_in=144, fan_out=288, receptive_field=9)
     """
-    shape = tuple(
-        int(s) for s in (tensor_or_shape.shape if isinstance(tensor_or_shape, torch.Tensor) else tensor_or_shape)
-    )
+    shape = tuple(int(s) for s in (tensor_or_shape.shape if hasattr(tensor_or_shape, "shape") else tensor_or_shape))
     if in_axes is not None or out_axes is not None:
         return _fans_from_axes(shape, in_axes, out_axes)
     if len(shape) < 2:
@@ -127,7 +126,7 @@ def fans(
 
 
 def _kind_and_groups(layer: nn.Module | str | None, groups: int, rank: int) -> tuple[str, int]:
-    if isinstance(layer, nn.Module):
+    if layer is not None and not isinstance(layer, str):  # a module (torch is loaded, as it made one)
         groups = int(getattr(layer, "groups", groups))
         layer = _module_kind(layer)
     if groups < 1:
@@ -140,6 +139,8 @@ def _kind_and_groups(layer: nn.Module | str | None, groups: int, rank: int) -> t
 
 
 def _module_kind(module: nn.Module) -> str:
+    from torch import nn
+
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return "conv_transpose"
     if isinstance(module, nn.modules.conv._ConvNd):

@@ -9,21 +9,25 @@ truncated, ``random_normal`` has std 0.05); torch semantics for torch names (``k
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from numpy.typing import DTypeLike, NDArray
 
 from initlab._errors import fail, unknown_name
 from initlab.init import _formulas as f
 from initlab.init._numpy_draw import draw
-from initlab.init._torch_draw import draw_
-from initlab.init.activations import Activation
 from initlab.init.fans import Fans, fans
+
+if TYPE_CHECKING:  # torch loads where a tensor is filled: listing the schemes needs none of it (issue 35)
+    import torch
+
+    from initlab.init.activations import Activation
 
 __all__ = ["Initializer", "Scheme", "get", "new_scheme", "register", "scheme_names", "schemes"]
 
@@ -51,6 +55,7 @@ class Scheme:
     residual_rule: str | None = None  # applied to residual branches unless initialize(residual=) says otherwise
     embedding_rule: Plan | None = None  # the distribution of embedding tables, if not the plan's (fans (1, d))
     zero: tuple[str, ...] = ()  # layers that start at zero in a whole model: "readout" (the last), "query"
+    provider: str | None = None  # the module that supplies the rules (see _provided), until it is imported
 
     @property
     def class_name(self) -> str:
@@ -316,6 +321,38 @@ _SCHEMES: list[Scheme] = [
 ]
 
 
+def _provided(name: str, module: str, defaults: Mapping[str, Any], formula: str, paper: str, **kw: Any) -> Scheme:
+    """A scheme whose rules need a higher floor (``critical`` needs the mean field of ``initlab.theory``): listed
+    here from the start, with its formula and paper, so that ``initlab schemes`` needs no torch; ``lookup``
+    imports ``module`` the first time the scheme is used, and that module completes it with :func:`provide`.
+    So the name works whatever the user imported first (issue 30: it was "unknown initializer" unless
+    ``initlab.theory`` had been imported), and the registry still imports nothing above its floor."""
+
+    def plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
+        return lookup(name).plan(fans_, p)
+
+    return new_scheme(name, plan, defaults, formula, paper, provider=module, **kw)
+
+
+def provide(name: str, **rules: Any) -> Scheme:
+    """Complete a scheme declared with :func:`_provided` with its rules (``plan``, ``gain_rule``, ...)."""
+    scheme = dataclasses.replace(_BY_NAME[name], provider=None, **rules)
+    return register(scheme)
+
+
+_SCHEMES.append(
+    _provided(
+        "critical",
+        "initlab.theory.critical",
+        {"activation": None, "bias_var": None, "gain": None},
+        "N(0, σ_w²*/fan_in), bias N(0, σ_b²) with χ1(σ_w²*, σ_b²) = 1 for the activation that follows",
+        "Poole et al. (2016), Exponential expressivity; Schoenholz et al. (2017), Deep Information Propagation",
+        fan_based=True,
+        gain_param="gain",
+        aliases=("edge_of_chaos",),
+    )
+)
+
 _BY_NAME: dict[str, Scheme] = {}
 
 
@@ -359,6 +396,9 @@ def lookup(name: str) -> Scheme:
         raise unknown_name(
             "initializer", name, scheme_names(), see=f"See `initlab schemes` for all {len(schemes())} names."
         )
+    if scheme.provider is not None:
+        importlib.import_module(scheme.provider)  # it calls provide(): the complete scheme replaces this one
+        scheme = _BY_NAME[scheme.name]
     return scheme
 
 
@@ -401,6 +441,10 @@ class Initializer:
         Called as Keras calls an initializer, ``init(shape, dtype=...)`` with a shape instead of a tensor, it
         returns a new Keras tensor of that shape (channels-last fans), so ``kernel_initializer=il.get(...)`` works.
         """
+        import torch
+
+        from initlab.init._torch_draw import draw_
+
         if not isinstance(tensor, torch.Tensor):
             return self._keras_tensor(tensor, dtype)
         if tensor.numel() == 0:
@@ -446,6 +490,8 @@ class Initializer:
         return get(dict(config))
 
     def _torch_generator(self) -> torch.Generator | None:
+        import torch
+
         if self.seed is not None and self._generator is None:
             self._generator = torch.Generator().manual_seed(self.seed)
         return self._generator
@@ -593,6 +639,8 @@ class FunctionInitializer(Initializer):
         fans: Fans | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        import torch
+
         if not isinstance(tensor, torch.Tensor):
             return self._keras_tensor(tensor, dtype)
         with torch.no_grad():
@@ -609,8 +657,15 @@ class FunctionInitializer(Initializer):
         fans: Fans | None = None,
         gain: float | None = None,
     ) -> NDArray[np.floating]:
+        import torch
+
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        return self(torch.empty(shape, dtype=torch.float64)).numpy().astype(dtype)
+        seed = int((rng if rng is not None else np.random.default_rng()).integers(2**63))
+        # The function draws from torch's global generator: seeded from ``rng`` for this call (so that the same
+        # rng state gives the same array, as every other initializer's numpy()), the caller's state restored.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self(torch.empty(shape, dtype=torch.float64)).numpy().astype(dtype)
 
     def get_config(self) -> dict[str, Any]:
         raise fail(

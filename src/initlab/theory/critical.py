@@ -1,10 +1,9 @@
 """The edge of chaos: where it is (:func:`critical_weight_var`), and the ``critical`` scheme that puts every
 layer on it (χ1 = 1) for the activation it feeds.
 
-The scheme's variance comes from mean-field theory, so it lives here and registers itself with the initializer
-registry (``initlab.init.registry.register``) when ``initlab.theory`` is imported: the public façade does so on
-first use, and every module that resolves scheme names imports it (``tests/test_layers.py`` keeps the registry
-from importing it back).
+The scheme's variance comes from mean-field theory, so its rules live here: the registry declares the scheme
+(name, formula, paper) and imports this module the first time the name is looked up, which completes it with
+``provide`` (``tests/test_layers.py`` keeps the registry from importing it statically).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from initlab._errors import fail
 from initlab.init import _formulas as f
 from initlab.init.activations import Activation, activation
 from initlab.init.fans import Fans
-from initlab.init.registry import new_scheme, register
+from initlab.init.registry import provide
 from initlab.theory.meanfield import ActivationLike, _chi1, _finite, _length, check_variances, expect
 
 __all__ = ["critical_weight_var"]
@@ -193,17 +192,5 @@ def _critical_bias(act: Activation | None, fans_: Fans, p: Mapping[str, Any]) ->
     return f.Normal(0.0, math.sqrt(variance)) if variance > 0 else f.Constant(0.0)
 
 
-register(
-    new_scheme(
-        "critical",
-        _critical_plan,
-        {"activation": None, "bias_var": None, "gain": None},
-        "N(0, σ_w²*/fan_in), bias N(0, σ_b²) with χ1(σ_w²*, σ_b²) = 1 for the activation that follows",
-        "Poole et al. (2016), Exponential expressivity; Schoenholz et al. (2017), Deep Information Propagation",
-        fan_based=True,
-        gain_param="gain",
-        aliases=("edge_of_chaos",),
-        gain_rule=_critical_gain,
-        bias_rule=_critical_bias,
-    )
-)
+# The registry lists ``critical`` (name, formula, paper) and imports this module the first time it is used.
+provide("critical", plan=_critical_plan, gain_rule=_critical_gain, bias_rule=_critical_bias)

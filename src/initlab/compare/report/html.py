@@ -23,7 +23,6 @@ from initlab.compare.report import plots
 from initlab.compare.report.recommend import recommend
 from initlab.compare.report.scores import epochs_to, score
 from initlab.compare.store import Store
-from initlab.theory.schemes import trainable_depth
 
 __all__ = ["build_report", "epochs_to", "remedy", "score"]
 
@@ -223,6 +222,8 @@ def _trainability(runs: list[_Run]) -> list[dict[str, str]]:
             if scores:
                 grid[i, j] = statistics.median(scores)
         width = int(statistics.median(r.config["width"] for r in mine))
+        from initlab.theory.schemes import trainable_depth  # loads torch: only for a store with such runs
+
         predicted = {s: trainable_depth(s, act, width) for s in schemes}
         image = _b64(plots.trainability_figure(act, depths, schemes, grid, predicted))
         out.append({"activation": act, "image": image, "costs": _init_costs(mine)})

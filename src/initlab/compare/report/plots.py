@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -16,7 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from initlab._errors import fail
-from initlab.theory.diagram import PhaseDiagram
+
+if TYPE_CHECKING:
+    from initlab.theory.diagram import PhaseDiagram
 
 __all__ = [
     "bits_figure",

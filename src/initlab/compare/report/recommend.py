@@ -20,8 +20,6 @@ from typing import Any
 
 from initlab.compare.report.scores import score, spread_text
 from initlab.compare.store import Store
-from initlab.theory import meanfield
-from initlab.theory.schemes import scheme_point, trainable_depth
 
 __all__ = ["Recommendation", "recommend", "recommend_store"]
 
@@ -71,6 +69,10 @@ class Recommendation:
 
 @functools.lru_cache(maxsize=256)  # the demo asks twice per row (its table, then the report), ~1 s each
 def _theory(scheme: str, act: str, width: int) -> str:
+    # the theory (and torch) load only for a store that has runs to explain: `initlab report` starts without them
+    from initlab.theory import meanfield
+    from initlab.theory.schemes import scheme_point, trainable_depth
+
     weight_var, bias_var = scheme_point(scheme, act, width)
     if weight_var == 0:
         return f"{scheme}: zero weights, no signal"
