@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py src/initlab/monitor/_fused.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps mup==1.0.0
 	touch $(STAMP)
 
-# The main job: a curated sweep on the embedded digits data, six measured claims, and the HTML report.
+# The main job: a curated sweep on the embedded digits data, eight measured claims, and the HTML report.
 demo: $(STAMP)
 	$(BIN)/initlab demo --out initlab-demo
 

@@ -30,10 +30,22 @@ def test_init_json_report() -> None:
     data = json.loads(result.stdout)
     weights = [r for r in data["rows"] if r["name"].endswith("weight")]
     assert len(weights) == 4
-    # he_normal keeps its published gain √2 before tanh (issue 21); --gain activation opts into tanh's 5/3
+    # he_normal keeps its published gain √2 before tanh (issue 21); --gain-from activation opts into tanh's 5/3
     assert weights[0]["activation"] == "tanh" and abs(weights[0]["gain"] - 2**0.5) < 1e-12
     assert weights[0]["source"] == "published"
-    args = ["init", "--depth", "3", "--width", "16", "--activation", "tanh", "--gain", "activation", "--format", "json"]
+    args = [
+        "init",
+        "--depth",
+        "3",
+        "--width",
+        "16",
+        "--activation",
+        "tanh",
+        "--gain-from",
+        "activation",
+        "--format",
+        "json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     first = json.loads(result.stdout)["rows"][0]

@@ -211,7 +211,7 @@ def test_initialize_keras_reads_activations_from_the_layer_or_the_next() -> None
     # activation (it raised "unknown activation 'softmax'")
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Activation("tanh"),
                               keras.layers.Dense(3, activation="softmax")])  # fmt: skip
-    report = il.initialize(model, "glorot_normal", gain="activation")
+    report = il.initialize(model, "glorot_normal", gain_from="activation")
     rows = {r.name: r for r in report}
     hidden, output = rows[model.layers[0].kernel.path], rows[model.layers[2].kernel.path]
     assert (hidden.activation, hidden.source) == ("tanh", "activation (next layer)")
@@ -221,7 +221,7 @@ def test_initialize_keras_reads_activations_from_the_layer_or_the_next() -> None
 def test_initialize_keras_recurrent_and_embedding() -> None:
     model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(50, 8), keras.layers.LSTM(6),
                               keras.layers.Dense(2)])  # fmt: skip
-    report = il.initialize(model, "glorot_uniform", gain="activation", generator=torch.Generator().manual_seed(1))
+    report = il.initialize(model, "glorot_uniform", gain_from="activation", generator=torch.Generator().manual_seed(1))
     rows = {r.name.split("/", 1)[1]: r for r in report}
     assert rows["lstm/lstm_cell/kernel"].gain == pytest.approx(5 / 3)  # tanh's gain, read from the cell
     bias = _np(model.layers[1].cell.bias)

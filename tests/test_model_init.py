@@ -20,9 +20,9 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 def test_opt_in_gain_follows_the_activation_after_each_layer() -> None:
-    # gain="activation" (issue 21: the default keeps kaiming_normal's published √2 everywhere)
+    # gain_from="activation" (issue 21: the default keeps kaiming_normal's published √2 everywhere)
     net = nn.Sequential(nn.Linear(256, 512), nn.Tanh(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
-    report = il.initialize(net, "kaiming_normal", generator=_gen(), gain="activation")
+    report = il.initialize(net, "kaiming_normal", generator=_gen(), gain_from="activation")
     rows = {r.name: r for r in report}
     assert rows["0.weight"].gain == pytest.approx(5 / 3)
     assert rows["2.weight"].gain == pytest.approx(math.sqrt(2))
@@ -48,7 +48,7 @@ class Functional(nn.Module):
 
 
 def test_fx_sees_functional_activations() -> None:
-    report = il.initialize(Functional(), "he_normal", generator=_gen(), gain="activation")
+    report = il.initialize(Functional(), "he_normal", generator=_gen(), gain_from="activation")
     assert (report["a.weight"].activation, report["a.weight"].source) == ("tanh", "activation (fx)")
     assert report["b.weight"].activation == "leaky_relu"
     assert report["b.weight"].gain == pytest.approx(math.sqrt(2 / 1.04))
@@ -68,9 +68,9 @@ class Untraceable(nn.Module):
 
 
 def test_module_order_fallback_and_override() -> None:
-    report = il.initialize(Untraceable(), "glorot_uniform", gain="activation")
+    report = il.initialize(Untraceable(), "glorot_uniform", gain_from="activation")
     assert (report["a.weight"].activation, report["a.weight"].source) == ("sigmoid", "activation (module order)")
-    report = il.initialize(Untraceable(), "glorot_uniform", activation={"a": "tanh"}, gain="activation")
+    report = il.initialize(Untraceable(), "glorot_uniform", activation={"a": "tanh"}, gain_from="activation")
     assert (report["a.weight"].activation, report["a.weight"].source) == ("tanh", "activation (override)")
     with pytest.raises(il.InitlabError, match=re.escape("unknown layer 'c'")):
         il.initialize(Untraceable(), activation={"c": "tanh"})

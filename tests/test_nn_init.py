@@ -181,3 +181,34 @@ def test_import_swap_is_the_only_change() -> None:
             swapped.kaiming_uniform_(m.weight, nonlinearity="relu")
             swapped.zeros_(m.bias)
     assert all(not m.bias.any() for m in model if isinstance(m, nn.Linear))
+
+
+# initlab's own names whose torch twin is spelled otherwise
+_TWINS = {"trunc_normal_": "truncated_normal_", "eye_": "identity_"}
+
+
+@pytest.mark.parametrize("name", [n for n in torch.nn.init.__all__ if n.endswith("_")])
+def test_every_il_twin_of_a_torch_function_takes_torch_positional_arguments(name: str) -> None:
+    # issue 35: il.xavier_normal_(t, 1.0, g) raised TypeError although tensors.py calls it a drop-in for torch's
+    theirs = list(inspect.signature(getattr(torch.nn.init, name)).parameters.values())
+    ours = getattr(il, _TWINS.get(name, name), None)
+    if ours is None:
+        pytest.skip(f"initlab has no top-level twin of {name}")
+    positional = [p for p in inspect.signature(ours).parameters.values() if p.kind is not p.KEYWORD_ONLY]
+    assert [(p.name, p.default) for p in theirs] == [(p.name, p.default) for p in positional[: len(theirs)]]
+    if "generator" in (p.name for p in theirs):  # and a call in torch's positional form works, as with keywords
+        args = [torch.empty(64, 32)] + [p.default for p in theirs[1:-1]]
+        if name == "sparse_":
+            args[1] = 0.5
+        by_position = ours(*args, torch.Generator().manual_seed(0))
+        by_keyword = ours(args[0].clone(), *args[1:], generator=torch.Generator().manual_seed(0))
+        assert torch.equal(by_position, by_keyword)
+
+
+def test_every_il_initializer_takes_the_generator_last_among_positionals() -> None:
+    # torch's rule: `generator` is the last positional parameter everywhere
+    for name in [n for n in il.__all__ if n.endswith("_") and not n.startswith("_") and n != "variance_scaling_"]:
+        params = list(inspect.signature(getattr(il, name)).parameters.values())
+        positional = [p.name for p in params if p.kind is not p.KEYWORD_ONLY]
+        if "generator" in (p.name for p in params):
+            assert positional[-1] == "generator", name

@@ -88,7 +88,7 @@ def test_findings_name_the_phase_and_the_fix() -> None:
         in (ordered.findings[0])
     )
     tanh = _mlp("tanh", "glorot_uniform", width=256)  # published gain 1: σ_w² = 1, the edge of chaos for tanh
-    il.initialize(tanh, "glorot_uniform", gain="activation", generator=torch.Generator().manual_seed(0))  # 5/3
+    il.initialize(tanh, "glorot_uniform", gain_from="activation", generator=torch.Generator().manual_seed(0))  # 5/3
     chaotic = il.audit(tanh, torch.randn(256, 256))
     assert chaotic.findings[0].startswith("chaotic phase")
     assert chaotic.grad_norm_ratio > 1

@@ -2,7 +2,7 @@
 
 ``initialize(model, name)`` must draw, layer by layer, what Keras' initializer of that name draws for the same
 kernel and what torch's function of that name draws with its defaults, whatever activation follows: the
-activation-aware gain is the explicit opt-in ``gain="activation"``. Each check compares the sample std of
+activation-aware gain is the explicit opt-in ``gain_from="activation"``. Each check compares the sample std of
 initlab's weight with the sample std of Keras' or torch's own draw for that layer; the tolerance is 5 standard
 errors of the difference of two sample stds (√(2/n) · σ · a distribution factor, about 1.5% on the smallest
 layer here), seeded.
@@ -82,10 +82,10 @@ def test_model_level_std_equals_torch_defaults(name: str, model: str) -> None:
 
 
 def test_the_opt_in_reproduces_the_activation_aware_gains() -> None:
-    # gain="activation" is the behaviour initialize had before issue 21: each layer's scheme gain is the gain
+    # gain_from="activation" is the behaviour initialize had before issue 21: each layer's scheme gain is the gain
     # of the activation that follows it (√2 before ReLU, 5/3 before tanh, 1 before the linear output).
     net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 10))
-    report = il.initialize(net, "glorot_normal", gain="activation", generator=torch.Generator().manual_seed(0))
+    report = il.initialize(net, "glorot_normal", gain_from="activation", generator=torch.Generator().manual_seed(0))
     rows = [r for r in report if r.name.endswith("weight")]
     assert [round(r.gain, 4) for r in rows] == [round(math.sqrt(2), 4), round(5 / 3, 4), 1.0]
     assert [r.source for r in rows] == ["activation (fx)", "activation (fx)", "activation (none)"]
@@ -107,12 +107,12 @@ def test_a_poorly_matched_published_gain_gets_a_note_naming_the_opt_in() -> None
     assert report.notes == [
         "glorot_normal keeps its published gain: its 2 layers before relu have a forward gain of 1 where relu "
         "needs 1.41, so the signal's variance is multiplied by 0.50 per layer. initialize(model, 'glorot_normal', "
-        "gain='activation') scales by relu's gain."
+        "gain_from='activation') scales by relu's gain."
     ]
     assert "note: glorot_normal keeps its published gain" in str(report)
     assert il.initialize(_mlp("relu"), "he_normal").notes == []
 
 
 def test_unknown_gain_policy() -> None:
-    with pytest.raises(il.InitlabError, match=re.escape("unknown gain 'actvation'. Did you mean 'activation'")):
-        il.initialize(_mlp("relu"), "he_normal", gain="actvation")
+    with pytest.raises(il.InitlabError, match=re.escape("unknown gain_from 'actvation'. Did you mean 'activation'")):
+        il.initialize(_mlp("relu"), "he_normal", gain_from="actvation")

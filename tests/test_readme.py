@@ -263,6 +263,7 @@ def test_session_blocks_print_what_they_show(tmp_path: Path) -> None:
 
 # -- the demo's tables and the layout ------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.pin  # the README quotes a seeded run; the verdicts are its regression pins
 def test_readme_verdicts_are_the_demos(demo: tuple[Path, str]) -> None:
     # The README quotes the full demo (3 seeds) and says --quick reaches the same eight verdicts: checked here.
     from initlab.compare.store import Store

@@ -119,3 +119,13 @@ def test_unknown_parameter_error_text() -> None:
     with pytest.raises(InitlabError, match=re.escape(
             "scheme 'he_normal' has no parameter 'stddev'. Accepted: gain, mode.")):  # fmt: skip
         il.get("he_normal", stddev=1.0)
+
+
+def test_a_function_initializer_draws_its_arrays_from_rng() -> None:
+    # regression (issue 35): FunctionInitializer.numpy ignored rng, so no seed reproduced its arrays
+    init = il.get(torch.nn.init.normal_)
+    state = torch.random.get_rng_state()
+    first = init.numpy((8, 8), rng=np.random.default_rng(0))
+    assert np.array_equal(first, init.numpy((8, 8), rng=np.random.default_rng(0)))
+    assert not np.array_equal(first, init.numpy((8, 8), rng=np.random.default_rng(1)))
+    assert torch.equal(state, torch.random.get_rng_state())  # torch's global generator left as it was

@@ -1,4 +1,4 @@
-"""The main job (issue 8): `initlab demo --quick` end to end, its six measured claims, and the HTML report —
+"""The main job (issue 8): `initlab demo --quick` end to end, its eight measured claims, and the HTML report —
 parsed, every image decoded, and opened in a real headless Chromium."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ VOID = {"meta", "link", "img", "br", "hr", "input", "source", "col", "area", "ba
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.pin  # the answer table's row is the seeded quick demo's outcome
 def test_quick_demo_prints_claims_and_the_report_path(demo: tuple[Path, str]) -> None:
     out, stdout = demo
     assert (out / "report.html").is_file() and (out / "runs.db").is_file()
@@ -56,7 +57,19 @@ def test_each_claim_is_a_measured_comparison_in_the_store(demo: tuple[Path, str]
             for role in claim["evidence"]["roles"].values():  # every number recomputes from the metrics rows
                 scores = [_score(store, i, bool(done[i]["diverged"])) for i in role["runs"]]
                 assert role["score"] == pytest.approx(statistics.median(scores), abs=1e-4)
-        # The claims themselves, measured (the quick demo on digits; seeds fixed, so these are deterministic):
+        # every role ran under at least two seeds (issue 21: --quick judges from 2, the full demo from 3)
+        assert all(len(role["runs"]) >= 2 for c in comparisons.values() for role in c["evidence"]["roles"].values())
+
+
+@pytest.mark.pin
+def test_pinned_outcomes_of_the_seeded_quick_demo(demo: tuple[Path, str]) -> None:
+    """Regression pins, not statements about the science: the outcomes of one seeded quick demo (digits, 2 seeds,
+    6 epochs). Each verdict is the demo's own judgement over its seeds (a gap larger than the seeds' spread); a
+    change of the demo's configuration or seeds may change them, and then this test says so. The science is the
+    demo's rule, tested above on every claim, and the full demo's 3-seed figures in README/BENCHMARKS."""
+    out, _ = demo
+    with Store(out / "runs.db") as store:
+        comparisons = {c["claim"]: c for c in store.comparisons()}
         zeros = comparisons["symmetry"]
         assert zeros["evidence"]["zeros_distinct_units"] <= 0.05
         assert (
@@ -65,8 +78,6 @@ def test_each_claim_is_a_measured_comparison_in_the_store(demo: tuple[Path, str]
         small = comparisons["vanishing"]["evidence"]["roles"]["small_random"]
         assert "vanishing" in small["findings"] and small["score"] <= 0.2
         assert all(any(f["kind"] == "vanishing" for f in store.findings(i)) for i in small["runs"])
-        # every role ran under at least two seeds (issue 21: --quick judges from 2, the full demo from 3)
-        assert all(len(role["runs"]) >= 2 for c in comparisons.values() for role in c["evidence"]["roles"].values())
         he = comparisons["he_vs_glorot"]
         assert he["verdict"] == "reproduced", he["summary"]  # He vs the *published* Xavier (gain 1), depth 30
         roles = he["evidence"]["roles"]
@@ -94,9 +105,11 @@ def test_each_claim_is_a_measured_comparison_in_the_store(demo: tuple[Path, str]
             assert f"{name} " in critical["summary"]
 
 
+@pytest.mark.pin
 def test_the_transformer_claims_are_measured_comparisons(demo: tuple[Path, str]) -> None:
     # issue 26: depth (post-LN vs pre-LN, DeepNorm, gpt2) and width (the best lr under SP and µP), recomputed from
-    # the store's rows, and the unigram level from a count of the text's characters made here
+    # the store's rows, and the unigram level from a count of the text's characters made here. The verdicts and
+    # the bits-per-character bounds are regression pins of the seeded quick demo (see the test above).
     out, _ = demo
     text = load("text")
     counts = Counter(text.train_y.flatten().tolist())

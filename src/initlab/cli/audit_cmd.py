@@ -15,8 +15,9 @@ def audit_command(
     width: int = typer.Option(256, help="Hidden units (channels for cnn)."),
     activation: str = typer.Option("tanh", help="Activation of the hidden layers."),
     scheme: str = typer.Option("glorot_uniform", help="Initialization scheme (see `initlab schemes`)."),
-    gain: str = typer.Option(
+    gain_from: str = typer.Option(
         "published",
+        "--gain-from",
         help="published: each scheme's own gain (its name's meaning); activation: "
         "the gain of the activation after each layer.",
     ),
@@ -41,7 +42,9 @@ def audit_command(
     net = build(ModelSpec(model, depth, width, activation, norm=norm), dataset.in_shape, dataset.classes)
     idx = torch.randperm(dataset.train_x.shape[0], generator=torch.Generator().manual_seed(seed))[:batch_size]
     batch = (dataset.train_x[idx], dataset.train_y[idx])
-    initialize(net, scheme, generator=torch.Generator().manual_seed(seed), gain=gain, data=batch)  # lsuv's batch
+    initialize(
+        net, scheme, generator=torch.Generator().manual_seed(seed), gain_from=gain_from, data=batch
+    )  # lsuv's batch
     report = audit(net, batch)
     if fmt is Format.json:
         emit(report, fmt)

@@ -14,8 +14,9 @@ def init_command(
     width: int = typer.Option(256, help="Hidden units (channels for cnn)."),
     activation: str = typer.Option("relu", help="Activation of the hidden layers."),
     scheme: str = typer.Option("he_normal", help="Initialization scheme (see `initlab schemes`)."),
-    gain: str = typer.Option(
+    gain_from: str = typer.Option(
         "published",
+        "--gain-from",
         help="published: each scheme's own gain (its name's meaning); activation: "
         "the gain of the activation after each layer.",
     ),
@@ -44,7 +45,7 @@ def init_command(
         scheme,
         generator=torch.Generator().manual_seed(seed),
         residual=None if residual == "none" else residual,
-        gain=gain,
+        gain_from=gain_from,
         data=inputs,
     )
     if needs_data:

@@ -8,7 +8,7 @@ from initlab.cli._common import Format, FormatOption, emit, user_errors
 
 GAIN_RULE = (
     "Every name keeps its published meaning (no activation gain for Glorot/Xavier and LeCun, √2 for "
-    "He/Kaiming, torch's and Keras' defaults for their names); gain='activation' (--gain activation) opts "
+    "He/Kaiming, torch's and Keras' defaults for their names); gain_from='activation' (--gain-from activation) opts "
     "into the gain of the activation after each layer."
 )
 

@@ -14,7 +14,7 @@ import typing
 from typing import Any
 
 from initlab._errors import fail, unknown_name
-from initlab.init import GAIN_POLICIES, RESIDUAL_RULES
+from initlab.init import GAIN_SOURCES, RESIDUAL_RULES
 
 __all__ = ["NORM_POSITIONS", "OPTIMIZERS", "PARAMETRIZATIONS", "TrainConfig"]
 
@@ -81,7 +81,7 @@ class TrainConfig:
     tied: bool = False  # transformer only: the output layer shares the token embedding
     # initialization
     scheme: str = "he_normal"  # any name `initlab schemes` lists
-    gain: str = "published"  # published: the scheme's own gain; activation: the following activation's (opt-in)
+    gain_from: str = "published"  # published: the scheme's own gain; activation: the following activation's (opt-in)
     residual_init: str = "none"  # one of RESIDUAL_INITS
     parametrization: str = "standard"  # or mup: µP (Yang et al. 2021) relative to base_width, lr per parameter
     base_width: int = 64  # mup only: the width at which µP equals the standard parametrization
@@ -111,8 +111,8 @@ class TrainConfig:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in ("constant", "cosine"):
             raise unknown_name("schedule", self.schedule, ("constant", "cosine"))
-        if self.gain not in GAIN_POLICIES:
-            raise unknown_name("gain", self.gain, GAIN_POLICIES)
+        if self.gain_from not in GAIN_SOURCES:
+            raise unknown_name("gain_from", self.gain_from, GAIN_SOURCES)
         for field, names in (("residual_init", RESIDUAL_INITS), ("norm_position", NORM_POSITIONS),
                              ("parametrization", PARAMETRIZATIONS)):  # fmt: skip
             if getattr(self, field) not in names:

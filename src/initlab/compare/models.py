@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
@@ -19,7 +18,6 @@ from initlab.init.activations import activation_module
 
 __all__ = ["MAX_PARAMETERS", "MODEL_KINDS", "NORMS", "ModelSpec", "build", "parameter_count"]
 
-Norm = Literal["none", "batch", "layer"]
 NORMS: tuple[str, ...] = ("none", "batch", "layer")
 MODEL_KINDS: tuple[str, ...] = ("mlp", "cnn", "rnn", "transformer")
 RNN_CELLS: tuple[str, ...] = ("rnn", "lstm", "gru")

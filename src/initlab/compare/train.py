@@ -169,8 +169,9 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     in_shape = tuple(train_x.shape[1:])
     model = build(spec, in_shape, data.classes).to(config.device)
     probe = (train_x[:256].to(config.device), data.train_y[:256].to(config.device))
-    init_report = initialize(model, config.scheme, generator=generator, gain=config.gain, data=probe,  # lsuv's batch
-               residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
+    init_report = initialize(model, config.scheme, generator=generator, gain_from=config.gain_from,
+                             data=probe,  # lsuv's batch
+                             residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
     params: Any = model.parameters()
     if config.parametrization == "mup":  # µP relative to base_width: init rescaled, a learning rate per group
         base, delta = (build(dataclasses.replace(spec, width=w), in_shape, data.classes)

@@ -4,5 +4,5 @@ initializers, the registry of names and configs, and whole-model initialization 
 Importing this package is cheap (no torch): the modules load on their own.
 """
 
-GAIN_POLICIES = ("published", "activation")  # a scheme's own gain, or the following activation's (opt-in)
+GAIN_SOURCES = ("published", "activation")  # initialize(gain_from=): a scheme's own gain, or the next activation's
 RESIDUAL_RULES = ("zero_last", "fixup", "scaled", "deepnorm")  # initialize(residual=...)

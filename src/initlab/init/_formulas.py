@@ -1,6 +1,6 @@
 """Every std and bound formula of initlab, once, as pure functions from fans and parameters to a distribution.
 
-The torch backend (``init.py``), the NumPy backend (``numpy_init.py``) and the theory (``theory/``) all read
+The torch drawer (``_torch_draw.py``), the NumPy drawer (``_numpy_draw.py``) and the theory (``theory/``) all read
 the same :data:`Dist` values: the backends only *draw* from them, the theory only reads their variance. So a
 formula cannot drift between backends.
 """

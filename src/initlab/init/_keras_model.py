@@ -28,7 +28,6 @@ __all__ = ["initialize_keras", "is_keras_model", "keras_activation", "keras_kern
 
 _GATES = {"SimpleRNNCell": ("rnn", 1), "LSTMCell": ("lstm", 4), "GRUCell": ("gru", 3)}
 _NORMS = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
-_CONTAINERS = ("Sequential", "Functional", "Model")
 
 
 def is_keras_model(model: object) -> bool:
@@ -92,20 +91,20 @@ class _Walk:
     def assign(self, variable: Any, value: np.ndarray) -> None:
         variable.assign(value.astype(np.dtype(str(variable.dtype).replace("torch.", ""))))
 
-    def weight(self, layer: Any, variable: Any, fans_: Fans, act: Activation | None, source: str,
+    def weight(self, layer: Any, variable: Any, layer_fans: Fans, act: Activation | None, source: str,
                init: Initializer | None = None, fixed_gain: float | None = None) -> None:  # fmt: skip
         init = init or self.init
         gain, how = weight_gain(init, act, source, self.policy, fixed_gain)
         shape = tuple(int(n) for n in variable.shape)
-        value = init.numpy(shape, self.rng, layout="keras", fans=fans_, gain=gain, dtype=np.float64)
+        value = init.numpy(shape, self.rng, layout="keras", fans=layer_fans, gain=gain, dtype=np.float64)
         self.assign(variable, value)
-        std = target_std(init.dist(fans_, gain), shape[::-1])
-        if how == "published" and act is not None and act.name in HOMOGENEOUS and std and fans_.fan_in:
+        std = target_std(init.dist(layer_fans, gain), shape[::-1])
+        if how == "published" and act is not None and act.name in HOMOGENEOUS and std and layer_fans.fan_in:
             needed = gain_of(act)
-            self.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(fans_.fan_in), needed))
+            self.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(layer_fans.fan_in), needed))
         shown = gain if gain is not None else init.scheme.default_gain
-        self.rows.append(LayerInit(variable.path, type(layer).__name__, shape, fans_.fan_in, fans_.fan_out, init.name,
-                                   std, shown if init.scheme.gain_param else None,
+        self.rows.append(LayerInit(variable.path, type(layer).__name__, shape, layer_fans.fan_in,
+                                   layer_fans.fan_out, init.name, std, shown if init.scheme.gain_param else None,
                                    act.name if act else "linear", how))  # fmt: skip
 
     def constant(self, layer: Any, variable: Any, value: float, label: str) -> None:
@@ -113,14 +112,14 @@ class _Walk:
         self.rows.append(LayerInit(variable.path, type(layer).__name__, tuple(int(n) for n in variable.shape), None,
                                    None, label, 0.0, None, "-", "bias" if label != "ones" else "norm"))  # fmt: skip
 
-    def bias_of(self, layer: Any, variable: Any | None, fans_: Fans) -> None:
+    def bias_of(self, layer: Any, variable: Any | None, layer_fans: Fans) -> None:
         if variable is None:
             return
         if isinstance(self.bias, Initializer):
-            value = self.bias.numpy(tuple(variable.shape), self.rng, fans=fans_, dtype=np.float64)
+            value = self.bias.numpy(tuple(variable.shape), self.rng, fans=layer_fans, dtype=np.float64)
             self.assign(variable, value)
             self.rows.append(LayerInit(variable.path, type(layer).__name__, tuple(variable.shape), None, None,
-                                       self.bias.name, target_std(self.bias.dist(fans_), tuple(variable.shape)),
+                                       self.bias.name, target_std(self.bias.dist(layer_fans), tuple(variable.shape)),
                                        None, "-", "bias"))  # fmt: skip
         else:
             self.constant(layer, variable, float(self.bias or 0.0), "constant" if self.bias else "zeros")
@@ -185,11 +184,12 @@ def _one(walk: _Walk, layer: Any, after: Any | None) -> None:
     for i, (variable, layer_kind) in enumerate(kernels):
         depthwise = layer_kind == "depthwise" or kind.startswith("DepthwiseConv")
         transpose = "Transpose" in kind
-        fans_ = fans(tuple(variable.shape), layer="depthwise" if depthwise else "conv_transpose" if transpose else None,
-                     layout="keras", groups=int(getattr(layer, "groups", 1) or 1))  # fmt: skip
+        layer_fans = fans(tuple(variable.shape),
+                          layer="depthwise" if depthwise else "conv_transpose" if transpose else None,
+                          layout="keras", groups=int(getattr(layer, "groups", 1) or 1))  # fmt: skip
         last = i == len(kernels) - 1
-        walk.weight(layer, variable, fans_, act if last else None, source if last else "depthwise then pointwise")
-    walk.bias_of(layer, getattr(layer, "bias", None), fans_)
+        walk.weight(layer, variable, layer_fans, act if last else None, source if last else "depthwise then pointwise")
+    walk.bias_of(layer, getattr(layer, "bias", None), layer_fans)
 
 
 def _recurrent(walk: _Walk, layer: Any, cell: Any) -> None:

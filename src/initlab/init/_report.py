@@ -87,7 +87,7 @@ def notes_on_gains(mismatches: dict[tuple[str, str], list[tuple[float, float]]])
         needed = pairs[0][1]
         if abs(have / needed - 1) <= 0.1:
             continue
-        opt_in = (f"initialize(model, {scheme!r}, gain='activation') scales by {act}'s gain"
+        opt_in = (f"initialize(model, {scheme!r}, gain_from='activation') scales by {act}'s gain"
                   if get(scheme).scheme.gain_param else f"{scheme} has no gain; he_normal matches {act}")  # fmt: skip
         notes.append(f"{scheme} keeps its published gain: its {len(pairs)} layers before {act} have a forward "
                      f"gain of {have:.3g} where {act} needs {needed:.3g}, so the signal's variance is multiplied "

@@ -7,7 +7,7 @@
   reproduces torch's ``U(±1/√fan_in)``) unless ``bias=`` says otherwise.
 * Names keep their published meaning: Glorot/Xavier and LeCun have no activation gain, He/Kaiming is
   √(2/fan_in) whatever follows (the paper, Keras, torch's default), torch's and Keras' names draw what their
-  functions draw. ``gain="activation"`` is initlab's explicit opt-in: each layer's gain becomes that of the
+  functions draw. ``gain_from="activation"`` is initlab's explicit opt-in: each layer's gain becomes that of the
   activation that *follows* it (found by torch.fx tracing, else by module order, else from ``activation=``).
   The ``source`` column says where each gain came from; a note says where a published gain is poorly matched
   to a ReLU-like activation (there the variance factor per layer is exact) and names the opt-in. The
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from initlab._errors import fail, unknown_name
-from initlab.init import GAIN_POLICIES, RESIDUAL_RULES
+from initlab.init import GAIN_SOURCES, RESIDUAL_RULES
 from initlab.init import _formulas as f
 from initlab.init._keras_model import initialize_keras, is_keras_model
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
@@ -46,7 +46,7 @@ from initlab.init.gains import gain as gain_of
 from initlab.init.lsuv import LsuvReport, calibrate, prior_bias
 from initlab.init.registry import Initializer, get
 
-__all__ = ["GAIN_POLICIES", "InitReport", "LayerInit", "initialize", "lsuv"]
+__all__ = ["GAIN_SOURCES", "InitReport", "LayerInit", "initialize", "lsuv"]
 
 ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
 
@@ -58,7 +58,7 @@ class _Context:
     recurrent: Initializer
     generator: torch.Generator | None
     found: dict[str, Found]
-    gain_policy: str = "published"
+    gain_from: str = "published"
     rows: list[LayerInit] = dataclasses.field(default_factory=list)
     owner: dict[int, int] = dataclasses.field(default_factory=dict)  # id(parameter) -> its row
     # (scheme, activation) -> [(the layer's forward gain std·√fan_in, the activation's gain)], for the notes
@@ -74,7 +74,7 @@ def initialize(
     residual: str | None = None,
     activation: ActivationSpec | Mapping[str, ActivationSpec] | None = None,
     recurrent: str | Initializer = "orthogonal",
-    gain: str = "published",
+    gain_from: str = "published",
     data: Any = None,
     output_bias: str | None = None,
 ) -> InitReport:
@@ -98,7 +98,7 @@ def initialize(
         output_bias: ``"prior"`` sets the last Linear layer's bias to the log class frequencies (integer targets)
             or the target mean (float targets) of ``data``, so the first loss is close to predicting the prior;
             the notes give the first loss before and after.
-        gain: ``"published"`` (default) keeps each scheme's own gain, so a name means what it means in the paper,
+        gain_from: ``"published"`` (default) keeps each scheme's own gain, so a name means what it means in the paper,
             torch or Keras; ``"activation"`` scales each layer by the gain of the activation that follows it
             (``initlab.gain``: √2 for ReLU, 5/3 for tanh, 1/√E[φ(z)²] otherwise) for schemes with a gain.
 
@@ -112,22 +112,22 @@ def initialize(
     >>> report = initialize(net, "he_normal", generator=torch.Generator().manual_seed(0))
     >>> [(r.name, r.activation, round(r.gain, 3), r.source) for r in report if r.name.endswith("weight")]
     [('0.weight', 'tanh', 1.414, 'published'), ('2.weight', 'linear', 1.414, 'published')]
-    >>> report = initialize(net, "he_normal", gain="activation")
+    >>> report = initialize(net, "he_normal", gain_from="activation")
     >>> [(r.activation, round(r.gain, 3), r.source) for r in report if r.name.endswith("weight")]
     [('tanh', 1.667, 'activation (fx)'), ('linear', 1.0, 'activation (none)')]
     """
     init = get(scheme)
-    _check_options(init, residual, gain, output_bias, data)
+    _check_options(init, residual, gain_from, output_bias, data)
     if is_keras_model(model):
         if init.scheme.needs_data or output_bias or residual is not None or activation is not None:
             raise fail("lsuv, output_bias, residual= and activation= are for torch models",
                        received=(init.name, output_bias, residual, activation),
                        fix="A Keras layer's activation is read from the layer; leave the others out.")  # fmt: skip
-        return initialize_keras(model, init, _bias_rule(bias), get(recurrent), generator, gain)
+        return initialize_keras(model, init, _bias_rule(bias), get(recurrent), generator, gain_from)
     _check_model(model)
     if init.scheme.needs_data:
         options = {"bias": bias, "generator": generator, "residual": residual, "activation": activation,
-                   "recurrent": recurrent, "gain": gain}  # fmt: skip
+                   "recurrent": recurrent, "gain_from": gain_from}  # fmt: skip
         return _lsuv(model, init, data, output_bias, options)
     graph = trace(model)
     ctx = _Context(
@@ -136,7 +136,7 @@ def initialize(
         get(recurrent),
         generator,
         _with_overrides(model, find_activations(model, graph), activation),
-        gain,
+        gain_from,
     )
     for name, module in model.named_modules():
         rule = _rule_for(module)
@@ -153,11 +153,12 @@ def initialize(
     return report
 
 
-def _check_options(init: Initializer, residual: str | None, gain: str, output_bias: str | None, data: Any) -> None:
+def _check_options(init: Initializer, residual: str | None, gain_from: str, output_bias: str | None,
+                   data: Any) -> None:  # fmt: skip
     if residual is not None and residual not in RESIDUAL_RULES:
         raise unknown_name("residual rule", residual, RESIDUAL_RULES)
-    if gain not in GAIN_POLICIES:
-        raise unknown_name("gain", gain, GAIN_POLICIES)
+    if gain_from not in GAIN_SOURCES:
+        raise unknown_name("gain_from", gain_from, GAIN_SOURCES)
     if output_bias not in (None, "prior"):
         raise unknown_name("output_bias", output_bias, ("prior",))
     if (init.scheme.needs_data or output_bias) and data is None:
@@ -325,29 +326,29 @@ def _init_weight(
     module: nn.Module,
     pname: str,
     ctx: _Context,
-    fans_: Fans,
+    layer_fans: Fans,
     found: Found,
     init: Initializer | None = None,
     gain: float | None = None,
 ) -> None:
     init = _weight_scheme(init or ctx.init, getattr(module, pname).ndim)
     act: Activation | None = found.activation
-    gain, source = weight_gain(init, act, found.source, ctx.gain_policy, gain)
-    dist = init.dist(fans_, gain)
-    _fill(module, pname, lambda t: init(t, gain=gain, fans=fans_, generator=ctx.generator))
+    gain, source = weight_gain(init, act, found.source, ctx.gain_from, gain)
+    dist = init.dist(layer_fans, gain)
+    _fill(module, pname, lambda t: init(t, gain=gain, fans=layer_fans, generator=ctx.generator))
     shape = tuple(getattr(module, pname).shape)
     std = target_std(dist, shape)
-    if source == "published" and act is not None and act.name in HOMOGENEOUS and std and fans_.fan_in:
+    if source == "published" and act is not None and act.name in HOMOGENEOUS and std and layer_fans.fan_in:
         needed = gain_of(act)
-        ctx.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(fans_.fan_in), needed))
+        ctx.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(layer_fans.fan_in), needed))
     reported = gain if gain is not None else init.scheme.default_gain
     ctx.rows.append(
         LayerInit(
             _join(name, pname),
             type(module).__name__,
             shape,
-            fans_.fan_in,
-            fans_.fan_out,
+            layer_fans.fan_in,
+            layer_fans.fan_out,
             init.name,
             std,
             reported if init.scheme.gain_param else None,
@@ -362,7 +363,7 @@ def _init_bias(
     module: nn.Module,
     pname: str,
     ctx: _Context,
-    fans_: Fans,
+    layer_fans: Fans,
     found: Found,
     value: float | None = None,
 ) -> None:
@@ -371,10 +372,10 @@ def _init_bias(
         return
     rule = ctx.bias if value is None else value
     if rule is None and ctx.init.scheme.bias_rule is not None:
-        dist = ctx.init.scheme.bias_rule(found.activation, fans_, ctx.init.params)
+        dist = ctx.init.scheme.bias_rule(found.activation, layer_fans, ctx.init.params)
         label = f"{ctx.init.name} bias"
     elif isinstance(rule, Initializer):
-        dist, label = rule.dist(fans_), rule.name
+        dist, label = rule.dist(layer_fans), rule.name
     else:
         dist, label = f.Constant(rule or 0.0), "constant" if rule else "zeros"
     draw_(tensor, dist, ctx.generator)
@@ -397,21 +398,21 @@ def _join(prefix: str, pname: str) -> str:
 
 def _dense(name: str, module: Any, ctx: _Context) -> None:
     found = ctx.found.get(name, Found(None, "none"))
-    fans_ = fans(module.weight, layer=module)
-    _init_weight(name, module, "weight", ctx, fans_, found)
-    _init_bias(name, module, "bias", ctx, fans_, found)
+    layer_fans = fans(module.weight, layer=module)
+    _init_weight(name, module, "weight", ctx, layer_fans, found)
+    _init_bias(name, module, "bias", ctx, layer_fans, found)
 
 
 def _embedding(name: str, module: Any, ctx: _Context) -> None:
-    fans_ = fans(module.weight, layer=module)
+    layer_fans = fans(module.weight, layer=module)
     rule = ctx.init.scheme.embedding_rule
     if rule is None:
-        _init_weight(name, module, "weight", ctx, fans_, Found(None, "lookup"), gain=1.0)
+        _init_weight(name, module, "weight", ctx, layer_fans, Found(None, "lookup"), gain=1.0)
     else:  # a scheme with its own rule for lookup tables (small_embedding)
-        dist = rule(fans_, ctx.init.params)
+        dist = rule(layer_fans, ctx.init.params)
         draw_(module.weight, dist, ctx.generator)
         ctx.rows.append(LayerInit(_join(name, "weight"), type(module).__name__, tuple(module.weight.shape),
-                                  fans_.fan_in, fans_.fan_out, f"{ctx.init.name} (embedding)",
+                                  layer_fans.fan_in, layer_fans.fan_out, f"{ctx.init.name} (embedding)",
                                   target_std(dist, tuple(module.weight.shape)), None, "linear", "lookup"))  # fmt: skip
     if getattr(module, "padding_idx", None) is not None:
         with torch.no_grad():

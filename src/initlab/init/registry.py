@@ -44,7 +44,7 @@ class Scheme:
     formula: str
     paper: str
     fan_based: bool = False
-    gain_param: str | None = None  # the parameter initialize(..., gain="activation") sets from the activation
+    gain_param: str | None = None  # the parameter initialize(..., gain_from="activation") sets from the activation
     default_gain: float | None = None  # the published gain, used when gain_param is left at None
     aliases: tuple[str, ...] = ()
     # Model-level rules: the gain for the activation after a layer (default: initlab.gain) and the
@@ -68,9 +68,9 @@ def _camel(name: str) -> str:
 
 
 def _vs(distribution: str, mode: str) -> Plan:
-    def plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
-        assert fans_ is not None
-        return f.variance_scaling(fans_, f.kaiming_scale(p["gain"]), p.get("mode", mode), distribution)
+    def plan(layer_fans: Fans | None, p: Mapping[str, Any]) -> f.Dist:
+        assert layer_fans is not None
+        return f.variance_scaling(layer_fans, f.kaiming_scale(p["gain"]), p.get("mode", mode), distribution)
 
     return plan
 
@@ -81,8 +81,8 @@ def new_scheme(name: str, plan: Plan, defaults: Mapping[str, Any], formula: str,
     if default is not None:
         inner = plan
 
-        def plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
-            return inner(fans_, {**p, "gain": default if p.get("gain") is None else p["gain"]})
+        def plan(layer_fans: Fans | None, p: Mapping[str, Any]) -> f.Dist:
+            return inner(layer_fans, {**p, "gain": default if p.get("gain") is None else p["gain"]})
 
     return Scheme(name, plan, dict(defaults), formula, paper, **kw)
 
@@ -232,7 +232,7 @@ _SCHEMES: list[Scheme] = [
         "U(±1/√fan_in)",
         "torch's nn.Linear/Conv default, kaiming_uniform_(a=√5) (pytorch#15314)",
         fan_based=True,
-        bias_rule=lambda act, fans_, p: f.torch_default(fans_),
+        bias_rule=lambda act, layer_fans, p: f.torch_default(layer_fans),
     ),
     new_scheme(
         "orthogonal",
@@ -328,8 +328,8 @@ def _provided(name: str, module: str, defaults: Mapping[str, Any], formula: str,
     So the name works whatever the user imported first (issue 30: it was "unknown initializer" unless
     ``initlab.theory`` had been imported), and the registry still imports nothing above its floor."""
 
-    def plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
-        return lookup(name).plan(fans_, p)
+    def plan(layer_fans: Fans | None, p: Mapping[str, Any]) -> f.Dist:
+        return lookup(name).plan(layer_fans, p)
 
     return new_scheme(name, plan, defaults, formula, paper, provider=module, **kw)
 
@@ -420,12 +420,12 @@ class Initializer:
     def name(self) -> str:
         return self.scheme.name
 
-    def dist(self, fans_: Fans | None, gain: float | None = None) -> f.Dist:
+    def dist(self, layer_fans: Fans | None, gain: float | None = None) -> f.Dist:
         """The distribution this initializer draws from for a weight with these fans."""
         params = dict(self.params)
         if gain is not None and self.scheme.gain_param is not None:
             params[self.scheme.gain_param] = gain
-        return self.scheme.plan(fans_, params)
+        return self.scheme.plan(layer_fans, params)
 
     def __call__(
         self,
@@ -449,8 +449,8 @@ class Initializer:
             return self._keras_tensor(tensor, dtype)
         if tensor.numel() == 0:
             return tensor
-        fans_ = (fans or _fans_of(tensor.shape)) if self.scheme.fan_based else fans
-        return draw_(tensor, self.dist(fans_, gain), generator or self._torch_generator())
+        layer_fans = (fans or _fans_of(tensor.shape)) if self.scheme.fan_based else fans
+        return draw_(tensor, self.dist(layer_fans, gain), generator or self._torch_generator())
 
     def _keras_tensor(self, shape: Any, dtype: Any) -> Any:
         import keras  # only when Keras calls: initlab does not need Keras otherwise
@@ -621,7 +621,7 @@ class FunctionInitializer(Initializer):
     def __init__(self, fn: Callable[..., Any]) -> None:
         name = getattr(fn, "__name__", type(fn).__name__)
 
-        def plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
+        def plan(layer_fans: Fans | None, p: Mapping[str, Any]) -> f.Dist:
             raise fail(
                 f"the callable initializer {name!r} has no closed-form distribution",
                 fix="Use a named scheme for theory and NumPy arrays.",

@@ -88,7 +88,7 @@ def variance_scaling_(
 
 
 def glorot_uniform_(
-    tensor: Tensor, gain: float = 1.0, *, fans: Fans | None = None, generator: Generator = None
+    tensor: Tensor, gain: float = 1.0, generator: Generator = None, *, fans: Fans | None = None
 ) -> Tensor:
     """Glorot/Xavier uniform: ``U(±gain·√(6/(fan_in+fan_out)))``, variance ``gain²·2/(fan_in+fan_out)``.
 
@@ -102,7 +102,7 @@ def glorot_uniform_(
 
 
 def glorot_normal_(
-    tensor: Tensor, gain: float = 1.0, *, fans: Fans | None = None, generator: Generator = None
+    tensor: Tensor, gain: float = 1.0, generator: Generator = None, *, fans: Fans | None = None
 ) -> Tensor:
     """Glorot/Xavier normal, *truncated* as in Keras: std ``gain·√(2/(fan_in+fan_out))`` exactly.
 
@@ -117,7 +117,7 @@ def glorot_normal_(
 
 
 def xavier_normal_(
-    tensor: Tensor, gain: float = 1.0, *, fans: Fans | None = None, generator: Generator = None
+    tensor: Tensor, gain: float = 1.0, generator: Generator = None, *, fans: Fans | None = None
 ) -> Tensor:
     """Glorot/Xavier normal, untruncated as in torch: ``N(0, gain²·2/(fan_in+fan_out))``.
 
@@ -141,10 +141,10 @@ def he_uniform_(
     a: float = 0.0,
     mode: FanMode = "fan_in",
     nonlinearity: str = "leaky_relu",
+    generator: Generator = None,
     *,
     gain: float | None = None,
     fans: Fans | None = None,
-    generator: Generator = None,
 ) -> Tensor:
     """He/Kaiming uniform: ``U(±gain·√(3/n))``, variance ``gain²/n``; ReLU's gain √2 gives ``2/fan_in``.
 
@@ -168,10 +168,10 @@ def he_normal_(
     a: float = 0.0,
     mode: FanMode = "fan_in",
     nonlinearity: str = "leaky_relu",
+    generator: Generator = None,
     *,
     gain: float | None = None,
     fans: Fans | None = None,
-    generator: Generator = None,
 ) -> Tensor:
     """He/Kaiming normal, *truncated* as in Keras' ``HeNormal``: std ``gain/√n`` exactly.
 
@@ -190,10 +190,10 @@ def kaiming_normal_(
     a: float = 0.0,
     mode: FanMode = "fan_in",
     nonlinearity: str = "leaky_relu",
+    generator: Generator = None,
     *,
     gain: float | None = None,
     fans: Fans | None = None,
-    generator: Generator = None,
 ) -> Tensor:
     """He/Kaiming normal, untruncated as in torch: ``N(0, gain²/n)``; a drop-in for ``kaiming_normal_``.
 
@@ -206,7 +206,7 @@ def kaiming_normal_(
     return variance_scaling_(tensor, scale, mode, "normal", fans=fans, generator=generator)
 
 
-def lecun_uniform_(tensor: Tensor, *, fans: Fans | None = None, generator: Generator = None) -> Tensor:
+def lecun_uniform_(tensor: Tensor, generator: Generator = None, *, fans: Fans | None = None) -> Tensor:
     """LeCun uniform: ``U(±√(3/fan_in))``, variance ``1/fan_in``.
 
     LeCun et al. (1998), "Efficient BackProp"; the init of self-normalizing SELU nets (Klambauer et al. 2017).
@@ -217,7 +217,7 @@ def lecun_uniform_(tensor: Tensor, *, fans: Fans | None = None, generator: Gener
     return variance_scaling_(tensor, 1.0, "fan_in", "uniform", fans=fans, generator=generator)
 
 
-def lecun_normal_(tensor: Tensor, *, fans: Fans | None = None, generator: Generator = None) -> Tensor:
+def lecun_normal_(tensor: Tensor, generator: Generator = None, *, fans: Fans | None = None) -> Tensor:
     """LeCun normal, truncated as in Keras: std ``1/√fan_in`` exactly. LeCun et al. (1998).
 
     >>> lecun_normal_(torch.empty(2, 3)).shape
@@ -226,7 +226,7 @@ def lecun_normal_(tensor: Tensor, *, fans: Fans | None = None, generator: Genera
     return variance_scaling_(tensor, 1.0, "fan_in", "truncated_normal", fans=fans, generator=generator)
 
 
-def torch_default_(tensor: Tensor, *, fans: Fans | None = None, generator: Generator = None) -> Tensor:
+def torch_default_(tensor: Tensor, generator: Generator = None, *, fans: Fans | None = None) -> Tensor:
     """torch's own Linear/Conv default: ``kaiming_uniform_(a=√5)`` = ``U(±1/√fan_in)``.
 
     Its variance ``1/(3·fan_in)`` is Glorot's "standard" init, not He's (pytorch#15314, #57109): in a deep
@@ -246,9 +246,9 @@ def truncated_normal_(
     std: float = 1.0,
     a: float = -2.0,
     b: float = 2.0,
+    generator: Generator = None,
     *,
     bounds: str = "std",
-    generator: Generator = None,
 ) -> Tensor:
     """Truncated normal whose values have standard deviation exactly ``std`` and never leave the bounds.
 
@@ -266,7 +266,7 @@ def truncated_normal_(
     return draw_(tensor, f.truncated(mean, std, a, b, bounds), generator)
 
 
-def orthogonal_(tensor: Tensor, gain: float = 1.0, *, generator: Generator = None) -> Tensor:
+def orthogonal_(tensor: Tensor, gain: float = 1.0, generator: Generator = None) -> Tensor:
     """(Semi-)orthogonal matrix times ``gain``, Haar-distributed (QR with sign fix), any dtype.
 
     Saxe et al. (2014), "Exact solutions to the nonlinear dynamics of learning in deep linear networks".
@@ -281,7 +281,7 @@ def orthogonal_(tensor: Tensor, gain: float = 1.0, *, generator: Generator = Non
     return draw_(tensor, f.Orthogonal(gain), generator)
 
 
-def delta_orthogonal_(tensor: Tensor, gain: float = 1.0, *, generator: Generator = None) -> Tensor:
+def delta_orthogonal_(tensor: Tensor, gain: float = 1.0, generator: Generator = None) -> Tensor:
     """Delta-orthogonal conv kernel: zero except an orthogonal ``(out, in)`` matrix at the center tap.
 
     Xiao et al. (2018), "Dynamical Isometry and a Mean Field Theory of CNNs": with ``out ≥ in`` the conv is an
@@ -321,7 +321,7 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     return draw_(tensor, f.Dirac(groups))
 
 
-def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, *, generator: Generator = None) -> Tensor:
+def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: Generator = None) -> Tensor:
     """``N(0, std²)`` with a fraction ``sparsity`` of each column set to zero (2-D).
 
     Martens (2010), "Deep learning via Hessian-free optimization". Unlike ``torch.nn.init.sparse_``, the
@@ -365,7 +365,7 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
     return draw_(tensor, f.Constant(float(val)))
 
 
-def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, *, generator: Generator = None) -> Tensor:
+def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: Generator = None) -> Tensor:
     """Fill from ``N(mean, std²)``.
 
     >>> normal_(torch.empty(3), std=0.01).shape
@@ -374,7 +374,7 @@ def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, *, generator: G
     return draw_(tensor, f.Normal(float(mean), f.check_scale("std", std, allow_zero=True)), generator)
 
 
-def small_random_(tensor: Tensor, std: float = 0.01, *, generator: Generator = None) -> Tensor:
+def small_random_(tensor: Tensor, std: float = 0.01, generator: Generator = None) -> Tensor:
     """The classic "small random numbers" ``N(0, 0.01²)``: vanishes in deep nets (Glorot & Bengio 2010).
 
     >>> small_random_(torch.empty(3)).shape
@@ -383,7 +383,7 @@ def small_random_(tensor: Tensor, std: float = 0.01, *, generator: Generator = N
     return normal_(tensor, 0.0, std, generator=generator)
 
 
-def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, *, generator: Generator = None) -> Tensor:
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: Generator = None) -> Tensor:
     """Fill from ``U(a, b)``.
 
     >>> bool(uniform_(torch.empty(100), -1, 1).abs().max() <= 1)

@@ -9,7 +9,7 @@ right about its own initializers, so there is nothing to change there; what this
 - :class:`DeltaOrthogonal` (Xiao et al. 2018) for channels-last conv kernels ``(k..., in, out)``;
 - :class:`Critical`: the edge-of-chaos weight variance for the activation that follows (mean-field theory);
 - :class:`ActivationGain`: a Glorot/He/LeCun/VarianceScaling initializer rescaled by the gain of the activation
-  that follows (initlab's ``gain="activation"`` opt-in);
+  that follows (initlab's ``gain_from="activation"`` opt-in);
 - :func:`get`, :func:`serialize`, :func:`deserialize` that know all of them, and :func:`from_initlab` for an
   ``initlab.get(...)`` initializer.
 

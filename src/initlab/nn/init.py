@@ -117,8 +117,8 @@ def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
     if tensor.dim() < 2:
         raise fail("fan in and fan out need a tensor of rank 2 or more", received=tuple(tensor.shape),
                    fix="Fans exist for weight matrices and conv kernels, not for biases.")  # fmt: skip
-    taps = math.prod(tensor.shape[2:])
-    return tensor.size(1) * taps, tensor.size(0) * taps
+    found = _fans.fans(tensor)  # for a tensor alone (no groups known), initlab's fans are torch's
+    return found.fan_in, found.fan_out
 
 
 def _calculate_correct_fan(tensor: Tensor, mode: str, *, layer: nn.Module | None = None) -> int:

@@ -180,14 +180,14 @@ def _critical_gain(act: Activation | None, p: Mapping[str, Any]) -> float:
     return math.sqrt(critical_weight_var(act, _critical_bias_var(act, p)))
 
 
-def _critical_plan(fans_: Fans | None, p: Mapping[str, Any]) -> f.Dist:
-    assert fans_ is not None
+def _critical_plan(layer_fans: Fans | None, p: Mapping[str, Any]) -> f.Dist:
+    assert layer_fans is not None
     act = activation(p["activation"]) if p.get("activation") else activation("tanh")
     g = p["gain"] if p.get("gain") is not None else _critical_gain(act, p)
-    return f.variance_scaling(fans_, f.kaiming_scale(g), "fan_in", "normal")
+    return f.variance_scaling(layer_fans, f.kaiming_scale(g), "fan_in", "normal")
 
 
-def _critical_bias(act: Activation | None, fans_: Fans, p: Mapping[str, Any]) -> f.Dist:
+def _critical_bias(act: Activation | None, layer_fans: Fans, p: Mapping[str, Any]) -> f.Dist:
     variance = _critical_bias_var(act, p)
     return f.Normal(0.0, math.sqrt(variance)) if variance > 0 else f.Constant(0.0)
 
