@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo docs test lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml setup.py src/initlab/monitor/_fused.c | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/initlab demo --out initlab-demo
 
+# Every README picture, from one full demo run (docs/pictures.py stamps each with what made it).
+docs: $(STAMP)
+	$(BIN)/python docs/pictures.py
+
 # Debian's Chromium, for the test that opens the report in a real headless browser.
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
@@ -29,8 +33,8 @@ $(CHROMIUM):
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench setup.py
-	$(BIN)/ruff format --check src tests bench setup.py
+	$(BIN)/ruff check src tests bench docs setup.py
+	$(BIN)/ruff format --check src tests bench docs setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src

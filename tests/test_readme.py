@@ -295,3 +295,20 @@ def test_layout_block_names_every_module_and_no_other() -> None:
         assert shown in ("src/", "initlab/") or any(p.name == shown.rstrip("/") for p in package.rglob("*")), (
             f"Layout names {shown}"
         )
+
+
+def test_every_picture_was_made_by_todays_demo_and_schemes() -> None:
+    # issue 35: docs/report-*.png showed Glorot at a predicted depth of 73 for tanh, from before names kept their
+    # published meaning. Each picture carries the fingerprint of the demo configuration and scheme semantics that
+    # made it (docs/pictures.py): it must be the code's.
+    from initlab.compare.report.pictures import COMMAND_KEY, FINGERPRINT_KEY, PICTURES, fingerprint, stamp_of
+
+    shown = re.findall(r"!\[[^\]]*\]\(docs/([\w.-]+\.png)\)", README.read_text(encoding="utf-8"))
+    assert sorted(shown) == sorted(PICTURES)  # every picture the README shows is one docs/pictures.py draws
+    today = fingerprint()
+    for name in shown:
+        stamp = stamp_of(ROOT / "docs" / name)
+        assert stamp.get(COMMAND_KEY) == PICTURES[name], name
+        assert stamp.get(FINGERPRINT_KEY) == today, (
+            f"docs/{name} was made by another demo configuration or scheme semantics: run `make docs`"
+        )

@@ -65,15 +65,9 @@ def _json_float(v: object) -> object:
 
 
 def _plot(name: str, weight_var: float, bias_var: float, depth: int, path: Path) -> None:
-    import numpy as np
+    from initlab.compare.report.plots import phase_plot, save
 
-    from initlab.compare.report.plots import phase_diagram_figure, save
-    from initlab.theory.diagram import phase_diagram
-
-    wv_max = max(4.0, weight_var * 1.5)
-    bv_max = max(0.5, bias_var * 1.5)
-    diagram = phase_diagram(name, np.linspace(0.05, wv_max, 200), np.linspace(0.0, bv_max, 200))
-    save(phase_diagram_figure(diagram, (weight_var, bias_var), depth), path)
+    save(phase_plot(name, weight_var, bias_var, depth), path)
     stderr.print(f"phase diagram written to {path}")
 
 

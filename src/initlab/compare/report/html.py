@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 import numpy as np
+from matplotlib.figure import Figure
 
 from initlab.compare.report import plots
 from initlab.compare.report.recommend import recommend
@@ -95,6 +96,12 @@ class _Run:
         return self.config["scheme"] + (f" + {extra}" if extra != "none" else "") + f" (lr {self.config['lr']})"
 
 
+def read_runs(store: Store) -> list[_Run]:
+    """Every finished run of the store with its metrics, findings and measures."""
+    return [_Run(r["id"], r["config"], r, store.metrics(r["id"]), store.findings(r["id"]), store.measures(r["id"]))
+            for r in store.runs("done")]  # fmt: skip
+
+
 def _b64(fig: Any) -> str:
     return base64.b64encode(plots.png_bytes(fig)).decode()
 
@@ -103,8 +110,7 @@ def build_report(store_path: str | Path, out: str | Path, *, detail_runs: int = 
     """Write the HTML report of every run in the store to ``out``; returns its path."""
     store_path, out = Path(store_path), Path(out)
     with Store(store_path) as store:
-        runs = [_Run(r["id"], r["config"], r, store.metrics(r["id"]), store.findings(r["id"]), store.measures(r["id"]))
-                for r in store.runs("done")]  # fmt: skip
+        runs = read_runs(store)
         failed = store.runs("failed")
         comparisons = store.comparisons()
         details = [_details(store, run) for run in _chosen(runs, detail_runs)]
@@ -176,19 +182,24 @@ def _curves(runs: list[_Run], label: Any) -> list[plots.Curve]:
 
 
 def _claim(comparison: dict[str, Any], by_id: dict[str, _Run]) -> dict[str, Any]:
+    figure = claim_figure(comparison, by_id)
+    return {**comparison, "image": _b64(figure) if figure is not None else ""}
+
+
+def claim_figure(comparison: dict[str, Any], by_id: dict[str, _Run]) -> Figure | None:
+    """The figure of one claim as the report shows it (None where none of its runs is in the store)."""
     evidence = comparison["evidence"]
     if comparison["claim"] == "depth" and "bits_per_char" in evidence:
         bits = {role: [float(b) for b in seeds] for role, seeds in evidence["bits_per_char"].items()}
-        figure = plots.bits_figure(bits, evidence["unigram_bits"], comparison["title"])
-        return {**comparison, "image": _b64(figure)}
+        return plots.bits_figure(bits, evidence["unigram_bits"], comparison["title"])
     if comparison["claim"] == "width" and "median_loss" in evidence:
-        figure = plots.lr_transfer_figure(evidence["powers"], evidence["median_loss"], comparison["title"])
-        return {**comparison, "image": _b64(figure)}
+        return plots.lr_transfer_figure(evidence["powers"], evidence["median_loss"], comparison["title"])
     runs = [by_id[i] for i in comparison["run_ids"] if i in by_id]
-    image = _b64(plots.curves_figure(_curves(runs, lambda r: r.line.rsplit(" (", 1)[0] + f" · {r.config['depth']}L "
-                                                               f"{r.config['activation']}"), comparison["title"],
-                                     chance=0.1)) if runs else ""  # fmt: skip
-    return {**comparison, "image": image}
+    if not runs:
+        return None
+    return plots.curves_figure(_curves(runs, lambda r: r.line.rsplit(" (", 1)[0] + f" · {r.config['depth']}L "
+                                                        f"{r.config['activation']}"), comparison["title"],
+                               chance=0.1)  # fmt: skip
 
 
 MAX_CURVES = 12  # distinct lines in one curves figure: more is a sweep no legend can tell apart
@@ -208,6 +219,12 @@ def _curve_groups(runs: list[_Run]) -> list[dict[str, str]]:
 
 
 def _trainability(runs: list[_Run]) -> list[dict[str, str]]:
+    return [{"activation": act, "image": _b64(figure), "costs": _init_costs(mine)}
+            for act, figure, mine in trainability_figures(runs)]  # fmt: skip
+
+
+def trainability_figures(runs: list[_Run]) -> list[tuple[str, Figure, list[_Run]]]:
+    """Per activation with plain runs at two depths or more: the grid of scores beside the predicted depth."""
     plain = [r for r in runs if remedy(r.config) == "none"]
     out = []
     for act in sorted({r.config["activation"] for r in plain}):
@@ -225,8 +242,7 @@ def _trainability(runs: list[_Run]) -> list[dict[str, str]]:
         from initlab.theory.schemes import trainable_depth  # loads torch: only for a store with such runs
 
         predicted = {s: trainable_depth(s, act, width) for s in schemes}
-        image = _b64(plots.trainability_figure(act, depths, schemes, grid, predicted))
-        out.append({"activation": act, "image": image, "costs": _init_costs(mine)})
+        out.append((act, plots.trainability_figure(act, depths, schemes, grid, predicted), mine))
     return out
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "histograms_figure",
     "lr_transfer_figure",
     "phase_diagram_figure",
+    "phase_plot",
     "png_bytes",
     "save",
     "trainability_figure",
@@ -61,6 +62,15 @@ def phase_diagram_figure(d: PhaseDiagram, point: tuple[float, float] | None = No
     ax.set_title(f"{d.activation}: order-to-chaos phase diagram (black: edge of chaos, χ1 = 1)")
     fig.tight_layout()
     return fig
+
+
+def phase_plot(activation: str, weight_var: float, bias_var: float, depth: int) -> Figure:
+    """The phase diagram ``initlab predict --plot`` draws: a 200×200 grid around the point, the point marked."""
+    from initlab.theory.diagram import phase_diagram
+
+    wv_max, bv_max = max(4.0, weight_var * 1.5), max(0.5, bias_var * 1.5)
+    diagram = phase_diagram(activation, np.linspace(0.05, wv_max, 200), np.linspace(0.0, bv_max, 200))
+    return phase_diagram_figure(diagram, (weight_var, bias_var), depth)
 
 
 _SMALL = 7  # points: 9.7 px at the figures' 100 dpi, shown at most at native size on the 1100 px page
