@@ -1,0 +1,587 @@
+"""One view of a model's structure, from one real forward pass (issue 30).
+
+Every verb needs the same facts about a model: which parameters are weights and how each is used (its fan_in is
+the *contracted* dimension of that use, so GPT-2's ``Conv1D`` (in, out) weight, ``F.linear(x, self.w)``, an einsum
+projection and a tied readout all come out right), which activation follows each weight (a module or a function,
+with its parameters), where the residual additions are (and the last weight of each branch), what is frozen or
+parametrized, which weight is the output. :func:`capture` answers all of it once, by running the model on an
+example input under a ``TorchFunctionMode`` that records every operator a parameter enters, and global module
+hooks that say which module is running.
+
+Why a function mode and not ``torch.export``: export (non-strict) needs a real ``ExportedProgram`` build per
+model (seconds for a toy GPT-2, and it specializes or refuses data-dependent control flow), and it lowers modules
+to ATen, where ``F.gelu`` and a ``Conv1D``'s ``addmm`` are still there but module boundaries (which activation
+module ran) are gone; the function mode costs one ordinary forward pass (on meta tensors where no values are
+needed), sees Python control flow as it ran, keyword inputs, ``ModelOutput``, wrapped and compiled models
+(unwrapped first), and keeps the module stack. torch.fx symbolic tracing fails on every Hugging Face model.
+
+The record is operator-level: a weight used by ``linear``, ``addmm``, ``matmul``, ``conv*``, ``embedding``,
+``einsum``, ``bilinear``, ``multi_head_attention_forward`` (packed projections) or a recurrent kernel
+(``lstm``/``gru``/``rnn_*``: gates) is a weight layer with its fans; a 1-D parameter is a vector (bias, norm
+scale); a parameter the pass never used, or used by an operator without a rule, is *unclassified* and named in
+:attr:`Structure.unclassified` (the verbs warn), never skipped in silence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.overrides import TorchFunctionMode
+
+from initlab.init.activations import (
+    FUNCTIONS,
+    METHODS,
+    Activation,
+    activation,
+    activation_names,
+    is_activation_module,
+)
+
+__all__ = ["Layer", "Residual", "Structure", "Use", "capture", "example_input", "identify", "unwrap"]
+
+_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+_ADDS = {"add", "__add__", "__radd__", "add_", "__iadd__"}
+# operators through which a weight's output keeps flowing towards "its" activation (shape and dtype changes,
+# dropout, scaling, normalization, sums): anything else (a product of two activations, attention, a weight layer)
+# ends the search, and the weight then feeds no activation (linear)
+_PASS = {
+    "view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "squeeze", "unsqueeze",
+    "split", "chunk", "unbind", "__getitem__", "to", "float", "half", "bfloat16", "type", "clone", "dropout",
+    "alpha_dropout", "feature_dropout", "layer_norm", "group_norm", "batch_norm", "instance_norm", "rms_norm",
+    "mul", "__mul__", "__rmul__", "mul_", "div", "__truediv__", "div_", "sub", "__sub__", "expand", "narrow",
+    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pad", "cat", *_ADDS,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Use:
+    """One use of a weight by an operator: what it computes, and the fans of that use."""
+
+    op: str  # linear, addmm, matmul, conv, conv_transpose, embedding, einsum, bilinear, attention, recurrent
+    fan_in: int  # the contracted dimension: inputs summed per output unit
+    fan_out: int  # outputs one input unit feeds
+    blocks: int = 1  # row blocks used as separate layers (gates, packed q/k/v)
+    stride: tuple[int, ...] = ()
+    module: str = ""  # the innermost module that ran the operator
+    order: int = 0  # position among all weight uses of the pass
+
+
+@dataclass
+class Layer:
+    """A weight (a parameter, or a weight computed by a parametrization) and what the pass did with it."""
+
+    name: str  # the first name of the tensor (tied copies in ``aliases``)
+    shape: tuple[int, ...]
+    uses: list[Use] = field(default_factory=list)
+    activation: Activation | None = None
+    activation_source: str = "none"  # "module", "function", "none"
+    aliases: tuple[str, ...] = ()
+    frozen: bool = False
+    parametrized: bool = False
+    role: str = "hidden"  # "embedding", "hidden", "output", "recurrent"
+
+    @property
+    def use(self) -> Use:
+        """The first use (what initialization plans for)."""
+        return self.uses[0]
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A residual addition ``out = skip + branch``: the branch's weight layers in order (the last one is what
+    residual rules scale)."""
+
+    branch: tuple[str, ...]
+    order: int
+
+    @property
+    def last(self) -> str:
+        return self.branch[-1]
+
+
+@dataclass
+class Structure:
+    """What one forward pass showed of a model."""
+
+    layers: dict[str, Layer]  # weight layers by name, in order of first use
+    vectors: dict[str, str]  # 1-D parameters -> what uses them ("bias", "scale", ...)
+    residuals: list[Residual]
+    unclassified: dict[str, str]  # parameter -> why it is not classified
+    frozen: list[str]
+    output: str | None = None  # the readout: the weight layer that produces the model's output (tied: the table)
+    example_device: str = "cpu"
+
+    def branch_ends(self) -> list[str]:
+        """The last weight layer of each residual branch, once each, in order."""
+        return list(dict.fromkeys(r.last for r in self.residuals))
+
+
+@dataclass
+class _Flow:
+    """What is known of a tensor: the weight layers whose output reaches it with no activation yet (``pending``)
+    and every weight use upstream of it (``ancestry``, by order)."""
+
+    pending: frozenset[str]
+    ancestry: frozenset[int]
+
+
+_EMPTY = _Flow(frozenset(), frozenset())
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, names: Mapping[int, str], module_stack: list[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        self.names = names  # id(tensor) -> parameter (or computed weight) name
+        self.stack = module_stack
+        self.layers: dict[str, Layer] = {}
+        self.vectors: dict[str, str] = {}
+        self.unclassified: dict[str, str] = {}
+        self.flows: dict[int, _Flow] = {}
+        self.keep: list[Any] = []  # tensors whose ids are keys of flows stay alive while recording
+        self.residuals: list[Residual] = []
+        self.order = 0
+        self.use_layer: dict[int, str] = {}  # order -> layer name
+        self.opaque = 0  # > 0 inside an activation module: its own ops are not recorded
+        self.modules: list[tuple[str, nn.Module]] = []  # (layer, the activation module its output went through)
+
+    # -- the operator hook -------------------------------------------------------------------------------
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name in ("__get__", "__set__", "size", "dim", "numel", "__len__"):
+            return out
+        inputs = [a for a in _flat(args, kwargs) if isinstance(a, Tensor)]
+        flows = [f for a in inputs if (f := self.flows.get(id(a))) is not None]
+        pending: frozenset[str] = frozenset().union(*(f.pending for f in flows)) if flows else frozenset()
+        ancestry: frozenset[int] = frozenset().union(*(f.ancestry for f in flows)) if flows else frozenset()
+        weights = [(i, a) for i, a in enumerate(inputs) if id(a) in self.names]
+        if weights and not self.opaque:
+            used = self._weights(name, args, kwargs, weights)
+            if used:
+                pending, ancestry = frozenset(n for n, _ in used), ancestry | {order for _, order in used}
+            elif name not in _PASS:
+                pending = frozenset()
+        elif not self.opaque:
+            act = _function_activation(func, name, args, kwargs)
+            if act is not None:
+                self._activate(pending, act, "function")
+                pending = frozenset()
+            elif name in _ADDS and len(inputs) == 2 and inputs[0].ndim >= 2 and inputs[1].ndim >= 2:
+                self._residual([self.flows.get(id(a), _EMPTY) for a in inputs])
+            elif name not in _PASS:
+                pending = frozenset()
+        self._mark(out, pending, ancestry)
+        return out
+
+    def _mark(self, out: Any, pending: frozenset[str], ancestry: frozenset[int]) -> None:
+        for t in _flat((out,), {}):
+            if isinstance(t, Tensor):
+                self.flows[id(t)] = _Flow(pending, ancestry)
+                self.keep.append(t)
+
+    def _activate(self, pending: frozenset[str], act: Activation, source: str) -> None:
+        for layer in pending:
+            if self.layers[layer].activation is None:
+                self.layers[layer].activation, self.layers[layer].activation_source = act, source
+
+    def _residual(self, flows: list[_Flow]) -> None:
+        a, b = flows[0].ancestry, flows[1].ancestry
+        own_a, own_b = a - b, b - a
+        if not own_a and not own_b:
+            return
+        branch = own_a if len(own_a) >= len(own_b) else own_b
+        layers = [self.use_layer[i] for i in sorted(branch)]
+        if all(self.layers[n].use.op == "embedding" for n in layers):
+            return  # token + position embeddings: a sum of lookups, not a residual block
+        self.residuals.append(Residual(tuple(dict.fromkeys(layers)), self.order))
+
+    # -- what a weight's use is ------------------------------------------------------------------------
+    def _weights(self, name: str, args: tuple[Any, ...], kwargs: Any,
+                 weights: list[tuple[int, Tensor]]) -> list[tuple[str, int]]:  # fmt: skip
+        """Record the weight uses of one operator; returns the weight layers whose output it is, with the order
+        of each use."""
+        module = self.stack[-1][0] if self.stack else ""
+        found: list[tuple[str, int]] = []
+        for use, tensor in _uses(name, args, kwargs):
+            pname = self.names.get(id(tensor))
+            if pname is None:
+                continue
+            layer = self.layers.setdefault(pname, Layer(pname, tuple(tensor.shape)))
+            layer.uses.append(Use(**{**use, "module": module, "order": self.order}))
+            self.use_layer[self.order] = pname
+            found.append((pname, self.order))
+            self.order += 1
+        for _, tensor in weights:
+            pname = self.names[id(tensor)]
+            if pname in self.layers:
+                continue
+            if tensor.ndim <= 1:
+                self.vectors.setdefault(pname, name)
+            elif pname not in self.unclassified:
+                self.unclassified[pname] = f"used by {name}, which initlab has no fan rule for"
+        return found
+
+    # -- activation modules: the whole module is the activation ----------------------------------------
+    def enter(self, module: nn.Module) -> bool:
+        if _activation_module(module):
+            self.opaque += 1
+            return True
+        return False
+
+    def leave(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self.opaque -= 1
+        if self.opaque:
+            return
+        flow = next((self.flows[id(a)] for a in args if isinstance(a, Tensor) and id(a) in self.flows), None)
+        if flow is None:
+            return
+        for layer in flow.pending:  # resolved after the pass (identify runs the module on numbers)
+            if self.layers[layer].activation is None:
+                self.modules.append((layer, module))
+        self._mark(output, frozenset(), flow.ancestry)
+
+
+def identify(module: nn.Module) -> Activation:
+    """The activation a parameter-free module computes, by its values: the named activation whose values on
+    [-6, 6] it matches within 1e-6 (Hugging Face's ``NewGELUActivation`` is gelu_tanh, its ``SiLUActivation``
+    silu), else the module itself as a callable activation (its gain then comes from quadrature)."""
+    if is_activation_module(module):
+        return activation(module)
+    z = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            values = module(z)
+    except Exception:  # a module that does not take a plain vector is used as it is
+        return activation(module)
+    best, error = None, 1e-6
+    for name in activation_names():
+        with torch.no_grad():
+            gap = float((activation(name)(z) - values).abs().max())
+        if gap < error:
+            best, error = name, gap
+    return activation(best) if best is not None else activation(module)
+
+
+def _function_activation(func: Any, name: str, args: tuple[Any, ...], kwargs: Any) -> Activation | None:
+    key = FUNCTIONS.get(func) or METHODS.get(name) or (name if name in ("gelu", "silu", "leaky_relu") else None)
+    if key is None:
+        return None
+    if key == "leaky_relu":
+        slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
+        return activation("leaky_relu", float(slope))
+    if key == "gelu" and (kwargs.get("approximate") == "tanh" or (len(args) > 1 and args[1] == "tanh")):
+        return activation("gelu_tanh")
+    return activation(key)
+
+
+def _activation_module(module: nn.Module) -> bool:
+    """A module that is an activation as a whole: a known one, or a parameter-free leaf whose class says so
+    (Hugging Face's ``GELUActivation``, ``NewGELUActivation``, ``SiLUActivation`` ...)."""
+    if is_activation_module(module):
+        return activation(module).name != "linear"
+    if next(module.parameters(recurse=False), None) is not None or next(module.children(), None) is not None:
+        return False
+    return type(module).__name__.endswith("Activation")
+
+
+def _flat(args: Any, kwargs: Any) -> Iterator[Any]:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, list | tuple):
+            yield from _flat(value, {})
+        elif isinstance(value, dict):
+            yield from _flat((), value)
+        elif hasattr(value, "to_tuple") and not isinstance(value, Tensor):  # a Hugging Face ModelOutput
+            yield from _flat(tuple(value.to_tuple()), {})
+        else:
+            yield value
+
+
+def _arg(args: tuple[Any, ...], kwargs: Any, index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+Entry = tuple[Any, str, int, int, dict[str, Any]]  # (operand, op, fan_in, fan_out, extra fields of the Use)
+_MATMULS = ("matmul", "mm", "bmm", "__matmul__", "__rmatmul__")
+
+
+def _matrix(t: Any) -> bool:
+    return isinstance(t, Tensor) and t.ndim >= 2
+
+
+def _linear(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
+    w = _arg(args, kwargs, 1, "weight")
+    return [(w, "linear", w.shape[-1], w.shape[0], {})] if _matrix(w) else []
+
+
+def _addmm(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
+    a, b = _arg(args, kwargs, 1, "mat1"), _arg(args, kwargs, 2, "mat2")  # y = bias + a @ b
+    out: list[Entry] = [(b, "addmm", b.shape[0], b.shape[1], {})] if _matrix(b) else []  # Conv1D: (in, out)
+    return out + ([(a, "addmm", a.shape[1], a.shape[0], {})] if _matrix(a) else [])
+
+
+def _matmul(args: tuple[Any, ...], kwargs: Any, swap: bool = False) -> list[Entry]:
+    a, b = (args[1], args[0]) if swap else (args[0], args[1])
+    out: list[Entry] = [(b, "matmul", b.shape[-2], b.shape[-1], {})] if _matrix(b) else []
+    return out + ([(a, "matmul", a.shape[-1], a.shape[-2], {})] if _matrix(a) else [])
+
+
+def _conv(args: tuple[Any, ...], kwargs: Any, transposed: bool = False) -> list[Entry]:
+    w, groups = _arg(args, kwargs, 1, "weight"), int(_arg(args, kwargs, 6, "groups") or 1)
+    if not _matrix(w):
+        return []
+    taps, stride = math.prod(w.shape[2:]), {"stride": _ints(args, kwargs, 3)}
+    if transposed:  # weight (in, out/groups, k...)
+        return [(w, "conv_transpose", w.shape[0] // groups * taps, w.shape[1] * taps, stride)]
+    return [(w, "conv", w.shape[1] * taps, w.shape[0] // groups * taps, stride)]  # pytorch#23854: out / groups
+
+
+def _embedding(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
+    w = _arg(args, kwargs, 1, "weight")
+    return [(w, "embedding", 1, w.shape[1], {})] if _matrix(w) else []
+
+
+def _bilinear(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
+    w = _arg(args, kwargs, 2, "weight")
+    return [(w, "bilinear", w.shape[1] + w.shape[2], w.shape[0], {})] if _matrix(w) else []
+
+
+def _attention(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
+    """``F.multi_head_attention_forward``: packed (3E, E) or separate q/k/v projections, and the output one."""
+    out: list[Entry] = []
+    packed = _arg(args, kwargs, 5, "in_proj_weight")
+    if _matrix(packed):
+        out.append((packed, "attention", packed.shape[1], packed.shape[0] // 3, {"blocks": 3}))
+    for i, key in ((15, "q_proj_weight"), (16, "k_proj_weight"), (17, "v_proj_weight")):
+        w = _arg(args, kwargs, i, key)
+        if _matrix(w):
+            out.append((w, "attention", w.shape[1], w.shape[0], {}))
+    w = _arg(args, kwargs, 11, "out_proj_weight")
+    return out + ([(w, "linear", w.shape[1], w.shape[0], {})] if _matrix(w) else [])
+
+
+def _recurrent(args: tuple[Any, ...], kwargs: Any, gates: int = 1) -> list[Entry]:
+    """``_VF.lstm``/``gru``/``rnn_*``: the flat weights, each (gates·H, in) used as ``gates`` blocks."""
+    lists = [a for a in args if isinstance(a, list | tuple) and a and isinstance(a[0], Tensor)]
+    flat = max(lists, key=len) if lists else ()  # the flat weights, not the (h, c) state
+    return [(w, "recurrent", w.shape[1], w.shape[0] // gates, {"blocks": gates}) for w in flat if _matrix(w)]
+
+
+def _einsum(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
+    """fan_in: the product of the operand's dimensions that are summed over (absent from the result)."""
+    equation, operands = args[0], args[1:]
+    if len(operands) == 1 and isinstance(operands[0], list | tuple):
+        operands = tuple(operands[0])
+    lhs, _, result = str(equation).replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    if not result or len(terms) != len(operands) or "." in lhs:
+        return []
+    out: list[Entry] = []
+    for term, tensor in zip(terms, operands, strict=True):
+        if _matrix(tensor) and len(term) == tensor.ndim:
+            sizes = dict(zip(term, tensor.shape, strict=True))
+            fan_in = math.prod(s for c, s in sizes.items() if c not in result)
+            out.append((tensor, "einsum", fan_in, math.prod(s for c, s in sizes.items() if c in result), {}))
+    return out
+
+
+_RULES: dict[str, Callable[[tuple[Any, ...], Any], list[Entry]]] = {
+    "linear": _linear,
+    "addmm": _addmm,
+    **dict.fromkeys(_MATMULS[:-1], _matmul),
+    "__rmatmul__": lambda a, k: _matmul(a, k, swap=True),
+    **dict.fromkeys(("conv1d", "conv2d", "conv3d"), _conv),
+    **dict.fromkeys(("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
+                    lambda a, k: _conv(a, k, transposed=True)),
+    **dict.fromkeys(("embedding", "embedding_bag"), _embedding),
+    "bilinear": _bilinear,
+    "einsum": _einsum,
+    "multi_head_attention_forward": _attention,
+    **{name: functools.partial(_recurrent, gates=gates) for name, gates in _GATES.items()},
+}  # fmt: skip
+
+
+def _uses(name: str, args: tuple[Any, ...], kwargs: Any) -> list[tuple[dict[str, Any], Tensor]]:
+    """The weight operands of one operator with their use's fields (an operator without a rule: none)."""
+    rule = _RULES.get(name)
+    if rule is None:
+        return []
+    return [
+        ({"op": op, "fan_in": int(fi), "fan_out": int(fo), **extra}, t) for t, op, fi, fo, extra in rule(args, kwargs)
+    ]
+
+
+def _ints(args: tuple[Any, ...], kwargs: Any, index: int) -> tuple[int, ...]:
+    value = _arg(args, kwargs, index, "stride")
+    return tuple(int(v) for v in value) if isinstance(value, list | tuple) else (int(value),) if value else ()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile`` (``_orig_mod``), DataParallel or DistributedDataParallel (``module``)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None and isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def example_input(model: nn.Module, batch: int = 2, length: int = 8) -> Any:
+    """An input the model takes, read off the model where it says enough: a Hugging Face model's
+    ``dummy_inputs``; token ids for a model that starts with an embedding; ``(batch, in_features)`` for one
+    that starts with a Linear; ``(batch, channels, 16, ...)`` for a conv net. None where nothing says."""
+    dummy = getattr(model, "dummy_inputs", None)
+    if isinstance(dummy, Mapping) and dummy:
+        return dict(dummy)
+    first = next((m for m in model.modules() if next(m.parameters(recurse=False), None) is not None), None)
+    device = next(model.parameters()).device if next(model.parameters(), None) is not None else None
+    if isinstance(first, nn.Embedding):
+        return torch.randint(0, first.num_embeddings, (batch, length), device=device)
+    if isinstance(first, nn.Linear):
+        return torch.randn(batch, first.in_features, device=device)
+    if isinstance(first, nn.modules.conv._ConvNd):
+        spatial = len(first.kernel_size)
+        return torch.randn(batch, first.in_channels, *([16] * spatial), device=device)
+    if isinstance(first, nn.RNNBase):
+        shape = (batch, length, first.input_size) if first.batch_first else (length, batch, first.input_size)
+        return torch.randn(*shape, device=device)
+    return None
+
+
+@contextlib.contextmanager
+def _module_stack(recorder: _Recorder, stack: list[tuple[str, nn.Module]],
+                  names: Mapping[nn.Module, str]) -> Iterator[None]:  # fmt: skip
+    opaque: list[bool] = []
+
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
+        stack.append((names.get(module, ""), module))
+        opaque.append(recorder.enter(module))
+
+    def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        stack.pop()
+        if opaque.pop():
+            recorder.leave(module, args, output)
+
+    handles = [nn.modules.module.register_module_forward_pre_hook(pre),
+               nn.modules.module.register_module_forward_hook(post)]  # fmt: skip
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _parameter_names(model: nn.Module) -> tuple[dict[int, str], dict[str, list[str]], dict[int, Tensor]]:
+    """id(tensor) -> first name, first name -> every name (tied copies), and the tensors (kept alive)."""
+    ids: dict[int, str] = {}
+    aliases: dict[str, list[str]] = {}
+    tensors: dict[int, Tensor] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        first = ids.setdefault(id(p), name)
+        aliases.setdefault(first, []).append(name)
+        tensors[id(p)] = p
+    return ids, aliases, tensors
+
+
+def capture(model: nn.Module, example: Any) -> Structure:
+    """Run ``model`` once on ``example`` (a tensor, a tuple of positional inputs or a dict of keyword inputs) and
+    return its :class:`Structure`. The model's modes, buffers and torch's RNG state are restored; no gradient is
+    taken. On a model whose parameters are on the meta device the pass allocates nothing."""
+    model = unwrap(model)
+    ids, aliases, tensors = _parameter_names(model)
+    stack: list[tuple[str, nn.Module]] = []
+    names = {m: n for n, m in model.named_modules()}
+    recorder = _Recorder(ids, stack)
+    parametrized = _computed_weights(model)
+    with parametrize.cached(), _restored(model), torch.no_grad():
+        for name, (module, attr) in parametrized.items():
+            value = getattr(module, attr)
+            ids[id(value)] = name
+            tensors[id(value)] = value
+        with _module_stack(recorder, stack, names), recorder:
+            output = _call(model, example)
+    layers = recorder.layers
+    for layer in layers.values():
+        layer.aliases = tuple(a for a in aliases.get(layer.name, [layer.name]) if a != layer.name)
+        layer.parametrized = layer.name in parametrized
+        layer.role = {"embedding": "embedding", "recurrent": "recurrent"}.get(layer.use.op, "hidden")
+    for name, module in recorder.modules:
+        if layers[name].activation is None:
+            layers[name].activation, layers[name].activation_source = identify(module), "module"
+    readout = _mark_output(recorder, output)
+    params = dict(model.named_parameters())
+    for name in params:
+        owner = name.rsplit(".parametrizations.", 1)[0] if ".parametrizations." in name else None
+        known = name in layers or name in recorder.vectors or any(name in layer.aliases for layer in layers.values())
+        if not known and owner is None and name not in recorder.unclassified:
+            recorder.unclassified[name] = "not used by the forward pass on the example"
+    for layer in layers.values():
+        p = params.get(layer.name)
+        layer.frozen = p is not None and not p.requires_grad
+    frozen = [n for n, p in params.items() if not p.requires_grad]
+    device = str(next(iter(tensors.values())).device) if tensors else "cpu"
+    return Structure(layers, recorder.vectors, recorder.residuals, recorder.unclassified, frozen, readout, device)
+
+
+def _computed_weights(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """Weights a parametrization computes (spectral norm, orthogonal, weight norm): name -> (module, attribute)."""
+    out = {}
+    for prefix, module in model.named_modules():
+        if parametrize.is_parametrized(module):
+            for attr in module.parametrizations:
+                out[f"{prefix}.{attr}" if prefix else attr] = (module, attr)
+    return out
+
+
+def _mark_output(recorder: _Recorder, output: Any) -> str | None:
+    """The readout: the weight whose output reaches the model's (first) output with no activation in between
+    and which is not the last layer of a residual branch (a transformer without a head ends in its stream)."""
+    branch_ends = {r.last for r in recorder.residuals}
+    for t in _flat((output,), {}):
+        flow = recorder.flows.get(id(t)) if isinstance(t, Tensor) else None
+        if flow is None or not flow.pending:
+            continue
+        candidates = [n for n in flow.pending if n not in branch_ends]
+        if len(candidates) != 1:
+            return None
+        layer = recorder.layers[candidates[0]]
+        if layer.uses[-1].op != "embedding":  # a tied readout is the embedding's second use
+            if layer.role != "embedding":
+                layer.role = "output"
+            return layer.name
+        return None
+    return None
+
+
+def _call(model: nn.Module, example: Any) -> Any:
+    if isinstance(example, Mapping):
+        return model(**example)
+    if isinstance(example, tuple):
+        return model(*example)
+    return model(example)
+
+
+@contextlib.contextmanager
+def _restored(model: nn.Module) -> Iterator[None]:
+    """The model's modes and buffers and torch's RNG state as they were (a BatchNorm in train mode updates its
+    running statistics on a forward pass; Dropout draws from the RNG)."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers() if not b.is_meta}
+    rng = torch.get_rng_state()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name])
+        torch.set_rng_state(rng)
