@@ -49,7 +49,7 @@ def test_init_json_report() -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     first = json.loads(result.stdout)["rows"][0]
-    assert abs(first["gain"] - 5 / 3) < 1e-12 and first["source"] == "activation (fx)"
+    assert abs(first["gain"] - 5 / 3) < 1e-12 and first["source"] == "activation (module)"
 
 
 def test_unknown_scheme_is_exit_2_without_traceback() -> None:

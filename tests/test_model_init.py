@@ -47,9 +47,10 @@ class Functional(nn.Module):
         return self.out(x)
 
 
-def test_fx_sees_functional_activations() -> None:
+def test_functional_activations_are_seen() -> None:
+    # issue 30: the structure's forward pass sees torch.tanh and F.leaky_relu(h, 0.2) with its slope
     report = il.initialize(Functional(), "he_normal", generator=_gen(), gain_from="activation")
-    assert (report["a.weight"].activation, report["a.weight"].source) == ("tanh", "activation (fx)")
+    assert (report["a.weight"].activation, report["a.weight"].source) == ("tanh", "activation (function)")
     assert report["b.weight"].activation == "leaky_relu"
     assert report["b.weight"].gain == pytest.approx(math.sqrt(2 / 1.04))
 
@@ -67,9 +68,10 @@ class Untraceable(nn.Module):
         return self.b(self.act(self.a(x)))
 
 
-def test_module_order_fallback_and_override() -> None:
+def test_python_control_flow_and_the_override() -> None:
+    # torch.fx cannot trace Untraceable; the structure's forward pass runs it as Python does
     report = il.initialize(Untraceable(), "glorot_uniform", gain_from="activation")
-    assert (report["a.weight"].activation, report["a.weight"].source) == ("sigmoid", "activation (module order)")
+    assert (report["a.weight"].activation, report["a.weight"].source) == ("sigmoid", "activation (module)")
     report = il.initialize(Untraceable(), "glorot_uniform", activation={"a": "tanh"}, gain_from="activation")
     assert (report["a.weight"].activation, report["a.weight"].source) == ("tanh", "activation (override)")
     with pytest.raises(il.InitlabError, match=re.escape("unknown layer 'c'")):

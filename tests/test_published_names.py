@@ -88,7 +88,7 @@ def test_the_opt_in_reproduces_the_activation_aware_gains() -> None:
     report = il.initialize(net, "glorot_normal", gain_from="activation", generator=torch.Generator().manual_seed(0))
     rows = [r for r in report if r.name.endswith("weight")]
     assert [round(r.gain, 4) for r in rows] == [round(math.sqrt(2), 4), round(5 / 3, 4), 1.0]
-    assert [r.source for r in rows] == ["activation (fx)", "activation (fx)", "activation (none)"]
+    assert [r.source for r in rows] == ["activation (module)", "activation (module)", "activation (none)"]
     for row, w in zip(rows, _weights(net), strict=True):
         expected = row.gain * math.sqrt(2 / (row.fan_in + row.fan_out))
         assert row.std == pytest.approx(expected, rel=1e-12)

@@ -8,7 +8,8 @@
 * Names keep their published meaning: Glorot/Xavier and LeCun have no activation gain, He/Kaiming is
   √(2/fan_in) whatever follows (the paper, Keras, torch's default), torch's and Keras' names draw what their
   functions draw. ``gain_from="activation"`` is initlab's explicit opt-in: each layer's gain becomes that of the
-  activation that *follows* it (found by torch.fx tracing, else by module order, else from ``activation=``).
+  activation that *follows* it (found in one forward pass on an example input, :mod:`initlab.init.structure`;
+  without one by torch.fx tracing, else by module order, else from ``activation=``).
   The ``source`` column says where each gain came from; a note says where a published gain is poorly matched
   to a ReLU-like activation (there the variance factor per layer is exact) and names the opt-in. The
   ``critical`` scheme is defined by the activation, so it always reads it.
@@ -43,8 +44,9 @@ from initlab.init._tracing import NORM_LAYERS, Found, find_activations, residual
 from initlab.init.activations import Activation, activation
 from initlab.init.fans import Fans, fans
 from initlab.init.gains import gain as gain_of
-from initlab.init.lsuv import LsuvReport, calibrate, prior_bias
+from initlab.init.lsuv import LsuvReport, calibrate, first_batch, prior_bias
 from initlab.init.registry import Initializer, get
+from initlab.init.structure import Structure, capture, example_input
 
 __all__ = ["GAIN_SOURCES", "InitReport", "LayerInit", "initialize", "lsuv"]
 
@@ -77,6 +79,8 @@ def initialize(
     gain_from: str = "published",
     data: Any = None,
     output_bias: str | None = None,
+    example: Any = None,
+    frozen: bool = False,
 ) -> InitReport:
     """Initialize every parameter of ``model`` in place and report what was done.
 
@@ -98,6 +102,13 @@ def initialize(
         output_bias: ``"prior"`` sets the last Linear layer's bias to the log class frequencies (integer targets)
             or the target mean (float targets) of ``data``, so the first loss is close to predicting the prior;
             the notes give the first loss before and after.
+        example: an input the model takes (a tensor, a tuple of positional inputs or a dict of keyword inputs),
+            run once to capture the model's structure (:mod:`initlab.init.structure`: how each weight is used,
+            the activation after it, the residual branches, the readout). Default: the ``x`` of ``data``, else
+            one read off the model (a Hugging Face model's ``dummy_inputs``, or its first layer's input size);
+            without one, torch.fx tracing or module order stands in (and the report says so).
+        frozen: also initialize parameters with ``requires_grad=False`` (default: they are left as they were,
+            and the report says so).
         gain_from: ``"published"`` (default) keeps each scheme's own gain, so a name means what it means in the paper,
             torch or Keras; ``"activation"`` scales each layer by the gain of the activation that follows it
             (``initlab.gain``: √2 for ReLU, 5/3 for tanh, 1/√E[φ(z)²] otherwise) for schemes with a gain.
@@ -114,7 +125,7 @@ def initialize(
     [('0.weight', 'tanh', 1.414, 'published'), ('2.weight', 'linear', 1.414, 'published')]
     >>> report = initialize(net, "he_normal", gain_from="activation")
     >>> [(r.activation, round(r.gain, 3), r.source) for r in report if r.name.endswith("weight")]
-    [('tanh', 1.667, 'activation (fx)'), ('linear', 1.0, 'activation (none)')]
+    [('tanh', 1.667, 'activation (module)'), ('linear', 1.0, 'activation (none)')]
     """
     init = get(scheme)
     _check_options(init, residual, gain_from, output_bias, data)
@@ -129,28 +140,36 @@ def initialize(
         options = {"bias": bias, "generator": generator, "residual": residual, "activation": activation,
                    "recurrent": recurrent, "gain_from": gain_from}  # fmt: skip
         return _lsuv(model, init, data, output_bias, options)
-    graph = trace(model)
-    ctx = _Context(
-        init,
-        _bias_rule(bias),
-        get(recurrent),
-        generator,
-        _with_overrides(model, find_activations(model, graph), activation),
-        gain_from,
-    )
+    report = _initialize_torch(model, init, _bias_rule(bias), get(recurrent), generator, residual, activation,
+                               gain_from, _structure(model, example, data), frozen)  # fmt: skip
+    if output_bias == "prior":
+        report.notes.append(_prior_note(*prior_bias(model, data)))
+    return report
+
+
+def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | float | None, recurrent: Initializer,
+                      generator: torch.Generator | None, residual: str | None, activation: Any, gain_from: str,
+                      structure: Structure | None, frozen: bool) -> InitReport:  # fmt: skip
+    """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles."""
+    graph = trace(model) if structure is None else None
+    found = structure_activations(structure) if structure is not None else find_activations(model, graph)
+    ctx = _Context(init, bias, recurrent, generator, _with_overrides(model, found, activation), gain_from)
+    kept = {} if frozen else {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     for name, module in model.named_modules():
         rule = _rule_for(module)
         if rule is not None:
             _apply(rule, name, module, ctx)
+    if structure is not None:
+        _by_use(model, structure, ctx)
     residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
     if residual is not None:
-        _residual(model, graph, residual, ctx)
+        _residual(model, _branches(model, structure, graph), residual, ctx)
     if init.scheme.zero:
-        _zero_roles(model, init.scheme.zero, ctx)
-    report = InitReport(ctx.rows, ctx.init.name, notes_on_gains(ctx.mismatches) + _untouched(model, ctx))
-    if output_bias == "prior":
-        report.notes.append(_prior_note(*prior_bias(model, data)))
-    return report
+        _zero_roles(model, init.scheme.zero, ctx, structure)
+    notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx)
+    if structure is None:
+        notes.append("no example input: the model's structure came from torch.fx or module order (pass example=)")
+    return InitReport(ctx.rows, ctx.init.name, notes)
 
 
 def _check_options(init: Initializer, residual: str | None, gain_from: str, output_bias: str | None,
@@ -483,13 +502,83 @@ def _attention(name: str, module: Any, ctx: _Context) -> None:
             _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
 
 
-def _residual(model: nn.Module, graph: Any, rule: str, ctx: _Context) -> None:
+def _structure(model: nn.Module, example: Any, data: Any) -> Structure | None:
+    """The model's structure from one forward pass on ``example`` (or ``data``'s inputs, or an input read off the
+    model); None where there is no input to run or the model does not run on it (the fx fallback then)."""
+    if example is None and data is not None:
+        example = data if isinstance(data, Tensor | Mapping) else first_batch(data)
+    if example is None:
+        example = example_input(model)
+    if example is None:
+        return None
+    try:
+        return capture(model, example)
+    except Exception:  # a model that does not take the guessed input: the fx/module-order fallback stands in
+        return None
+
+
+def structure_activations(structure: Structure) -> dict[str, Found]:
+    """The activation after each weight layer, by the module that owns the weight (as the module rules ask)."""
+    out: dict[str, Found] = {}
+    for name, layer in structure.layers.items():
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        source = {"module": "module", "function": "function"}.get(layer.activation_source, "none")
+        out.setdefault(owner, Found(layer.activation, source))
+    return out
+
+
+def _by_use(model: nn.Module, structure: Structure, ctx: _Context) -> None:
+    """Weights no module rule reached (GPT-2's Conv1D, a custom module's ``F.linear(x, self.w)``, an einsum
+    projection): initialized by their use, with the fans of that use, and their module's bias with them."""
+    params = dict(model.named_parameters())
+    for name, layer in structure.layers.items():
+        p = params.get(name)
+        if p is None or id(p) in ctx.owner or layer.use.op in ("embedding", "recurrent", "attention"):
+            continue
+        owner, pname = name.rsplit(".", 1) if "." in name else ("", name)
+        module = model.get_submodule(owner)
+        found = ctx.found.get(owner, Found(layer.activation, layer.activation_source))
+        layer_fans = Fans(layer.use.fan_in, layer.use.fan_out)
+        first = len(ctx.rows)
+        _init_weight(owner, module, pname, ctx, layer_fans, found)
+        if pname == "weight" and isinstance(getattr(module, "bias", None), Tensor):
+            _init_bias(owner, module, "bias", ctx, layer_fans, found)
+        for i, row in enumerate(ctx.rows[first:], first):
+            row.source = f"{row.source}, by use ({layer.use.op})"
+            ctx.owner[id(params[row.name])] = i
+
+
+def _branches(model: nn.Module, structure: Structure | None, graph: Any) -> list[list[str]]:
+    """Each residual branch's weight-owning modules in order, from the structure (else the fx graph)."""
+    if structure is not None:
+        return [list(dict.fromkeys(n.rsplit(".", 1)[0] for n in r.branch)) for r in structure.residuals]
     if graph is None:
         raise fail(
-            "residual rules need a model that torch.fx can trace, to find its residual additions",
-            fix="Zero the last layer of each block yourself, or make forward() traceable.",
+            "residual rules need the model's residual additions: pass example= (an input the model takes), or a "
+            "model torch.fx can trace",
+            fix="initialize(model, scheme, residual=..., example=x).",
         )
-    branches = residual_branches(graph)
+    return residual_branches(graph)
+
+
+def _keep_frozen(model: nn.Module, kept: dict[str, Tensor], ctx: _Context) -> list[str]:
+    """Put frozen parameters back as they were (``frozen=False``) and say so."""
+    if not kept:
+        return []
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in kept.items():
+            params[name].copy_(value)
+    for row in ctx.rows:
+        if row.name.split(" = ")[0] in kept:
+            row.scheme, row.source = "frozen: left as it was", "requires_grad=False"
+            row.std = None
+    shown = ", ".join(list(kept)[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+    return [f"{len(kept)} frozen parameter(s) (requires_grad=False) left as they were: {shown} (frozen=True to "
+            "initialize them too)."]  # fmt: skip
+
+
+def _residual(model: nn.Module, branches: list[list[str]], rule: str, ctx: _Context) -> None:
     if rule == "scaled":
         _scale_last(model, branches, ctx)
         return
@@ -568,19 +657,33 @@ def _deepnorm(model: nn.Module, branches: list[list[str]], ctx: _Context) -> Non
             row.std = row.std * beta if whole and row.std is not None else row.std
 
 
-def _zero_roles(model: nn.Module, roles: tuple[str, ...], ctx: _Context) -> None:
-    """Zero the scheme's ``zero`` layers: ``"readout"`` (the last weight layer, unless its weight is an embedding's:
-    a tied readout) and ``"query"`` projections."""
+def _zero_roles(model: nn.Module, roles: tuple[str, ...], ctx: _Context, structure: Structure | None) -> None:
+    """Zero the scheme's ``zero`` layers: ``"readout"`` (the layer that produces the output, unless its weight is an
+    embedding's: a tied readout) and ``"query"`` projections."""
     names = sorted(query_layers(model)) if "query" in roles else []
-    layers = weight_layers(model)
-    tables = {id(m.weight) for _, m in layers if isinstance(m, nn.Embedding | nn.EmbeddingBag)}
-    if "readout" in roles and layers and id(getattr(layers[-1][1], "weight", None)) not in tables:
-        names.append(layers[-1][0])
+    if "readout" in roles:
+        readout = _readout(model, structure)
+        if readout is not None:
+            names.append(readout)
     for name in names:
         _zero_last(model.get_submodule(name))
         for row in ctx.rows:
             if row.name.startswith(f"{name}.") or row.name == name:
                 row.scheme, row.std = f"{row.scheme} → zero", 0.0
+
+
+def _readout(model: nn.Module, structure: Structure | None) -> str | None:
+    """The module of the readout weight, None where it is an embedding table (tied)."""
+    if structure is not None:
+        layer = structure.layers.get(structure.output) if structure.output else None
+        if layer is None or layer.use.op == "embedding":
+            return None
+        return layer.name.rsplit(".", 1)[0] if "." in layer.name else ""
+    layers = weight_layers(model)
+    tables = {id(m.weight) for _, m in layers if isinstance(m, nn.Embedding | nn.EmbeddingBag)}
+    if layers and id(getattr(layers[-1][1], "weight", None)) not in tables:
+        return layers[-1][0]
+    return None
 
 
 def query_layers(model: nn.Module) -> set[str]:

@@ -438,24 +438,30 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def example_input(model: nn.Module, batch: int = 2, length: int = 8) -> Any:
     """An input the model takes, read off the model where it says enough: a Hugging Face model's
-    ``dummy_inputs``; token ids for a model that starts with an embedding; ``(batch, in_features)`` for one
-    that starts with a Linear; ``(batch, channels, 16, ...)`` for a conv net. None where nothing says."""
+    ``dummy_inputs``; token ids for a model whose first weight layer is an embedding; ``(batch, in_features)``
+    for a Linear; ``(batch, channels, 16, ...)`` for a conv; ``(batch, length, features)`` for an RNN. None where
+    nothing says. Drawn from a generator of its own: torch's global random state is not touched."""
     dummy = getattr(model, "dummy_inputs", None)
     if isinstance(dummy, Mapping) and dummy:
         return dict(dummy)
-    first = next((m for m in model.modules() if next(m.parameters(recurse=False), None) is not None), None)
-    device = next(model.parameters()).device if next(model.parameters(), None) is not None else None
+    first = next((m for m in model.modules() if isinstance(m, _FIRST)), None)
+    if first is None:
+        return None
+    device = next(first.parameters()).device
+    g = torch.Generator().manual_seed(0)
     if isinstance(first, nn.Embedding):
-        return torch.randint(0, first.num_embeddings, (batch, length), device=device)
+        return torch.randint(0, first.num_embeddings, (batch, length), generator=g).to(device)
     if isinstance(first, nn.Linear):
-        return torch.randn(batch, first.in_features, device=device)
-    if isinstance(first, nn.modules.conv._ConvNd):
-        spatial = len(first.kernel_size)
-        return torch.randn(batch, first.in_channels, *([16] * spatial), device=device)
-    if isinstance(first, nn.RNNBase):
+        shape: tuple[int, ...] = (batch, first.in_features)
+    elif isinstance(first, nn.modules.conv._ConvNd):
+        shape = (batch, first.in_channels, *([16] * len(first.kernel_size)))
+    else:
+        assert isinstance(first, nn.RNNBase)
         shape = (batch, length, first.input_size) if first.batch_first else (length, batch, first.input_size)
-        return torch.randn(*shape, device=device)
-    return None
+    return torch.randn(shape, generator=g).to(device)
+
+
+_FIRST = (nn.Embedding, nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
 
 
 @contextlib.contextmanager
