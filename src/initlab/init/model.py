@@ -531,6 +531,13 @@ def _by_use(model: nn.Module, structure: Structure, ctx: _Context) -> None:
     """Weights no module rule reached (GPT-2's Conv1D, a custom module's ``F.linear(x, self.w)``, an einsum
     projection): initialized by their use, with the fans of that use, and their module's bias with them."""
     params = dict(model.named_parameters())
+    for name in structure.norms:  # a norm written out (Llama's RMSNorm): scale 1, shift 0, as _norm does
+        module = model.get_submodule(name)
+        if all(id(p) not in ctx.owner for p in module.parameters(recurse=False)):
+            first = len(ctx.rows)
+            _norm(name, module, ctx)
+            for i, row in enumerate(ctx.rows[first:], first):
+                ctx.owner[id(params[row.name])] = i
     for name, layer in structure.layers.items():
         p = params.get(name)
         if p is None or id(p) in ctx.owner or layer.use.op in ("embedding", "recurrent", "attention"):

@@ -118,6 +118,7 @@ class Structure:
     unclassified: dict[str, str]  # parameter -> why it is not classified
     frozen: list[str]
     output: str | None = None  # the readout: the weight layer that produces the model's output (tied: the table)
+    norms: list[str] = field(default_factory=list)  # modules that normalize (scale and shift vectors of their own)
     example_device: str = "cpu"
 
     def branch_ends(self) -> list[str]:
@@ -152,6 +153,7 @@ class _Recorder(TorchFunctionMode):
         self.use_layer: dict[int, str] = {}  # order -> layer name
         self.opaque = 0  # > 0 inside an activation module: its own ops are not recorded
         self.modules: list[tuple[str, nn.Module]] = []  # (layer, the activation module its output went through)
+        self.module_ops: dict[str, set[str]] = {}  # module -> the operators its own forward ran
 
     # -- the operator hook -------------------------------------------------------------------------------
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
@@ -160,6 +162,8 @@ class _Recorder(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name in ("__get__", "__set__", "size", "dim", "numel", "__len__"):
             return out
+        if self.stack and not self.opaque:
+            self.module_ops.setdefault(self.stack[-1][0], set()).add(name)
         inputs = [a for a in _flat(args, kwargs) if isinstance(a, Tensor)]
         flows = [f for a in inputs if (f := self.flows.get(id(a))) is not None]
         pending: frozenset[str] = frozenset().union(*(f.pending for f in flows)) if flows else frozenset()
@@ -441,9 +445,9 @@ def example_input(model: nn.Module, batch: int = 2, length: int = 8) -> Any:
     ``dummy_inputs``; token ids for a model whose first weight layer is an embedding; ``(batch, in_features)``
     for a Linear; ``(batch, channels, 16, ...)`` for a conv; ``(batch, length, features)`` for an RNN. None where
     nothing says. Drawn from a generator of its own: torch's global random state is not touched."""
-    dummy = getattr(model, "dummy_inputs", None)
-    if isinstance(dummy, Mapping) and dummy:
-        return dict(dummy)
+    hf = _hugging_face_example(model, batch)
+    if hf is not None:
+        return hf
     first = next((m for m in model.modules() if isinstance(m, _FIRST)), None)
     if first is None:
         return None
@@ -462,6 +466,25 @@ def example_input(model: nn.Module, batch: int = 2, length: int = 8) -> Any:
 
 
 _FIRST = (nn.Embedding, nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
+
+
+def _hugging_face_example(model: nn.Module, batch: int) -> dict[str, Tensor] | None:
+    """A Hugging Face model's input, by its ``main_input_name``: its ``dummy_inputs`` for token ids, images of the
+    config's size (32 where it has none) for ``pixel_values``."""
+    main, config = getattr(model, "main_input_name", None), getattr(model, "config", None)
+    if main is None or config is None:
+        return None
+    device = next(model.parameters()).device
+    if main == "pixel_values":
+        size = getattr(config, "image_size", 32)
+        size = size if isinstance(size, int) else 32
+        g = torch.Generator().manual_seed(0)
+        pixels = torch.randn(batch, getattr(config, "num_channels", 3), size, size, generator=g)
+        return {"pixel_values": pixels.to(device)}
+    dummy = getattr(model, "dummy_inputs", None)
+    if main == "input_ids" and isinstance(dummy, Mapping) and dummy:
+        return {k: v.to(device) for k, v in dummy.items()}
+    return None
 
 
 @contextlib.contextmanager
@@ -536,7 +559,24 @@ def capture(model: nn.Module, example: Any) -> Structure:
         layer.frozen = p is not None and not p.requires_grad
     frozen = [n for n, p in params.items() if not p.requires_grad]
     device = str(next(iter(tensors.values())).device) if tensors else "cpu"
-    return Structure(layers, recorder.vectors, recorder.residuals, recorder.unclassified, frozen, readout, device)
+    norms = _norm_modules(model, recorder.module_ops)
+    return Structure(layers, recorder.vectors, recorder.residuals, recorder.unclassified, frozen, readout, norms,
+                     device)  # fmt: skip
+
+
+_NORMALIZING = {"rsqrt", "layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm", "var", "std",
+                "var_mean", "std_mean", "norm", "normalize"}  # fmt: skip
+
+
+def _norm_modules(model: nn.Module, module_ops: Mapping[str, set[str]]) -> list[str]:
+    """Modules whose own forward normalizes and whose own parameters are vectors (LayerNorm, RMSNorm written as
+    ``x * rsqrt(mean(x²))``, ...): their scale starts at 1 and their shift at 0."""
+    out = []
+    for name, module in model.named_modules():
+        own = list(module.parameters(recurse=False))
+        if own and all(p.ndim == 1 for p in own) and module_ops.get(name, set()) & _NORMALIZING:
+            out.append(name)
+    return out
 
 
 def _computed_weights(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:

@@ -1,0 +1,249 @@
+"""Models initlab did not write (issue 30): Hugging Face models built from toy configs (never a download), torch's
+own modules, and models written with functional ops. The reference for every fan here is computed in the test
+from the module's own definition of its weight (torch's Linear (out, in), Conv (out, in/groups, k...), GPT-2's
+Conv1D (in, out), an LSTM's (4·hidden, in) gates), independently of initlab's structure layer.
+
+Statistical tolerance: a sample std of n draws is within 5% of the target, or within 4 standard errors
+(≈ 4·σ/√(2n)) for tensors too small for 5%."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import initlab as il
+
+transformers = pytest.importorskip("transformers")
+from transformers.pytorch_utils import Conv1D  # noqa: E402
+
+
+def _gpt2(n_layer: int = 4) -> nn.Module:
+    config = transformers.GPT2Config(n_layer=n_layer, n_embd=64, n_head=4, vocab_size=100, n_positions=64)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def _llama() -> nn.Module:
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=4,
+        vocab_size=100, max_position_embeddings=64))  # fmt: skip
+
+
+def _bert() -> nn.Module:
+    return transformers.BertModel(transformers.BertConfig(
+        hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4, vocab_size=100,
+        max_position_embeddings=64))  # fmt: skip
+
+
+def _vit() -> nn.Module:
+    return transformers.ViTModel(transformers.ViTConfig(
+        hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4, image_size=32,
+        patch_size=8))  # fmt: skip
+
+
+def _resnet() -> nn.Module:
+    config = transformers.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])
+    return transformers.ResNetModel(config)
+
+
+def _encoder(norm_first: bool) -> nn.Module:
+    layer = nn.TransformerEncoderLayer(64, 4, 128, batch_first=True, norm_first=norm_first)
+    return nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
+
+
+class UNet(nn.Module):
+    """Down, up, and a skip concatenated along the channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 16, 3, padding=1)
+        self.inner = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.out = nn.Conv2d(32, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = F.relu(self.down(x))
+        return self.out(torch.cat([skip, F.relu(self.up(F.relu(self.inner(skip))))], dim=1))
+
+
+class Functional(nn.Module):
+    """Weights as bare parameters, applied with F.linear, an einsum and a leaky ReLU of slope 0.9."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(128, 64))
+        self.w2 = nn.Parameter(torch.empty(128, 64))  # used as "bi,ih->bh": fan_in is its first dimension
+        self.w3 = nn.Parameter(torch.empty(10, 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(F.linear(x, self.w1), 0.9)
+        h = torch.tanh(torch.einsum("bi,ih->bh", h, self.w2))
+        return F.linear(h, self.w3)
+
+
+ZOO: dict[str, tuple[Callable[[], nn.Module], object]] = {
+    "gpt2": (_gpt2, None),
+    "llama": (_llama, None),
+    "bert": (_bert, None),
+    "vit": (_vit, None),
+    "resnet": (_resnet, None),
+    "encoder_post_ln": (lambda: _encoder(False), torch.randn(2, 6, 64)),
+    "encoder_pre_ln": (lambda: _encoder(True), torch.randn(2, 6, 64)),
+    "lstm": (lambda: nn.LSTM(16, 32, num_layers=2, bidirectional=True, batch_first=True), None),
+    "unet": (UNet, torch.randn(2, 3, 16, 16)),
+    "functional": (Functional, torch.randn(4, 64)),
+}
+
+
+def _true_fan_in(model: nn.Module, name: str, p: torch.Tensor) -> int | None:
+    """The contracted dimension of a dense weight, from its module's own definition; None for what is not one."""
+    owner, _, pname = name.rpartition(".")
+    module = model.get_submodule(owner) if owner else model
+    if p.ndim < 2:
+        return None
+    if isinstance(module, Conv1D):
+        return p.shape[0]  # y = x @ W + b, W (in, out)
+    if isinstance(module, nn.ConvTranspose2d):
+        return p.shape[0] // module.groups * math.prod(p.shape[2:])
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return p.shape[1] * math.prod(p.shape[2:])
+    if isinstance(module, nn.Linear) or pname == "in_proj_weight" or pname.startswith("weight_ih"):
+        return p.shape[1]
+    if isinstance(module, Functional):
+        return {"w1": 64, "w2": 128, "w3": 64}[pname]
+    return None
+
+
+def _close(std: float, target: float, n: int) -> bool:
+    return abs(std / target - 1) <= max(0.05, 4 / math.sqrt(2 * n))
+
+
+@pytest.mark.parametrize("which", sorted(ZOO))
+def test_he_normal_gives_every_dense_weight_its_true_fan_in(which: str) -> None:
+    # regression: HF GPT-2's 16 Conv1D weights were left untouched by he_normal (2 of 28 parameters changed)
+    build, example = ZOO[which]
+    torch.manual_seed(0)
+    model = build()
+    il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0), example=example)
+    checked = 0
+    for name, p in model.named_parameters():
+        fan_in = _true_fan_in(model, name, p)
+        if fan_in is None or name.startswith("weight_hh"):
+            continue
+        assert _close(float(p.detach().std()), math.sqrt(2 / fan_in), p.numel()), (name, float(p.detach().std()), fan_in)
+        checked += 1
+    assert checked >= 2
+
+
+def test_fans_of_gpt2_conv1d_are_not_reversed() -> None:
+    # regression: torch's fan rule on Conv1D's (in, out) weight gave fan_in 256 / fan_out 64 for a 64 -> 256 layer
+    model = _gpt2(2)
+    report = il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0))
+    row = report["transformer.h.0.mlp.c_fc.weight"]
+    assert (row.fan_in, row.fan_out, row.kind) == (64, 256, "Conv1D")
+    assert report["transformer.h.0.mlp.c_fc.weight"].activation == "gelu_tanh"  # NewGELUActivation, by its values
+
+
+def test_gpt2_scheme_matches_hugging_faces_own_init() -> None:
+    # HF's _init_weights: N(0, 0.02²) everywhere, c_proj N(0, (0.02/√(2·n_layer))²), LayerNorm 1/0, biases 0
+    n_layer = 4
+    torch.manual_seed(0)
+    theirs = _gpt2(n_layer)
+    ours = _gpt2(n_layer)
+    il.initialize(ours, "gpt2", generator=torch.Generator().manual_seed(1))
+    for (name, a), (_, b) in zip(theirs.named_parameters(), ours.named_parameters(), strict=True):
+        if a.ndim == 1:
+            assert torch.equal(a, b), name  # ones and zeros, exactly
+            continue
+        target = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") else 0.02
+        assert _close(float(a.detach().std()), target, a.numel()), ("HF", name)  # the reference itself
+        assert _close(float(b.detach().std()), target, b.numel()), name
+        assert abs(float(b.detach().mean())) < 4 * target / math.sqrt(b.numel()), name
+
+
+def test_gpt2_scheme_scales_llamas_branch_outputs_found_by_structure() -> None:
+    model = _llama()
+    il.initialize(model, "gpt2", generator=torch.Generator().manual_seed(0))
+    for name, p in model.named_parameters():
+        if p.ndim != 2 or "embed" in name:
+            continue
+        target = 0.02 / math.sqrt(2 * 4) if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
+        assert _close(float(p.detach().std()), target, p.numel()), name
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_residual_scaling_on_torch_transformer_encoder(norm_first: bool) -> None:
+    # regression: gpt2/deepnorm refused nn.TransformerEncoder after rewriting 12 of 24 parameters
+    model = _encoder(norm_first)
+    il.initialize(model, "gpt2", generator=torch.Generator().manual_seed(0), example=torch.randn(2, 6, 64))
+    for name, p in model.named_parameters():
+        if p.ndim == 2:
+            scaled = name.endswith(("out_proj.weight", "linear2.weight"))
+            assert _close(float(p.detach().std()), 0.02 / math.sqrt(6) if scaled else 0.02, p.numel()), name
+
+
+def test_a_functional_leaky_relu_keeps_its_slope() -> None:
+    # regression: F.leaky_relu(h, 0.9) was read as linear (or with the default slope)
+    report = il.initialize(Functional(), "he_normal", gain_from="activation", example=torch.randn(4, 64))
+    assert report["w1"].activation == "leaky_relu"
+    assert report["w1"].gain == pytest.approx(math.sqrt(2 / (1 + 0.9**2)))
+
+
+def test_a_frozen_table_is_left_alone_and_said_so() -> None:
+    # regression: initialize overwrote frozen tables (Whisper's sinusoidal positions)
+    class Frozen(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tokens = nn.Embedding(50, 16)
+            self.positions = nn.Embedding(8, 16)
+            self.positions.weight.requires_grad_(False)
+            self.head = nn.Linear(16, 50)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.tokens(ids) + self.positions(torch.arange(ids.shape[1])))
+
+    model = Frozen()
+    before = model.positions.weight.detach().clone()
+    report = il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.positions.weight, before)
+    assert report["positions.weight"].scheme == "frozen: left as it was"
+    assert any("frozen parameter(s)" in note and "positions.weight" in note for note in report.notes)
+    il.initialize(model, "he_normal", frozen=True)
+    assert not torch.equal(model.positions.weight, before)
+
+
+def test_a_tied_readout_is_initialized_once_and_reported_once() -> None:
+    model = _gpt2(2)
+    report = il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0))
+    rows = [r for r in report.rows if "wte" in r.name or "lm_head" in r.name]
+    assert [r.name for r in rows] == ["transformer.wte.weight = lm_head.weight"]
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+@pytest.mark.parametrize("make", ["spectral", "orthogonal"])
+def test_parametrized_weights_are_initialized_through_their_parametrization(make: str) -> None:
+    layer = nn.Linear(64, 64)
+    if make == "spectral":
+        nn.utils.parametrizations.spectral_norm(layer)
+    else:
+        nn.utils.parametrizations.orthogonal(layer)
+    model = nn.Sequential(layer, nn.ReLU(), nn.Linear(64, 4))
+    report = il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0))
+    assert "0.weight" in {r.name for r in report.rows}
+    assert torch.isfinite(model[0].weight).all()
+
+
+def test_structure_on_gpt2_smalls_shape_needs_no_memory() -> None:
+    from initlab.init.structure import capture
+
+    with torch.device("meta"):
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config())
+    structure = capture(model, {"input_ids": torch.zeros(1, 8, dtype=torch.long, device="meta")})
+    assert len(structure.branch_ends()) == 24 and structure.output == "transformer.wte.weight"
+    assert all(p.is_meta for p in model.parameters())
+    c_fc = structure.layers["transformer.h.0.mlp.c_fc.weight"]
+    assert (c_fc.use.op, c_fc.use.fan_in, c_fc.use.fan_out, c_fc.activation.name) == ("addmm", 768, 3072, "gelu_tanh")
