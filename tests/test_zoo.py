@@ -134,7 +134,8 @@ def test_he_normal_gives_every_dense_weight_its_true_fan_in(which: str) -> None:
         fan_in = _true_fan_in(model, name, p)
         if fan_in is None or name.startswith("weight_hh"):
             continue
-        assert _close(float(p.detach().std()), math.sqrt(2 / fan_in), p.numel()), (name, float(p.detach().std()), fan_in)
+        std = float(p.detach().std())
+        assert _close(std, math.sqrt(2 / fan_in), p.numel()), (name, std, fan_in)
         checked += 1
     assert checked >= 2
 
