@@ -248,3 +248,52 @@ def test_structure_on_gpt2_smalls_shape_needs_no_memory() -> None:
     assert all(p.is_meta for p in model.parameters())
     c_fc = structure.layers["transformer.h.0.mlp.c_fc.weight"]
     assert (c_fc.use.op, c_fc.use.fan_in, c_fc.use.fan_out, c_fc.activation.name) == ("addmm", 768, 3072, "gelu_tanh")
+
+
+def _output_stds(model: nn.Module, batch: object, kinds: tuple[type, ...]) -> dict[str, float]:
+    stds: dict[str, float] = {}
+    hooks = [m.register_forward_hook(lambda m, a, o, n=n: stds.__setitem__(n, float(o.detach().float().std())))
+             for n, m in model.named_modules() if isinstance(m, kinds)]  # fmt: skip
+    with torch.no_grad():
+        model(**batch) if isinstance(batch, dict) else model(batch)
+    for h in hooks:
+        h.remove()
+    return stds
+
+
+def test_lsuv_calibrates_every_conv1d_of_gpt2() -> None:
+    # regression: lsuv calibrated 3 of GPT-2's 16 weight layers; checked on a second batch, within tol 0.1
+    model = _gpt2(4)
+    model.eval()  # dropout off for the measurement (lsuv measures with dropout off too)
+    ids = {"input_ids": torch.randint(0, 100, (32, 16), generator=torch.Generator().manual_seed(0))}
+    report = il.lsuv(model, ids, generator=torch.Generator().manual_seed(0))  # a dict batch, as HF takes it
+    assert report.on_target == len(report.rows)
+    second = torch.randint(0, 100, (32, 16), generator=torch.Generator().manual_seed(1))
+    stds = _output_stds(model, second, (Conv1D,))
+    assert len(stds) == 16 and sum(abs(s - 1) <= 0.1 for s in stds.values()) == 16, stds
+
+
+def test_lsuv_reports_a_tied_pair_once() -> None:
+    # regression: lsuv reported a tied embedding/readout pair "converged" at 1.0 while they measured 0.28 and 0.41
+    model = _gpt2(2)
+    report = il.lsuv(model, torch.randint(0, 100, (32, 16), generator=torch.Generator().manual_seed(0)))
+    names = [row.name for row in report.rows]
+    assert "transformer.wte.weight" in names and not any(n.startswith("lm_head") for n in names)
+
+
+def test_lsuv_calibrates_every_layer_and_direction_of_an_lstm() -> None:
+    # regression: on a 2-layer bidirectional LSTM lsuv calibrated only weight_ih_l0
+    model = nn.LSTM(16, 32, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(64, 10, 16, generator=torch.Generator().manual_seed(0))
+    report = il.lsuv(model, x, generator=torch.Generator().manual_seed(0))
+    assert sorted(r.name for r in report.rows) == sorted(
+        f"weight_ih_l{k}{d}" for k in (0, 1) for d in ("", "_reverse"))  # fmt: skip
+    second = torch.randn(64, 10, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # each layer's gate input on the second batch, the layer below rebuilt here
+        for d in ("", "_reverse"):
+            assert abs(float(F.linear(second, model.get_parameter(f"weight_ih_l0{d}")).std()) - 1) <= 0.1
+        lower = nn.LSTM(16, 32, 1, batch_first=True, bidirectional=True)
+        lower.load_state_dict({k: v for k, v in model.state_dict().items() if "_l0" in k})
+        h = lower(second)[0]
+        for d in ("", "_reverse"):
+            assert abs(float(F.linear(h, model.get_parameter(f"weight_ih_l1{d}")).std()) - 1) <= 0.1

@@ -27,7 +27,7 @@ import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -38,6 +38,7 @@ from torch.nn.utils import parametrize
 from initlab._errors import fail
 from initlab._tables import Rows
 from initlab.init._tracing import residual_blocks, trace
+from initlab.init.structure import Structure, capture
 
 __all__ = ["LsuvReport", "LsuvRow", "calibrate", "first_batch", "prior_bias"]
 
@@ -84,9 +85,10 @@ class LsuvReport(Rows):
         return sum(r.converged for r in self.rows)
 
 
-def first_batch(data: Any) -> Tensor:
-    """The inputs of the first batch of ``data``: a tensor, an ``(x, y)`` pair, or an iterable of either."""
-    if isinstance(data, Tensor):
+def first_batch(data: Any) -> Any:
+    """The inputs of the first batch of ``data``: a tensor, a dict of keyword inputs (a Hugging Face batch), an
+    ``(x, y)`` pair, or an iterable of those."""
+    if isinstance(data, Tensor | Mapping):
         return data
     if isinstance(data, tuple | list) and data and isinstance(data[0], Tensor):
         return data[0]
@@ -158,12 +160,14 @@ def calibrate(model: nn.Module, data: Any, *, target_std: float = 1.0, tol: floa
     """
     started = time.perf_counter()
     x = first_batch(data)
-    if x.ndim < 1 or x.shape[0] < MIN_BATCH:
+    lead = next(v for v in x.values() if isinstance(v, Tensor)) if isinstance(x, Mapping) else x
+    if lead.ndim < 1 or lead.shape[0] < MIN_BATCH:
         raise fail(f"lsuv needs a batch of at least {MIN_BATCH} examples to measure a std within tolerance",
-                   received=tuple(x.shape), fix="Pass a larger batch (64 or more is typical).")  # fmt: skip
+                   received=tuple(lead.shape), fix="Pass a larger batch (64 or more is typical).")  # fmt: skip
     report = LsuvReport([], target_std, tol)
     with _measuring(model):
-        rows = _pass(model, x, target_std, tol, max_iter, skip=set())
+        layers = _weight_modules(model, capture(model, x))  # the model ran on x: the same x runs here
+        rows = _pass(model, x, target_std, tol, max_iter, skip=set(), layers=layers)
         if not rows:
             raise fail("lsuv found no weight layer the forward pass reaches", received=type(model).__name__,
                        accepted="a model with Linear, Conv, Embedding, RNN or attention layers")  # fmt: skip
@@ -174,7 +178,7 @@ def calibrate(model: nn.Module, data: Any, *, target_std: float = 1.0, tol: floa
             for last_round in (False, False, True):  # the stream changes what later layers see: calibrate again
                 report.stream = _stream(model, graph, blocks, x, target_std, tol, rows, report)
                 if not last_round and blocks:
-                    for label, row in _pass(model, x, target_std, tol, max_iter, skip=finals).items():
+                    for label, row in _pass(model, x, target_std, tol, max_iter, skip=finals, layers=layers).items():
                         rows[label].merge(row)
         report.rows = list(rows.values())
     report.seconds = time.perf_counter() - started
@@ -187,13 +191,34 @@ def calibrate(model: nn.Module, data: Any, *, target_std: float = 1.0, tol: floa
     return report
 
 
-def _pass(model: nn.Module, x: Tensor, target: float, tol: float, max_iter: int,
-          skip: set[str]) -> dict[str, LsuvRow]:  # fmt: skip
+def _weight_modules(model: nn.Module, structure: Structure) -> dict[int, str]:
+    """The modules to calibrate, by id: the layer modules initlab knows, and every module that owns a weight the
+    structure saw used as a linear map or a convolution (GPT-2's Conv1D, a custom projection); a weight shared by
+    two modules (a readout tied to the embedding) is calibrated once, by the first."""
+    inside_attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    dense = {
+        n.rsplit(".", 1)[0]
+        for n, layer in structure.layers.items()
+        if "." in n and n.endswith(".weight") and layer.use.op in ("linear", "addmm", "conv", "conv_transpose")
+    }
+    names: dict[int, str] = {}
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        if id(module) in inside_attention or not (isinstance(module, _LAYERS) or name in dense):
+            continue
+        weights = {id(p) for p in module.parameters(recurse=False)}
+        if weights & seen:
+            continue  # tied: its weight is calibrated where it is first used
+        seen |= weights
+        names[id(module)] = name
+    return names
+
+
+def _pass(model: nn.Module, x: Any, target: float, tol: float, max_iter: int, skip: set[str],
+          layers: dict[int, str]) -> dict[str, LsuvRow]:  # fmt: skip
     """One forward pass that calibrates every weight layer it reaches (but ``skip``) at its first call."""
     rows: dict[str, LsuvRow] = {}
-    inside_attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
-    names = {id(m): n for n, m in model.named_modules()
-             if isinstance(m, _LAYERS) and id(m) not in inside_attention and n not in skip}  # fmt: skip
+    names = {i: n for i, n in layers.items() if n not in skip}
 
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
         if id(module) not in names:  # calibrated at its first call (a layer used twice)
@@ -204,7 +229,7 @@ def _pass(model: nn.Module, x: Tensor, target: float, tol: float, max_iter: int,
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules() if id(m) in names]
     try:
-        model(x)
+        model(**x) if isinstance(x, Mapping) else model(x)
     finally:
         for handle in handles:
             handle.remove()
@@ -216,10 +241,12 @@ def _module(name: str, module: nn.Module, args: tuple[Any, ...], kwargs: dict[st
     """Calibrate one module's weights on the inputs it was called with: a list of (label, weight view, measure)."""
     prefix = f"{name}." if name else ""
     parts: list[tuple[str, Tensor, Callable[[], float]]] = []
-    if isinstance(module, nn.RNNBase):  # the input projection x @ W_ih^T, what feeds the gates
-        weight, inputs = module.get_parameter("weight_ih_l0"), _argument(args, kwargs, 0, "input")
-        parts.append(("weight_ih_l0", weight, lambda: float(F.linear(inputs, weight).float().std())))
-    elif isinstance(module, nn.MultiheadAttention):
+    if isinstance(module, nn.RNNBase):  # each layer's and direction's input projection x @ W_ih^T (the gates' input)
+        return [
+            _scale(prefix + label, type(module).__name__, weight, measure, target, tol, max_iter)
+            for label, weight, measure in _recurrent_parts(module, _argument(args, kwargs, 0, "input"))
+        ]
+    if isinstance(module, nn.MultiheadAttention):
         for i, role in enumerate(("query", "key", "value")):
             view, inputs = _projection(module, i), _argument(args, kwargs, i, role)
             label = f"in_proj_weight[{'qkv'[i]}]" if module.in_proj_weight is not None else f"{'qkv'[i]}_proj_weight"
@@ -232,6 +259,34 @@ def _module(name: str, module: nn.Module, args: tuple[Any, ...], kwargs: dict[st
                       lambda: first.pop() if first else _std(module.forward(*args, **kwargs))))  # fmt: skip
     return [_scale(prefix + label, type(module).__name__, weight, measure, target, tol, max_iter)
             for label, weight, measure in parts]  # fmt: skip
+
+
+def _recurrent_parts(module: nn.RNNBase, inputs: Tensor) -> Iterator[tuple[str, Tensor, Callable[[], float]]]:
+    """Layer by layer, every direction's ``weight_ih``, measured on what that layer receives: the input for layer
+    0, then the output of the layers below as calibrated so far (computed after they were scaled)."""
+    x = inputs
+    directions = ("", "_reverse") if module.bidirectional else ("",)
+    for layer in range(module.num_layers):
+        for suffix in directions:
+            weight = module.get_parameter(f"weight_ih_l{layer}{suffix}")
+            yield f"weight_ih_l{layer}{suffix}", weight, (lambda w, t: lambda: float(F.linear(t, w).float().std()))(
+                weight, x)  # fmt: skip
+        if layer + 1 < module.num_layers and not getattr(module, "proj_size", 0):
+            x = _one_layer(module, layer)(x)[0]
+        else:  # a projected LSTM's upper layers see h projected by weight_hr: left to the base scheme
+            return
+
+
+def _one_layer(module: nn.RNNBase, layer: int) -> nn.Module:
+    """Layer ``layer`` of a stacked RNN as a one-layer RNN of its own (the same weights, copied)."""
+    first = module.get_parameter(f"weight_ih_l{layer}")
+    make: Any = type(module)  # LSTM/GRU/RNN take (input_size, hidden_size, ...)
+    single: nn.Module = make(first.shape[1], module.hidden_size, num_layers=1, bias=module.bias,
+                             batch_first=module.batch_first, bidirectional=module.bidirectional)  # fmt: skip
+    with torch.no_grad():
+        for name, p in single.named_parameters():
+            p.copy_(module.get_parameter(name.replace("_l0", f"_l{layer}")))
+    return single.to(first.device)
 
 
 def _scale(label: str, kind: str, weight: Tensor, measure: Callable[[], float], target: float, tol: float,
