@@ -18,9 +18,8 @@ import torch
 import transformers
 
 import initlab as il
-from initlab.init.structure import capture
-
 from _timing import interleaved, report
+from initlab.init.structure import capture
 
 
 def peak_mb() -> float:

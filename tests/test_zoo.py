@@ -297,3 +297,19 @@ def test_lsuv_calibrates_every_layer_and_direction_of_an_lstm() -> None:
         h = lower(second)[0]
         for d in ("", "_reverse"):
             assert abs(float(F.linear(h, model.get_parameter(f"weight_ih_l1{d}")).std()) - 1) <= 0.1
+
+
+@pytest.mark.parametrize(("build", "activations"), [(_gpt2, 4), (_bert, 5)])
+def test_the_monitor_watches_every_activation_of_a_hugging_face_model(build: Callable[[], nn.Module],
+                                                                      activations: int) -> None:  # fmt: skip
+    # regression: the Monitor watched 1 place in HF BERT and 3 in GPT-2 (HF's activation modules were not seen)
+    model = build()
+    ids = torch.randint(0, 100, (8, 16), generator=torch.Generator().manual_seed(0))
+    with il.Monitor(model, every=1) as mon:
+        out = model(input_ids=ids)
+        (out.logits if hasattr(out, "logits") else out.last_hidden_state).pow(2).mean().backward()
+    record = mon.history.records[-1]
+    watched = {layer for layer, stat in record if stat == "std"}
+    assert len(watched) == activations  # one per block's MLP (+ BERT's pooler tanh)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {layer for layer, stat in record if stat == "grad_norm"} == trainable

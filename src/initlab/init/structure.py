@@ -84,6 +84,7 @@ class Layer:
     uses: list[Use] = field(default_factory=list)
     activation: Activation | None = None
     activation_source: str = "none"  # "module", "function", "none"
+    activation_module: str = ""  # the module that applied it, where a module did
     aliases: tuple[str, ...] = ()
     frozen: bool = False
     parametrized: bool = False
@@ -152,7 +153,7 @@ class _Recorder(TorchFunctionMode):
         self.order = 0
         self.use_layer: dict[int, str] = {}  # order -> layer name
         self.opaque = 0  # > 0 inside an activation module: its own ops are not recorded
-        self.modules: list[tuple[str, nn.Module]] = []  # (layer, the activation module its output went through)
+        self.modules: list[tuple[str, nn.Module, str]] = []  # (layer, the activation module it fed, its name)
         self.module_ops: dict[str, set[str]] = {}  # module -> the operators its own forward ran
 
     # -- the operator hook -------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class _Recorder(TorchFunctionMode):
             return True
         return False
 
-    def leave(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+    def leave(self, module: nn.Module, name: str, args: tuple[Any, ...], output: Any) -> None:
         self.opaque -= 1
         if self.opaque:
             return
@@ -251,7 +252,7 @@ class _Recorder(TorchFunctionMode):
             return
         for layer in flow.pending:  # resolved after the pass (identify runs the module on numbers)
             if self.layers[layer].activation is None:
-                self.modules.append((layer, module))
+                self.modules.append((layer, module, name))
         self._mark(output, frozenset(), flow.ancestry)
 
 
@@ -497,9 +498,9 @@ def _module_stack(recorder: _Recorder, stack: list[tuple[str, nn.Module]],
         opaque.append(recorder.enter(module))
 
     def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        stack.pop()
+        name, _ = stack.pop()
         if opaque.pop():
-            recorder.leave(module, args, output)
+            recorder.leave(module, name, args, output)
 
     handles = [nn.modules.module.register_module_forward_pre_hook(pre),
                nn.modules.module.register_module_forward_hook(post)]  # fmt: skip
@@ -544,9 +545,10 @@ def capture(model: nn.Module, example: Any) -> Structure:
         layer.aliases = tuple(a for a in aliases.get(layer.name, [layer.name]) if a != layer.name)
         layer.parametrized = layer.name in parametrized
         layer.role = {"embedding": "embedding", "recurrent": "recurrent"}.get(layer.use.op, "hidden")
-    for name, module in recorder.modules:
+    for name, module, where in recorder.modules:
         if layers[name].activation is None:
             layers[name].activation, layers[name].activation_source = identify(module), "module"
+            layers[name].activation_module = where
     readout = _mark_output(recorder, output)
     params = dict(model.named_parameters())
     for name in params:

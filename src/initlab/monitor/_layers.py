@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from initlab.init._keras_model import is_keras_model, keras_activation, keras_kernels, keras_layers
 from initlab.init._tracing import WEIGHT_LAYERS, find_activations, trace
 from initlab.init.activations import activation, is_activation_module
+from initlab.init.structure import Structure, capture, example_input
 from initlab.monitor.probes import PreActivation
 
 __all__ = ["first_tensor", "inner_module", "named_parameters", "watched_layers", "weight_names"]
@@ -30,6 +31,9 @@ def watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[
         keras_acts = [(layer.name, layer, keras_activation(layer)) for layer in keras_layers(inner)]
         watched = [(name, layer, act) for name, layer, act in keras_acts if act is not None]
         return [(n, m) for n, m, _ in watched], {n: act for n, _, act in watched}
+    structure = _structure(inner)
+    if structure is not None:
+        return _from_structure(inner, structure)
     acts = [(n, m) for n, m in inner.named_modules() if is_activation_module(m) and activation(m).name != "linear"]
     if acts:
         return acts, {n: activation(m) for n, m in acts}
@@ -37,6 +41,36 @@ def watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[
     found = find_activations(inner, trace(inner))
     layers = [(n, m) for n, m in inner.named_modules() if isinstance(m, WEIGHT_LAYERS)]
     return layers, {n: PreActivation(found[n].activation) if n in found else None for n, _ in layers}
+
+
+def _structure(model: nn.Module) -> Structure | None:
+    """The structure from one forward pass on an input read off the model (None where none can be read, or the
+    model does not run on it: then module types and torch.fx stand in)."""
+    example = example_input(model)
+    if example is None:
+        return None
+    try:
+        return capture(model, example)
+    except Exception:  # a model that does not take the guessed input
+        return None
+
+
+def _from_structure(model: nn.Module, structure: Structure) -> tuple[list[tuple[str, nn.Module]], dict[str, Any]]:
+    """Every activation the pass saw: the module that applied it (Hugging Face's activation modules included), or,
+    for a function, the weight layer whose output it took (watched as a pre-activation); and every activation
+    module of the model, in module order."""
+    modules = dict(model.named_modules())
+    watched: dict[str, Any] = {n: activation(m) for n, m in modules.items()
+                               if is_activation_module(m) and activation(m).name != "linear"}  # fmt: skip
+    for layer in structure.layers.values():
+        if layer.activation is None:
+            continue
+        if layer.activation_module:
+            watched.setdefault(layer.activation_module, layer.activation)
+        elif "." in layer.name and layer.name.rsplit(".", 1)[0] in modules:
+            watched.setdefault(layer.name.rsplit(".", 1)[0], PreActivation(layer.activation))
+    order = [n for n in modules if n in watched]
+    return [(n, modules[n]) for n in order], {n: watched[n] for n in order}
 
 
 def inner_module(model: nn.Module) -> nn.Module:

@@ -78,6 +78,11 @@ class Monitor:
         auto_step: count a step at the end of every backward pass through the model (pass the loss first
             with ``mon.observe_loss(loss)``); with ``False``, call ``mon.step(loss)`` after each step.
 
+    Which places are watched comes from :mod:`initlab.init.structure`: the monitor runs the model once, without
+    gradients, on an input read off the model (a Hugging Face model's own, or its first layer's size; modes,
+    buffers and the RNG state restored), so that Hugging Face's activation modules and functional activations are
+    watched too; where no input can be read, module types and torch.fx decide.
+
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     >>> with Monitor(net, every=1) as mon:
     ...     for _ in range(3):
