@@ -313,3 +313,12 @@ def test_the_monitor_watches_every_activation_of_a_hugging_face_model(build: Cal
     assert len(watched) == activations  # one per block's MLP (+ BERT's pooler tanh)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {layer for layer, stat in record if stat == "grad_norm"} == trainable
+
+
+@pytest.mark.parametrize("scheme", ["gpt2", "deepnorm"])
+def test_residual_schemes_on_a_plain_mlp_say_there_is_nothing_to_scale(scheme: str) -> None:
+    # regression: gpt2 raised a raw ZeroDivisionError on a plain MLP or CNN
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    report = il.initialize(net, scheme, generator=torch.Generator().manual_seed(0))
+    assert any("has no residual addition, so it changed nothing" in note for note in report.notes)
+    assert _close(float(net[0].weight.detach().std()), report["0.weight"].std, net[0].weight.numel())

@@ -65,6 +65,7 @@ class _Context:
     owner: dict[int, int] = dataclasses.field(default_factory=dict)  # id(parameter) -> its row
     # (scheme, activation) -> [(the layer's forward gain std·√fan_in, the activation's gain)], for the notes
     mismatches: dict[tuple[str, str], list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)  # said by the rules, for the report
 
 
 def initialize(
@@ -166,7 +167,7 @@ def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | f
         _residual(model, _branches(model, structure, graph), residual, ctx)
     if init.scheme.zero:
         _zero_roles(model, init.scheme.zero, ctx, structure)
-    notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx)
+    notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx) + ctx.notes
     if structure is None:
         notes.append("no example input: the model's structure came from torch.fx or module order (pass example=)")
     return InitReport(ctx.rows, ctx.init.name, notes)
@@ -586,6 +587,9 @@ def _keep_frozen(model: nn.Module, kept: dict[str, Tensor], ctx: _Context) -> li
 
 
 def _residual(model: nn.Module, branches: list[list[str]], rule: str, ctx: _Context) -> None:
+    if not branches:  # a plain MLP or CNN: the rule has nothing to act on (it raised ZeroDivisionError: issue 30)
+        ctx.notes.append(f"residual rule {rule!r}: the model has no residual addition, so it changed nothing")
+        return
     if rule == "scaled":
         _scale_last(model, branches, ctx)
         return
