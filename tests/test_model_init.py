@@ -236,6 +236,8 @@ def test_parameters_without_a_rule_are_named_in_a_note() -> None:
             return self.lin(x) * self.scale
 
     model = Scaled()
-    report = il.initialize(model, "he_normal", generator=_gen())
+    with pytest.warns(UserWarning, match=re.escape("initlab.initialize: 1 parameter is in modules initialize has no "
+                                                   "rule for and left as they were: scale.")):  # fmt: skip
+        report = il.initialize(model, "he_normal", generator=_gen())
     assert report.notes == ["1 parameter is in modules initialize has no rule for and left as they were: scale."]
     assert bool((model.scale == 3.0).all())

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -272,12 +273,23 @@ def _apply(rule: Callable[[str, Any, _Context], None], name: str, module: nn.Mod
 
 def _untouched(model: nn.Module, ctx: _Context) -> list[str]:
     """A note naming the parameters no rule reached (a custom module's own nn.Parameter), left as they were."""
-    names = [n for n, p in model.named_parameters() if id(p) not in ctx.owner]
+    reported = {name for row in ctx.rows for name in row.name.split(" = ")}
+    names = [n for n, p in model.named_parameters() if id(p) not in ctx.owner and _logical(n) not in reported]
     if not names:
         return []
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     are = "parameter is" if len(names) == 1 else "parameters are"
-    return [f"{len(names)} {are} in modules initialize has no rule for and left as they were: {shown}."]
+    message = f"{len(names)} {are} in modules initialize has no rule for and left as they were: {shown}."
+    warnings.warn(f"initlab.initialize: {message} Initialize them yourself, or pass example= so that their use "
+                  "can be seen.", UserWarning, stacklevel=4)  # fmt: skip
+    return [message]
+
+
+def _logical(name: str) -> str:
+    """The weight a parametrization's original computes: ``fc.parametrizations.weight.original0`` → ``fc.weight``
+    (written through the parametrization when that weight was initialized)."""
+    owner, sep, rest = name.partition("parametrizations.")
+    return owner + rest.split(".", 1)[0] if sep else name
 
 
 def _bias_rule(bias: str | float | Mapping[str, Any] | Initializer | None) -> Initializer | float | None:
