@@ -326,3 +326,13 @@ def test_residual_schemes_on_a_plain_mlp_say_there_is_nothing_to_scale(scheme: s
     report = il.initialize(net, scheme, generator=torch.Generator().manual_seed(0))
     assert any("has no residual addition, so it changed nothing" in note for note in report.notes)
     assert _close(float(net[0].weight.detach().std()), report["0.weight"].std, net[0].weight.numel())
+
+
+def test_il_fans_of_a_conv1d_module_reads_its_use() -> None:
+    # regression: il.fans on GPT-2's Conv1D gave fan_in 256 / fan_out 64 for a 64 -> 256 layer
+    layer = Conv1D(256, 64)  # nf = 256 outputs, nx = 64 inputs: weight (64, 256)
+    assert il.fans(layer.weight, layer=layer) == il.Fans(64, 256, 1)
+    with torch.device("meta"):
+        on_meta = Conv1D(256, 64)
+    assert il.fans(on_meta.weight, layer=on_meta) == il.Fans(64, 256, 1)
+    assert il.fans(torch.empty(256, 64), layer=nn.Linear(64, 256)) == il.Fans(64, 256, 1)  # torch's own: unchanged

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeGuard
 
 from initlab._errors import fail, unknown_name
 
@@ -117,6 +117,10 @@ def fans(
             fix="A bias or other 1-D tensor has no fan: use zeros_/constant_/normal_ with an explicit std, "
             "or pass fans=Fans(fan_in, fan_out).",
         )
+    if layout == "torch" and len(shape) == 2 and _unknown_dense(layer):
+        used = _fans_by_use(layer, shape)
+        if used is not None:
+            return used
     kind, groups = _kind_and_groups(layer, groups, len(shape))
     if layout == "torch":
         return _torch_fans(shape, kind, groups)
@@ -154,6 +158,37 @@ def _module_kind(module: nn.Module) -> str:
     if isinstance(module, nn.RNN | nn.RNNCell):
         return "rnn"
     return "linear"
+
+
+def _unknown_dense(layer: object) -> TypeGuard[nn.Module]:
+    """A module with a matrix weight that is none of torch's layers (GPT-2's Conv1D, a custom projection)."""
+    if layer is None or isinstance(layer, str):
+        return False
+    from torch import nn
+
+    known = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag, nn.RNNBase,
+             nn.RNNCellBase, nn.MultiheadAttention)  # fmt: skip
+    return isinstance(layer, nn.Module) and not isinstance(layer, known)
+
+
+def _fans_by_use(layer: nn.Module, shape: tuple[int, ...]) -> Fans | None:
+    """The fans of an unknown module's weight as its forward pass uses it: it is run on a meta input of each
+    width the weight could take (issue 30: torch's rule reversed the fans of Conv1D's (in, out) weight)."""
+    import torch
+
+    from initlab.init.structure import capture
+
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != shape:
+        return None
+    for width in dict.fromkeys((shape[1], shape[0])):
+        try:  # two rows on the weight's device (meta stays meta: nothing is computed)
+            found = capture(layer, torch.zeros(2, width, device=weight.device)).layers.get("weight")
+        except Exception:  # that width is not the one it takes
+            continue
+        if found is not None:
+            return Fans(found.use.fan_in, found.use.fan_out, 1)
+    return None
 
 
 def _divide(channels: int, groups: int, what: str) -> int:

@@ -151,8 +151,9 @@ def initialize(
 
 def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | float | None, recurrent: Initializer,
                       generator: torch.Generator | None, residual: str | None, activation: Any, gain_from: str,
-                      structure: Structure | None, frozen: bool) -> InitReport:  # fmt: skip
+                      captured: Structure | str, frozen: bool) -> InitReport:  # fmt: skip
     """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles."""
+    structure = captured if isinstance(captured, Structure) else None
     graph = trace(model) if structure is None else None
     found = structure_activations(structure) if structure is not None else find_activations(model, graph)
     ctx = _Context(init, bias, recurrent, generator, _with_overrides(model, found, activation), gain_from)
@@ -169,8 +170,8 @@ def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | f
     if init.scheme.zero:
         _zero_roles(model, init.scheme.zero, ctx, structure)
     notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx) + ctx.notes
-    if structure is None:
-        notes.append("no example input: the model's structure came from torch.fx or module order (pass example=)")
+    if isinstance(captured, str):
+        notes.append(f"the model's structure came from torch.fx or module order: {captured}")
     return InitReport(ctx.rows, ctx.init.name, notes)
 
 
@@ -515,19 +516,19 @@ def _attention(name: str, module: Any, ctx: _Context) -> None:
             _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
 
 
-def _structure(model: nn.Module, example: Any, data: Any) -> Structure | None:
+def _structure(model: nn.Module, example: Any, data: Any) -> Structure | str:
     """The model's structure from one forward pass on ``example`` (or ``data``'s inputs, or an input read off the
-    model); None where there is no input to run or the model does not run on it (the fx fallback then)."""
+    model); where there is no input to run or the model does not run on it, why (the fx fallback then)."""
     if example is None and data is not None:
         example = data if isinstance(data, Tensor | Mapping) else first_batch(data)
     if example is None:
         example = example_input(model)
     if example is None:
-        return None
+        return "no example input could be read off the model (pass example=)"
     try:
         return capture(model, example)
-    except Exception:  # a model that does not take the guessed input: the fx/module-order fallback stands in
-        return None
+    except Exception as error:  # a model that does not take the guessed input: the fx/module-order fallback
+        return f"the model did not run on the example input ({type(error).__name__}: {str(error)[:120]})"
 
 
 def structure_activations(structure: Structure) -> dict[str, Found]:
