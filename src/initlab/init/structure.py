@@ -25,9 +25,7 @@ scale); a parameter the pass never used, or used by an operator without a rule, 
 from __future__ import annotations
 
 import contextlib
-import functools
-import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +34,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 
+from initlab.init._examples import example_input
+from initlab.init._operators import uses
 from initlab.init.activations import (
     FUNCTIONS,
     METHODS,
@@ -47,7 +47,6 @@ from initlab.init.activations import (
 
 __all__ = ["Layer", "Residual", "Structure", "Use", "capture", "example_input", "identify", "unwrap"]
 
-_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 _ADDS = {"add", "__add__", "__radd__", "add_", "__iadd__"}
 # operators through which a weight's output keeps flowing towards "its" activation (shape and dtype changes,
 # dropout, scaling, normalization, sums): anything else (a product of two activations, attention, a weight layer)
@@ -217,7 +216,7 @@ class _Recorder(TorchFunctionMode):
         of each use."""
         module = self.stack[-1][0] if self.stack else ""
         found: list[tuple[str, int]] = []
-        for use, tensor in _uses(name, args, kwargs):
+        for use, tensor in uses(name, args, kwargs):
             pname = self.names.get(id(tensor))
             if pname is None:
                 continue
@@ -311,125 +310,6 @@ def _flat(args: Any, kwargs: Any) -> Iterator[Any]:
             yield value
 
 
-def _arg(args: tuple[Any, ...], kwargs: Any, index: int, name: str) -> Any:
-    return args[index] if len(args) > index else kwargs.get(name)
-
-
-Entry = tuple[Any, str, int, int, dict[str, Any]]  # (operand, op, fan_in, fan_out, extra fields of the Use)
-_MATMULS = ("matmul", "mm", "bmm", "__matmul__", "__rmatmul__")
-
-
-def _matrix(t: Any) -> bool:
-    return isinstance(t, Tensor) and t.ndim >= 2
-
-
-def _linear(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    w = _arg(args, kwargs, 1, "weight")
-    return [(w, "linear", w.shape[-1], w.shape[0], {})] if _matrix(w) else []
-
-
-def _addmm(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    a, b = _arg(args, kwargs, 1, "mat1"), _arg(args, kwargs, 2, "mat2")  # y = bias + a @ b
-    out: list[Entry] = [(b, "addmm", b.shape[0], b.shape[1], {})] if _matrix(b) else []  # Conv1D: (in, out)
-    return out + ([(a, "addmm", a.shape[1], a.shape[0], {})] if _matrix(a) else [])
-
-
-def _matmul(args: tuple[Any, ...], kwargs: Any, swap: bool = False) -> list[Entry]:
-    a, b = (args[1], args[0]) if swap else (args[0], args[1])
-    out: list[Entry] = [(b, "matmul", b.shape[-2], b.shape[-1], {})] if _matrix(b) else []
-    return out + ([(a, "matmul", a.shape[-1], a.shape[-2], {})] if _matrix(a) else [])
-
-
-def _conv(args: tuple[Any, ...], kwargs: Any, transposed: bool = False) -> list[Entry]:
-    w, groups = _arg(args, kwargs, 1, "weight"), int(_arg(args, kwargs, 6, "groups") or 1)
-    if not _matrix(w):
-        return []
-    taps, stride = math.prod(w.shape[2:]), {"stride": _ints(args, kwargs, 3)}
-    if transposed:  # weight (in, out/groups, k...)
-        return [(w, "conv_transpose", w.shape[0] // groups * taps, w.shape[1] * taps, stride)]
-    return [(w, "conv", w.shape[1] * taps, w.shape[0] // groups * taps, stride)]  # pytorch#23854: out / groups
-
-
-def _embedding(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    w = _arg(args, kwargs, 1, "weight")
-    return [(w, "embedding", 1, w.shape[1], {})] if _matrix(w) else []
-
-
-def _bilinear(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    w = _arg(args, kwargs, 2, "weight")
-    return [(w, "bilinear", w.shape[1] + w.shape[2], w.shape[0], {})] if _matrix(w) else []
-
-
-def _attention(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    """``F.multi_head_attention_forward``: packed (3E, E) or separate q/k/v projections, and the output one."""
-    out: list[Entry] = []
-    packed = _arg(args, kwargs, 5, "in_proj_weight")
-    if _matrix(packed):
-        out.append((packed, "attention", packed.shape[1], packed.shape[0] // 3, {"blocks": 3}))
-    for i, key in ((15, "q_proj_weight"), (16, "k_proj_weight"), (17, "v_proj_weight")):
-        w = _arg(args, kwargs, i, key)
-        if _matrix(w):
-            out.append((w, "attention", w.shape[1], w.shape[0], {}))
-    w = _arg(args, kwargs, 11, "out_proj_weight")
-    return out + ([(w, "linear", w.shape[1], w.shape[0], {})] if _matrix(w) else [])
-
-
-def _recurrent(args: tuple[Any, ...], kwargs: Any, gates: int = 1) -> list[Entry]:
-    """``_VF.lstm``/``gru``/``rnn_*``: the flat weights, each (gates·H, in) used as ``gates`` blocks."""
-    lists = [a for a in args if isinstance(a, list | tuple) and a and isinstance(a[0], Tensor)]
-    flat = max(lists, key=len) if lists else ()  # the flat weights, not the (h, c) state
-    return [(w, "recurrent", w.shape[1], w.shape[0] // gates, {"blocks": gates}) for w in flat if _matrix(w)]
-
-
-def _einsum(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    """fan_in: the product of the operand's dimensions that are summed over (absent from the result)."""
-    equation, operands = args[0], args[1:]
-    if len(operands) == 1 and isinstance(operands[0], list | tuple):
-        operands = tuple(operands[0])
-    lhs, _, result = str(equation).replace(" ", "").partition("->")
-    terms = lhs.split(",")
-    if not result or len(terms) != len(operands) or "." in lhs:
-        return []
-    out: list[Entry] = []
-    for term, tensor in zip(terms, operands, strict=True):
-        if _matrix(tensor) and len(term) == tensor.ndim:
-            sizes = dict(zip(term, tensor.shape, strict=True))
-            fan_in = math.prod(s for c, s in sizes.items() if c not in result)
-            out.append((tensor, "einsum", fan_in, math.prod(s for c, s in sizes.items() if c in result), {}))
-    return out
-
-
-_RULES: dict[str, Callable[[tuple[Any, ...], Any], list[Entry]]] = {
-    "linear": _linear,
-    "addmm": _addmm,
-    **dict.fromkeys(_MATMULS[:-1], _matmul),
-    "__rmatmul__": lambda a, k: _matmul(a, k, swap=True),
-    **dict.fromkeys(("conv1d", "conv2d", "conv3d"), _conv),
-    **dict.fromkeys(("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
-                    lambda a, k: _conv(a, k, transposed=True)),
-    **dict.fromkeys(("embedding", "embedding_bag"), _embedding),
-    "bilinear": _bilinear,
-    "einsum": _einsum,
-    "multi_head_attention_forward": _attention,
-    **{name: functools.partial(_recurrent, gates=gates) for name, gates in _GATES.items()},
-}  # fmt: skip
-
-
-def _uses(name: str, args: tuple[Any, ...], kwargs: Any) -> list[tuple[dict[str, Any], Tensor]]:
-    """The weight operands of one operator with their use's fields (an operator without a rule: none)."""
-    rule = _RULES.get(name)
-    if rule is None:
-        return []
-    return [
-        ({"op": op, "fan_in": int(fi), "fan_out": int(fo), **extra}, t) for t, op, fi, fo, extra in rule(args, kwargs)
-    ]
-
-
-def _ints(args: tuple[Any, ...], kwargs: Any, index: int) -> tuple[int, ...]:
-    value = _arg(args, kwargs, index, "stride")
-    return tuple(int(v) for v in value) if isinstance(value, list | tuple) else (int(value),) if value else ()
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside ``torch.compile`` (``_orig_mod``), DataParallel or DistributedDataParallel (``module``)."""
     while True:
@@ -439,53 +319,6 @@ def unwrap(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
-
-
-def example_input(model: nn.Module, batch: int = 2, length: int = 8) -> Any:
-    """An input the model takes, read off the model where it says enough: a Hugging Face model's
-    ``dummy_inputs``; token ids for a model whose first weight layer is an embedding; ``(batch, in_features)``
-    for a Linear; ``(batch, channels, 16, ...)`` for a conv; ``(batch, length, features)`` for an RNN. None where
-    nothing says. Drawn from a generator of its own: torch's global random state is not touched."""
-    hf = _hugging_face_example(model, batch)
-    if hf is not None:
-        return hf
-    first = next((m for m in model.modules() if isinstance(m, _FIRST)), None)
-    if first is None:
-        return None
-    device = next(first.parameters()).device
-    g = torch.Generator().manual_seed(0)
-    if isinstance(first, nn.Embedding):
-        return torch.randint(0, first.num_embeddings, (batch, length), generator=g).to(device)
-    if isinstance(first, nn.Linear):
-        shape: tuple[int, ...] = (batch, first.in_features)
-    elif isinstance(first, nn.modules.conv._ConvNd):
-        shape = (batch, first.in_channels, *([16] * len(first.kernel_size)))
-    else:
-        assert isinstance(first, nn.RNNBase)
-        shape = (batch, length, first.input_size) if first.batch_first else (length, batch, first.input_size)
-    return torch.randn(shape, generator=g).to(device)
-
-
-_FIRST = (nn.Embedding, nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
-
-
-def _hugging_face_example(model: nn.Module, batch: int) -> dict[str, Tensor] | None:
-    """A Hugging Face model's input, by its ``main_input_name``: its ``dummy_inputs`` for token ids, images of the
-    config's size (32 where it has none) for ``pixel_values``."""
-    main, config = getattr(model, "main_input_name", None), getattr(model, "config", None)
-    if main is None or config is None:
-        return None
-    device = next(model.parameters()).device
-    if main == "pixel_values":
-        size = getattr(config, "image_size", 32)
-        size = size if isinstance(size, int) else 32
-        g = torch.Generator().manual_seed(0)
-        pixels = torch.randn(batch, getattr(config, "num_channels", 3), size, size, generator=g)
-        return {"pixel_values": pixels.to(device)}
-    dummy = getattr(model, "dummy_inputs", None)
-    if main == "input_ids" and isinstance(dummy, Mapping) and dummy:  # 2 × 4 tokens: the pass costs little
-        return {k: v[:batch, :4].to(device) if v.ndim == 2 else v.to(device) for k, v in dummy.items()}
-    return None
 
 
 @contextlib.contextmanager
