@@ -44,6 +44,13 @@ def main() -> None:
     print(f"capture on meta: median {statistics.median(times):.3f} s of 5 (target <= 2 s); {len(structure.layers)} "
           f"weight layers, {len(structure.branch_ends())} residual branches, readout {structure.output}; peak memory "
           f"grew {peak_mb() - before:.0f} MB (the weights would be {size:.0f} MB)")  # fmt: skip
+    toy = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=100,
+                                                                n_positions=64)).eval()  # fmt: skip
+    ids = {"input_ids": torch.randint(0, 100, (2, 4))}
+    # the alternative the issue named: torch.export non-strict (its default call fails on the DynamicCache output)
+    export = lambda: torch.export.export(toy, (), {**ids, "use_cache": False}, strict=False)  # noqa: E731
+    base, ours = interleaved(export, lambda: capture(toy, ids), repeats=5)
+    report("structure of a toy GPT-2: torch.export (non-strict) vs initlab's capture", base, ours, "informational")
     model = transformers.GPT2LMHeadModel(config)  # materialized
     generator = torch.Generator().manual_seed(0)
     # HF's rule applied to every module (init_weights() skips modules it marked as initialized already)
