@@ -38,7 +38,7 @@ from torch.nn.utils import parametrize
 from initlab._errors import fail
 from initlab._tables import Rows
 from initlab.init._tracing import residual_blocks, trace
-from initlab.init.structure import Structure, capture
+from initlab.init.structure import Structure, call, capture, restored
 
 __all__ = ["LsuvReport", "LsuvRow", "calibrate", "first_batch", "prior_bias"]
 
@@ -104,22 +104,17 @@ def _measuring(model: nn.Module) -> Iterator[None]:
     """Train mode for normalization (batch statistics), Dropout off, no autograd; modes, buffers and the RNG
     state restored afterwards."""
     modes = {m: m.training for m in model.modules()}
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-    rng = torch.get_rng_state()
     try:
-        model.train()
-        for module in model.modules():
-            if isinstance(module, nn.modules.dropout._DropoutNd | nn.AlphaDropout):
-                module.eval()
-        with torch.no_grad():
-            yield
+        with restored(model):
+            model.train()
+            for module in model.modules():
+                if isinstance(module, nn.modules.dropout._DropoutNd | nn.AlphaDropout):
+                    module.eval()
+            with torch.no_grad():
+                yield
     finally:
         for module, mode in modes.items():
             module.training = mode
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-        torch.set_rng_state(rng)
 
 
 def _projection(attention: nn.Module, part: int) -> Tensor:
@@ -229,7 +224,7 @@ def _pass(model: nn.Module, x: Any, target: float, tol: float, max_iter: int, sk
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules() if id(m) in names]
     try:
-        model(**x) if isinstance(x, Mapping) else model(x)
+        call(model, x)
     finally:
         for handle in handles:
             handle.remove()

@@ -47,7 +47,7 @@ from initlab.init.fans import Fans, fans
 from initlab.init.gains import gain as gain_of
 from initlab.init.lsuv import LsuvReport, calibrate, first_batch, prior_bias
 from initlab.init.registry import Initializer, get
-from initlab.init.structure import Structure, capture, example_input
+from initlab.init.structure import Structure, capture_or_why
 
 __all__ = ["GAIN_SOURCES", "InitReport", "LayerInit", "initialize", "lsuv"]
 
@@ -518,17 +518,8 @@ def _attention(name: str, module: Any, ctx: _Context) -> None:
 
 def _structure(model: nn.Module, example: Any, data: Any) -> Structure | str:
     """The model's structure from one forward pass on ``example`` (or ``data``'s inputs, or an input read off the
-    model); where there is no input to run or the model does not run on it, why (the fx fallback then)."""
-    if example is None and data is not None:
-        example = data if isinstance(data, Tensor | Mapping) else first_batch(data)
-    if example is None:
-        example = example_input(model)
-    if example is None:
-        return "no example input could be read off the model (pass example=)"
-    try:
-        return capture(model, example)
-    except Exception as error:  # a model that does not take the guessed input: the fx/module-order fallback
-        return f"the model did not run on the example input ({type(error).__name__}: {str(error)[:120]})"
+    model), or why there is none (the fx fallback then)."""
+    return capture_or_why(model, first_batch(data) if example is None and data is not None else example)
 
 
 def structure_activations(structure: Structure) -> dict[str, Found]:

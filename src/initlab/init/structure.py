@@ -26,6 +26,7 @@ scale); a parameter the pass never used, or used by an operator without a rule, 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,10 @@ from initlab.init.activations import (
     is_activation_module,
 )
 
-__all__ = ["Layer", "Residual", "Structure", "Use", "capture", "example_input", "identify", "unwrap"]
+__all__ = [
+    "Layer", "Residual", "Structure", "Use", "call", "capture", "capture_or_why", "example_input", "identify",
+    "restored", "unwrap",
+]  # fmt: skip
 
 _ADDS = {"add", "__add__", "__radd__", "add_", "__iadd__"}
 # operators through which a weight's output keeps flowing towards "its" activation (shape and dtype changes,
@@ -120,7 +124,6 @@ class Structure:
     frozen: list[str]
     output: str | None = None  # the readout: the weight layer that produces the model's output (tied: the table)
     norms: list[str] = field(default_factory=list)  # modules that normalize (scale and shift vectors of their own)
-    example_device: str = "cpu"
 
     def branch_ends(self) -> list[str]:
         """The last weight layer of each residual branch, once each, in order."""
@@ -262,19 +265,23 @@ def identify(module: nn.Module) -> Activation:
     silu), else the module itself as a callable activation (its gain then comes from quadrature)."""
     if is_activation_module(module):
         return activation(module)
-    z = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
+    z, named = _reference_values()
     try:
         with torch.no_grad():
             values = module(z)
     except Exception:  # a module that does not take a plain vector is used as it is
         return activation(module)
-    best, error = None, 1e-6
-    for name in activation_names():
-        with torch.no_grad():
-            gap = float((activation(name)(z) - values).abs().max())
-        if gap < error:
-            best, error = name, gap
-    return activation(best) if best is not None else activation(module)
+    gaps = {name: float((reference - values).abs().max()) for name, reference in named.items()}
+    best = min(gaps, key=gaps.__getitem__)
+    return activation(best) if gaps[best] < 1e-6 else activation(module)
+
+
+@functools.cache
+def _reference_values() -> tuple[Tensor, dict[str, Tensor]]:
+    """The points :func:`identify` compares on, and every named activation's values there (computed once)."""
+    z = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
+    with torch.no_grad():
+        return z, {name: activation(name)(z) for name in activation_names()}
 
 
 def _function_activation(func: Any, name: str, args: tuple[Any, ...], kwargs: Any) -> Activation | None:
@@ -345,16 +352,14 @@ def _module_stack(recorder: _Recorder, stack: list[tuple[str, nn.Module]],
             handle.remove()
 
 
-def _parameter_names(model: nn.Module) -> tuple[dict[int, str], dict[str, list[str]], dict[int, Tensor]]:
-    """id(tensor) -> first name, first name -> every name (tied copies), and the tensors (kept alive)."""
+def _parameter_names(model: nn.Module) -> tuple[dict[int, str], dict[str, list[str]]]:
+    """id(tensor) -> first name, and first name -> every name (tied copies)."""
     ids: dict[int, str] = {}
     aliases: dict[str, list[str]] = {}
-    tensors: dict[int, Tensor] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         first = ids.setdefault(id(p), name)
         aliases.setdefault(first, []).append(name)
-        tensors[id(p)] = p
-    return ids, aliases, tensors
+    return ids, aliases
 
 
 def capture(model: nn.Module, example: Any) -> Structure:
@@ -362,18 +367,16 @@ def capture(model: nn.Module, example: Any) -> Structure:
     return its :class:`Structure`. The model's modes, buffers and torch's RNG state are restored; no gradient is
     taken. On a model whose parameters are on the meta device the pass allocates nothing."""
     model = unwrap(model)
-    ids, aliases, tensors = _parameter_names(model)
+    ids, aliases = _parameter_names(model)
     stack: list[tuple[str, nn.Module]] = []
     names = {m: n for n, m in model.named_modules()}
     recorder = _Recorder(ids, stack)
     parametrized = _computed_weights(model)
-    with parametrize.cached(), _restored(model), torch.no_grad():
-        for name, (module, attr) in parametrized.items():
-            value = getattr(module, attr)
-            ids[id(value)] = name
-            tensors[id(value)] = value
+    with parametrize.cached(), restored(model), torch.no_grad():
+        computed = [(name, getattr(module, attr)) for name, (module, attr) in parametrized.items()]  # kept alive
+        ids.update({id(value): name for name, value in computed})
         with _module_stack(recorder, stack, names), recorder:
-            output = _call(model, example)
+            output = call(model, example)
     layers = recorder.layers
     for layer in layers.values():
         layer.aliases = tuple(a for a in aliases.get(layer.name, [layer.name]) if a != layer.name)
@@ -394,10 +397,8 @@ def capture(model: nn.Module, example: Any) -> Structure:
         p = params.get(layer.name)
         layer.frozen = p is not None and not p.requires_grad
     frozen = [n for n, p in params.items() if not p.requires_grad]
-    device = str(next(iter(tensors.values())).device) if tensors else "cpu"
     norms = _norm_modules(model, recorder.module_ops)
-    return Structure(layers, recorder.vectors, recorder.residuals, recorder.unclassified, frozen, readout, norms,
-                     device)  # fmt: skip
+    return Structure(layers, recorder.vectors, recorder.residuals, recorder.unclassified, frozen, readout, norms)
 
 
 _NORMALIZING = {"rsqrt", "layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm", "var", "std",
@@ -445,7 +446,21 @@ def _mark_output(recorder: _Recorder, output: Any) -> str | None:
     return None
 
 
-def _call(model: nn.Module, example: Any) -> Any:
+def capture_or_why(model: nn.Module, example: Any = None) -> Structure | str:
+    """:func:`capture` on ``example``, or on an input read off the model (:func:`example_input`); where there is no
+    input or the model does not run on it, the reason, so that the caller can fall back and say why."""
+    example = example_input(model) if example is None else example
+    if example is None:
+        return "no example input could be read off the model (pass example=)"
+    try:
+        return capture(model, example)
+    except Exception as error:  # a model that does not take the guessed input
+        return f"the model did not run on the example input ({type(error).__name__}: {str(error)[:120]})"
+
+
+def call(model: nn.Module, example: Any) -> Any:
+    """Run ``model`` on an input as models take them: a dict of keyword inputs, a tuple of positional ones, or one
+    tensor."""
     if isinstance(example, Mapping):
         return model(**example)
     if isinstance(example, tuple):
@@ -454,8 +469,8 @@ def _call(model: nn.Module, example: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _restored(model: nn.Module) -> Iterator[None]:
-    """The model's modes and buffers and torch's RNG state as they were (a BatchNorm in train mode updates its
+def restored(model: nn.Module) -> Iterator[None]:
+    """The model's buffers and torch's RNG state as they were, afterwards (a BatchNorm in train mode updates its
     running statistics on a forward pass; Dropout draws from the RNG)."""
     buffers = {name: b.detach().clone() for name, b in model.named_buffers() if not b.is_meta}
     rng = torch.get_rng_state()

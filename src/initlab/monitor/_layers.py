@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from initlab.init._keras_model import is_keras_model, keras_activation, keras_kernels, keras_layers
 from initlab.init._tracing import WEIGHT_LAYERS, find_activations, trace
 from initlab.init.activations import activation, is_activation_module
-from initlab.init.structure import Structure, capture, example_input
+from initlab.init.structure import Structure, capture_or_why
 from initlab.monitor.probes import PreActivation
 
 __all__ = ["first_tensor", "inner_module", "named_parameters", "watched_layers", "weight_names"]
@@ -31,8 +31,8 @@ def watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[
         keras_acts = [(layer.name, layer, keras_activation(layer)) for layer in keras_layers(inner)]
         watched = [(name, layer, act) for name, layer, act in keras_acts if act is not None]
         return [(n, m) for n, m, _ in watched], {n: act for n, _, act in watched}
-    structure = _structure(inner)
-    if structure is not None:
+    structure = capture_or_why(inner)  # without a structure (why: a string), module types and torch.fx decide
+    if isinstance(structure, Structure):
         return _from_structure(inner, structure)
     acts = [(n, m) for n, m in inner.named_modules() if is_activation_module(m) and activation(m).name != "linear"]
     if acts:
@@ -41,18 +41,6 @@ def watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[
     found = find_activations(inner, trace(inner))
     layers = [(n, m) for n, m in inner.named_modules() if isinstance(m, WEIGHT_LAYERS)]
     return layers, {n: PreActivation(found[n].activation) if n in found else None for n, _ in layers}
-
-
-def _structure(model: nn.Module) -> Structure | None:
-    """The structure from one forward pass on an input read off the model (None where none can be read, or the
-    model does not run on it: then module types and torch.fx stand in)."""
-    example = example_input(model)
-    if example is None:
-        return None
-    try:
-        return capture(model, example)
-    except Exception:  # a model that does not take the guessed input
-        return None
 
 
 def _from_structure(model: nn.Module, structure: Structure) -> tuple[list[tuple[str, nn.Module]], dict[str, Any]]:
