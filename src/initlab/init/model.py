@@ -527,8 +527,7 @@ def structure_activations(structure: Structure) -> dict[str, Found]:
     out: dict[str, Found] = {}
     for name, layer in structure.layers.items():
         owner = name.rsplit(".", 1)[0] if "." in name else ""
-        source = {"module": "module", "function": "function"}.get(layer.activation_source, "none")
-        out.setdefault(owner, Found(layer.activation, source))
+        out.setdefault(owner, Found(layer.activation, layer.activation_source))
     return out
 
 
@@ -536,13 +535,10 @@ def _by_use(model: nn.Module, structure: Structure, ctx: _Context) -> None:
     """Weights no module rule reached (GPT-2's Conv1D, a custom module's ``F.linear(x, self.w)``, an einsum
     projection): initialized by their use, with the fans of that use, and their module's bias with them."""
     params = dict(model.named_parameters())
-    for name in structure.norms:  # a norm written out (Llama's RMSNorm): scale 1, shift 0, as _norm does
+    for name in structure.norms:  # a norm written out (Llama's RMSNorm): scale 1, shift 0, like torch's norms
         module = model.get_submodule(name)
         if all(id(p) not in ctx.owner for p in module.parameters(recurse=False)):
-            first = len(ctx.rows)
-            _norm(name, module, ctx)
-            for i, row in enumerate(ctx.rows[first:], first):
-                ctx.owner[id(params[row.name])] = i
+            _apply(_norm, name, module, ctx)
     for name, layer in structure.layers.items():
         p = params.get(name)
         if p is None or id(p) in ctx.owner or layer.use.op in ("embedding", "recurrent", "attention"):

@@ -72,8 +72,9 @@ def sample_rows_checked(value: SampleRows) -> SampleRows:
 
 def resolve_rows(value: SampleRows, sampled: int, monitor: Host) -> int | None:
     """The rows a probe reads: ``"auto"`` samples ``sampled`` rows only when the monitor records every step, where
-    reading everything would cost more than the 10% budget; on any sparser schedule the statistics are exact, at
-    <= 2% of the training time (issue 35; ``bench/monitor_overhead.py``)."""
+    reading everything would cost more than the 10% budget; on any sparser schedule the statistics are exact
+    (issue 35; ``bench/monitor_overhead.py`` at every=10: exact 1.024× beside sampled 1.034× in one run, exact
+    1.056–1.087× in three others on a loaded machine)."""
     if value == "auto":
         return sampled if monitor.records_every_step else None
     assert not isinstance(value, str)
