@@ -9,6 +9,7 @@ Statistical tolerance: a sample std of n draws is within 5% of the target, or wi
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import pytest
@@ -336,3 +337,16 @@ def test_il_fans_of_a_conv1d_module_reads_its_use() -> None:
         on_meta = Conv1D(256, 64)
     assert il.fans(on_meta.weight, layer=on_meta) == il.Fans(64, 256, 1)
     assert il.fans(torch.empty(256, 64), layer=nn.Linear(64, 256)) == il.Fans(64, 256, 1)  # torch's own: unchanged
+
+
+def test_an_example_the_model_does_not_take_is_refused_and_nothing_changes() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(
+        il.InitlabError,
+        match=re.escape(
+            "initialize could not run the model on example=: the model did not run on the example input (RuntimeError"
+        ),
+    ):
+        il.initialize(model, "he_normal", example=torch.randn(2, 5))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -518,8 +518,14 @@ def _attention(name: str, module: Any, ctx: _Context) -> None:
 
 def _structure(model: nn.Module, example: Any, data: Any) -> Structure | str:
     """The model's structure from one forward pass on ``example`` (or ``data``'s inputs, or an input read off the
-    model), or why there is none (the fx fallback then)."""
-    return capture_or_why(model, first_batch(data) if example is None and data is not None else example)
+    model), or why there is none (the fx fallback then). An ``example=`` the model does not take is refused, before
+    any tensor is touched: the user said what the input is."""
+    found = capture_or_why(model, first_batch(data) if example is None and data is not None else example)
+    if example is not None and isinstance(found, str):
+        raise fail(f"initialize could not run the model on example=: {found}",
+                   accepted="an input the model's forward takes: a tensor, a tuple of positional inputs or a dict of "
+                   "keyword inputs", fix="Pass the batch you would give the model, e.g. example=x[:8].")  # fmt: skip
+    return found
 
 
 def structure_activations(structure: Structure) -> dict[str, Found]:
