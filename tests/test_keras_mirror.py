@@ -240,7 +240,7 @@ def test_initialize_keras_says_what_it_left_and_refuses_what_it_cannot() -> None
     with pytest.raises(il.InitlabError, match="the Keras model has no weights yet"):
         il.initialize(keras.Sequential([keras.layers.Dense(3)]), "he_normal")
     with pytest.raises(il.InitlabError, match="a Keras model is not supported yet"):
-        il.predict(_keras_net(), input_shape=(8, 8, 6))
+        il.predict(_keras_net(), (8, 8, 6))
 
 
 # -- the Monitor callback -------------------------------------------------------------------------------------

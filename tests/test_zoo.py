@@ -22,6 +22,8 @@ import initlab as il
 transformers = pytest.importorskip("transformers")
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
+from initlab.init.structure import capture  # noqa: E402
+
 
 def _gpt2(n_layer: int = 4) -> nn.Module:
     config = transformers.GPT2Config(n_layer=n_layer, n_embd=64, n_head=4, vocab_size=100, n_positions=64)
@@ -350,3 +352,117 @@ def test_an_example_the_model_does_not_take_is_refused_and_nothing_changes() -> 
     ):
         il.initialize(model, "he_normal", example=torch.randn(2, 5))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+# -- predict and audit on the structure (operator-level propagation) ------------------------------------------
+_BLOCK = re.compile(r"^(transformer\.h|model\.layers|encoder\.layer|encoder\.stages\.\d+\.layers|layers)\.\d+$")
+
+
+def _batch(which: str, model: nn.Module) -> object:
+    """A measured batch of 64: token ids uniform over the vocabulary, images or features N(0, 1)."""
+    g = torch.Generator().manual_seed(1)
+    example = ZOO[which][1]
+    if example is not None:
+        return torch.randn(64, *example.shape[1:], generator=g)
+    if which in ("gpt2", "llama", "bert"):
+        return {"input_ids": torch.randint(0, 100, (64, 16), generator=g)}
+    if which in ("vit", "resnet"):
+        return {"pixel_values": torch.randn(64, 3, 32, 32, generator=g)}
+    return torch.randn(64, 8, 16, generator=g)  # the LSTM: (batch, time, features)
+
+
+# Where attention outputs make up much of the residual stream, the stream is correlated across positions (each
+# position's attention output averages the same values), which per-element mean-field propagation takes as
+# independent, so a later attention's average is predicted smaller than it is. Measured block output variance
+# over predicted: Llama 0.98, 1.12, 1.36, 1.51 (2 of 4 within 25%); the pre-LN encoder 1.00, 1.09, 1.24 (3 of 3,
+# the last at the edge).
+_CORRELATED = {"llama": "Llama: 2 of 4 blocks within 25% (0.98, 1.12, 1.36, 1.51): positions correlated by attention"}
+
+
+@pytest.mark.parametrize("which", [pytest.param(w, marks=pytest.mark.xfail(strict=True, reason=_CORRELATED[w]))
+                                   if w in _CORRELATED else w for w in sorted(ZOO)])  # fmt: skip
+def test_predict_covers_the_weights_and_matches_audit_at_block_outputs(which: str) -> None:
+    # regression: predict and audit refused every Hugging Face model (torch.fx cannot trace them) and marked every
+    # Linear on a (B, T, D) input "unsupported". Coverage: the weight layers the structure layer finds (the
+    # reference) whose output has a predicted variance, ≥ 90%. Agreement: at ≥ 80% of block outputs (modules named
+    # as each library names its blocks) the measured variance over the predicted is within 25%.
+    build, _ = ZOO[which]
+    torch.manual_seed(0)
+    model = build()
+    batch = _batch(which, model)
+    structure = capture(model, batch)
+    prediction = il.predict(model, batch)
+    covered = {w for r in prediction.rows if r.forward_var is not None for w in r.weights}
+    assert len(covered & set(structure.layers)) >= 0.9 * len(structure.layers), set(structure.layers) - covered
+    report = il.audit(model, batch)
+    modules = {r.name: r.modules for r in prediction.rows}
+    blocks = [r for r in report.rows if any(_BLOCK.match(m) for m in modules[r.name])]
+    if which in ("gpt2", "llama", "bert", "vit", "resnet", "encoder_pre_ln", "encoder_post_ln"):
+        assert len(blocks) >= 3
+    close = [r for r in blocks if r.var_ratio is not None and abs(r.var_ratio - 1) <= 0.25]
+    assert len(close) >= 0.8 * len(blocks), [(r.name, r.var_ratio) for r in blocks]
+
+
+def test_predict_follows_a_functional_leaky_relus_slope() -> None:
+    # regression: F.leaky_relu(h, 0.9) was taken as linear by predict: predicted variance 0.38, measured 1.00
+    torch.manual_seed(0)
+    model = Functional()
+    x = torch.randn(512, 64, generator=torch.Generator().manual_seed(1))
+    il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0), example=x)
+    row = il.audit(model, x)["leaky_relu"]
+    assert row.var_ratio == pytest.approx(1.0, abs=0.05)  # 512 examples × 128 units: sampling error ≈ 1%
+
+
+class FunctionalRelu(nn.Module):
+    def __init__(self, depth: int = 10, width: int = 256) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return x
+
+
+def test_audit_sees_a_functional_relu_and_names_its_fix() -> None:
+    # regression: audit on a 10-layer F.relu net took it as linear and advised lecun_normal (χ1 stays 0.50)
+    torch.manual_seed(0)
+    model = FunctionalRelu()
+    x = torch.randn(256, 256, generator=torch.Generator().manual_seed(1))
+    il.initialize(model, "lecun_normal", generator=torch.Generator().manual_seed(0), example=x)
+    finding = il.audit(model, x).findings[0]
+    assert finding.startswith("ordered phase"), finding
+    assert "for relu" in finding and "'lecun_normal'" not in finding, finding
+
+
+def test_predict_runs_in_the_models_dtype_on_token_ids_and_through_wrappers() -> None:
+    # regression: float16/bfloat16 models and token inputs ended in raw tracebacks from torch.fx's ShapeProp
+    torch.manual_seed(0)
+    model = _gpt2(2)
+    tokens = {"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))}
+    reference = il.predict(model, tokens)
+    half = il.predict(_copy(model).to(torch.bfloat16), tokens)
+    wrapped = il.predict(nn.DataParallel(model), tokens)
+    assert [r.name for r in half] == [r.name for r in reference] == [r.name for r in wrapped]
+    for a, b, c in zip(reference, half, wrapped, strict=True):
+        assert b.forward_var == pytest.approx(a.forward_var, rel=0.05), a.name  # bf16 weights: 8 bits of mantissa
+        assert c.forward_var == a.forward_var
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_audit_of_a_dict_batch_uses_the_models_own_loss() -> None:
+    torch.manual_seed(0)
+    model = _gpt2(2)
+    tokens = torch.randint(0, 100, (32, 16), generator=torch.Generator().manual_seed(1))
+    report = il.audit(model, {"input_ids": tokens, "labels": tokens})
+    (loss,) = [r for r in report.rows if r.name == "lm_head"]
+    # the output's gradient under the model's own cross-entropy is not the synthetic N(0, 1) one: the rows are
+    # relative to it (1 at the output) and a finding is made
+    assert loss.measured_grad == pytest.approx(1.0) and report.findings
+    with pytest.raises(il.InitlabError, match="audit needs at least 2 examples"):
+        il.audit(model, {"input_ids": tokens[:1]})

@@ -48,8 +48,8 @@ from initlab.init.activations import (
 )
 
 __all__ = [
-    "Layer", "Residual", "Structure", "Use", "call", "capture", "capture_or_why", "example_input", "identify",
-    "restored", "unwrap",
+    "Layer", "Residual", "Structure", "Use", "acts_as_activation", "call", "capture", "capture_or_why",
+    "example_input", "function_activation", "identify", "restored", "unwrap",
 ]  # fmt: skip
 
 _ADDS = {"add", "__add__", "__radd__", "add_", "__iadd__"}
@@ -180,7 +180,7 @@ class _Recorder(TorchFunctionMode):
             elif name not in _PASS:
                 pending = frozenset()
         elif not self.opaque:
-            act = _function_activation(func, name, args, kwargs)
+            act = function_activation(func, name, args, kwargs)
             if act is not None:
                 self._activate(pending, act, "function")
                 pending = frozenset()
@@ -241,7 +241,7 @@ class _Recorder(TorchFunctionMode):
 
     # -- activation modules: the whole module is the activation ----------------------------------------
     def enter(self, module: nn.Module) -> bool:
-        if _activation_module(module):
+        if acts_as_activation(module):
             self.opaque += 1
             return True
         return False
@@ -284,7 +284,7 @@ def _reference_values() -> tuple[Tensor, dict[str, Tensor]]:
         return z, {name: activation(name)(z) for name in activation_names()}
 
 
-def _function_activation(func: Any, name: str, args: tuple[Any, ...], kwargs: Any) -> Activation | None:
+def function_activation(func: Any, name: str, args: tuple[Any, ...], kwargs: Any) -> Activation | None:
     key = FUNCTIONS.get(func) or METHODS.get(name) or (name if name in ("gelu", "silu", "leaky_relu") else None)
     if key is None:
         return None
@@ -296,7 +296,7 @@ def _function_activation(func: Any, name: str, args: tuple[Any, ...], kwargs: An
     return activation(key)
 
 
-def _activation_module(module: nn.Module) -> bool:
+def acts_as_activation(module: nn.Module) -> bool:
     """A module that is an activation as a whole: a known one, or a parameter-free leaf whose class says so
     (Hugging Face's ``GELUActivation``, ``NewGELUActivation``, ``SiLUActivation`` ...)."""
     if is_activation_module(module):

@@ -1,27 +1,37 @@
 """Theory meets reality: one forward and backward pass on a real batch, beside the mean-field prediction.
 
-``audit(model, batch)`` measures every traced value's variance and gradient second moment, sets them beside
-:func:`initlab.predict`'s numbers, and turns the comparison into findings in plain words ("ordered phase:
-gradients shrink 3.0× per layer … he_normal gives χ1 = 1.0"). The model's mode, parameters, gradients and
-buffers (BatchNorm running statistics) are exactly as they were afterwards.
+``audit(model, batch)`` measures the variance and gradient second moment of every value :func:`initlab.predict`
+names (the outputs of modules, activations, weight uses, sums and norms), sets them beside its numbers, and
+turns the comparison into findings in plain words ("ordered phase: gradients shrink 3.0× per layer …
+he_normal gives χ1 = 1.0"). The model's mode, parameters, gradients, buffers (BatchNorm running statistics) and
+torch's RNG state are exactly as they were afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 
 from initlab._errors import fail
 from initlab._tables import Rows
-from initlab.init._tracing import WEIGHT_LAYERS
-from initlab.init.activations import activation, is_activation_module
+from initlab.init.structure import capture_or_why, restored, unwrap
 from initlab.theory import meanfield
-from initlab.theory.propagate import input_stat, label, propagate
+from initlab.theory.propagate import (
+    Prediction,
+    Stat,
+    check_keras,
+    main_input,
+    one_example,
+    output_value,
+    predict_with,
+    record,
+)
 from initlab.theory.schemes import fix_text
 
 __all__ = ["AuditReport", "AuditRow", "audit"]
@@ -56,44 +66,25 @@ class AuditReport(Rows):
                                           "predicted_grad", "measured_grad", "grad_ratio")  # fmt: skip
 
 
-class _Recorder(fx.Interpreter):
-    """Runs the traced graph, keeping every tensor value with its gradient retained."""
-
-    def __init__(self, graph: fx.GraphModule) -> None:
-        super().__init__(graph)
-        self.values: dict[fx.Node, Tensor] = {}
-
-    def call_module(self, target: Any, args: Any, kwargs: dict[str, Any]) -> Any:
-        if getattr(self.fetch_attr(str(target)), "inplace", False):
-            # keep the producer's value intact: an in-place activation would overwrite it (ReLU(inplace=True))
-            args = tuple(a.clone() if isinstance(a, Tensor) else a for a in args)
-        return super().call_module(target, args, kwargs)
-
-    def run_node(self, n: fx.Node) -> Any:
-        result = super().run_node(n)
-        if isinstance(result, Tensor) and result.is_floating_point() and n.op not in ("placeholder", "output"):
-            if result.requires_grad:
-                result.retain_grad()
-            self.values[n] = result
-        return result
-
-
 def _synthetic_loss(out: Tensor, generator: torch.Generator) -> Tensor:
     # A fixed random projection of the output: its gradient is i.i.d. N(0, 1) per output unit, the setting
     # the mean-field backward pass assumes.
     return (out * torch.randn(out.shape, generator=generator, dtype=out.dtype)).sum()
 
 
-def audit(model: nn.Module, batch: Tensor | tuple[Tensor, Tensor], loss_fn: LossFn | None = None, *,
-          seed: int = 0) -> AuditReport:  # fmt: skip
+Batch = Tensor | Mapping[str, Tensor] | tuple[Any, Any]
+
+
+def audit(model: nn.Module, batch: Batch, loss_fn: LossFn | None = None, *, seed: int = 0) -> AuditReport:
     """Measure one forward/backward pass on ``batch`` beside the mean-field prediction.
 
     Args:
-        model: a traceable ``nn.Module`` (left exactly as it was).
-        batch: inputs, or ``(inputs, targets)``.
-        loss_fn: the loss; default cross-entropy when targets are given, else a synthetic loss: the output
-            projected on a fixed random direction (gradient i.i.d. N(0, 1) per output unit).
-        seed: seeds the synthetic loss's direction.
+        model: any ``nn.Module`` (left exactly as it was: modes, parameters, gradients, buffers, RNG).
+        batch: inputs (a tensor, token ids included, or a dict of keyword inputs), or ``(inputs, targets)``.
+        loss_fn: the loss; default: the model's own (``output.loss``, where a Hugging Face model computes one
+            from ``labels`` in the batch), else cross-entropy when targets are given, else a synthetic loss: the
+            output projected on a fixed random direction (gradient i.i.d. N(0, 1) per output unit).
+        seed: seeds the synthetic loss's direction and the measuring pass's random draws (dropout).
 
     Returns:
         An :class:`AuditReport`.
@@ -103,75 +94,110 @@ def audit(model: nn.Module, batch: Tensor | tuple[Tensor, Tensor], loss_fn: Loss
     >>> report.findings[0].startswith("ordered phase")
     True
     """
-    inputs, targets = batch if isinstance(batch, tuple) else (batch, None)
-    if not isinstance(inputs, Tensor) or inputs.ndim < 2:
+    check_keras(model)
+    inputs, targets = batch if isinstance(batch, tuple) and len(batch) == 2 else (batch, None)
+    first = next(iter(inputs.values()), None) if isinstance(inputs, Mapping) else inputs
+    if not isinstance(first, Tensor) or first.ndim < 1 or (isinstance(inputs, Tensor) and inputs.ndim < 2):
         raise fail("audit needs a batch of inputs with a batch dimension", received=getattr(inputs, "shape", inputs),
-                   fix="Pass a tensor of shape (batch, features...) or a (inputs, targets) pair.")  # fmt: skip
-    if inputs.shape[0] < 2:
+                   fix="Pass a tensor of shape (batch, features...), a dict of keyword inputs, or a (inputs, "
+                   "targets) pair.")  # fmt: skip
+    if first.shape[0] < 2:
         raise fail("audit needs at least 2 examples to measure a variance", accepted="a batch of 2 or more",
-                   received=inputs.shape[0], fix="Pass a larger batch (256 is a good size).")  # fmt: skip
-    in_shape = tuple(inputs.shape[1:])
-    flat = inputs.double().transpose(0, 1).reshape(in_shape[0], -1) if len(in_shape) > 1 else inputs.double().T
-    prediction, graph = propagate(model, in_shape, input_stat(in_shape, flat.mean(1), flat.var(1)))
+                   received=first.shape[0], fix="Pass a larger batch (256 is a good size).")  # fmt: skip
+    model = unwrap(model)
+    moments = {key: (t.detach().double().mean(0, keepdim=True), t.detach().double().var(0, unbiased=False,
+               keepdim=True)) for key, t in _keyed(inputs) if t.is_floating_point()}  # fmt: skip
+
+    def source(t: Tensor, key: str) -> tuple[Stat | None, bool]:
+        if key in moments:
+            mean, var = moments[key]
+            return Stat(mean.expand(t.shape).clone(), var.expand(t.shape).clone()), False
+        return None, main_input(model, key)
+
+    prediction = predict_with(model, inputs, source)
     with _preserved(model):
-        values = _measure(graph, inputs, targets, loss_fn, seed)
-        grad_ratio = _grad_norm_ratio(model)
-    rows = _rows(graph, prediction, values)
-    chi = _measured_chi(rows, model)
-    report = AuditReport(rows, grad_ratio, chi)
-    report.findings = _findings(report, model)
+        measured, layers = _measure(model, inputs, targets, loss_fn, seed)
+        grad_ratio = _grad_norm_ratio(model, layers)
+    rows = _rows(prediction, measured)
+    weights = {r.name for r in prediction.rows if r.weights}
+    report = AuditReport(rows, grad_ratio, _measured_chi(rows, weights))
+    report.findings = _findings(report, _main_activation(model, inputs))
     return report
 
 
-class _preserved:  # noqa: N801 - used as a context manager
-    """Restore mode, parameters' gradients and buffers of a model after a measuring pass."""
+def _keyed(inputs: Any) -> list[tuple[str, Tensor]]:
+    if isinstance(inputs, Mapping):
+        return [(k, v) for k, v in inputs.items() if isinstance(v, Tensor)]
+    return [("0", inputs)]
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
 
-    def __enter__(self) -> None:
-        self.modes = {m: m.training for m in self.model.modules()}
-        self.grads = {p: (None if p.grad is None else p.grad.clone()) for p in self.model.parameters()}
-        self.buffers = {k: v.clone() for k, v in self.model.state_dict().items() if k not in
-                        dict(self.model.named_parameters())}  # fmt: skip
-
-    def __exit__(self, *exc: object) -> None:
-        for m, mode in self.modes.items():
+@contextlib.contextmanager
+def _preserved(model: nn.Module) -> Iterator[None]:
+    """Restore mode, parameters' gradients, buffers and torch's RNG state of a model after a measuring pass."""
+    modes = {m: m.training for m in model.modules()}
+    grads = {p: (None if p.grad is None else p.grad.clone()) for p in model.parameters()}
+    try:
+        with restored(model):
+            yield
+    finally:
+        for m, mode in modes.items():
             m.training = mode
-        for p, g in self.grads.items():
+        for p, g in grads.items():
             p.grad = g
-        self.model.load_state_dict(self.buffers, strict=False)
 
 
-def _measure(graph: fx.GraphModule, inputs: Tensor, targets: Tensor | None, loss_fn: LossFn | None,
-             seed: int) -> dict[fx.Node, tuple[float, float]]:  # fmt: skip
-    recorder = _Recorder(graph)
-    with torch.enable_grad():
-        out = recorder.run(inputs)
-        if loss_fn is not None and targets is not None:
+def _measure(model: nn.Module, inputs: Any, targets: Tensor | None, loss_fn: LossFn | None,
+             seed: int) -> tuple[dict[str, tuple[float, float]], list[str]]:  # fmt: skip
+    """Every row's measured variance and gradient second moment (relative to the output's), by name; and the
+    weights used, in order."""
+    keyed = dict(_keyed(inputs))
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in keyed.items() if v.is_floating_point()}
+    run = {**inputs, **leaves} if isinstance(inputs, Mapping) else leaves.get("0", inputs)
+    with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout in train mode draws the same masks whatever the caller's RNG state
+        recorder, output = record(model, run, lambda t, key: (None, main_input(model, key)), compute=False)
+        final = output_value(recorder, output)
+        out = recorder.keep[final] if final is not None else None
+        for value in recorder.values.values():
+            if value.requires_grad:
+                value.retain_grad()
+        own = getattr(output, "loss", None)
+        if loss_fn is not None and targets is not None and out is not None:
             loss = loss_fn(out, targets)
-        elif targets is not None:
+        elif isinstance(own, Tensor):
+            loss = own
+        elif targets is not None and out is not None:
             loss = nn.functional.cross_entropy(out, targets)
-        else:
+        elif out is not None:
             loss = _synthetic_loss(out, torch.Generator().manual_seed(seed))
+        else:
+            raise fail("audit needs a model whose output is a float tensor derived from its input",
+                       received=type(output).__name__,
+                       fix="Audit the sub-module that computes the output.")  # fmt: skip
+        if out is not None:
+            out.retain_grad()
         loss.backward()  # type: ignore[no-untyped-call]
-    out_grad = out.grad.pow(2).mean().item() if out.grad is not None else math.nan
+    out_grad = out.grad.pow(2).mean().item() if out is not None and out.grad is not None else math.nan
     measured = {}
-    for node, value in recorder.values.items():
+    for n, value in recorder.values.items():
         grad = value.grad.pow(2).mean().item() / out_grad if value.grad is not None else math.nan
-        measured[node] = (value.detach().double().var().item(), grad)
-    return measured
+        var = value.detach().double().var(unbiased=False).item()
+        if n in recorder.changed:  # changed in place after it was made: the variance it had
+            var, same_grad = recorder.changed[n]
+            grad = grad if same_grad else math.nan
+        measured[recorder.places[n].name] = (var, grad)
+    layers = [w for _, p in sorted(recorder.places.items()) for w in p.weights]
+    return measured, list(dict.fromkeys(layers))
 
 
-def _rows(graph: fx.GraphModule, prediction: Any, values: dict[fx.Node, tuple[float, float]]) -> list[AuditRow]:
-    predicted = {r.name: r for r in prediction.rows}
+def _rows(prediction: Prediction, measured: dict[str, tuple[float, float]]) -> list[AuditRow]:
     rows = []
-    for node, (var, grad) in values.items():
-        key = label(node)
-        p = predicted.get(key)
-        pv, pg = (p.forward_var, p.backward_var) if p is not None else (None, None)
-        rows.append(AuditRow(key, p.kind if p is not None else node.op, pv, var, _ratio(var, pv), pg, grad,
-                             _ratio(grad, pg)))  # fmt: skip
+    for p in prediction.rows:
+        if p.name not in measured:
+            continue
+        var, grad = measured[p.name]
+        rows.append(AuditRow(p.name, p.kind, p.forward_var, var, _ratio(var, p.forward_var), p.backward_var, grad,
+                             _ratio(grad, p.backward_var)))  # fmt: skip
     return rows
 
 
@@ -181,36 +207,32 @@ def _ratio(measured: float, predicted: float | None) -> float | None:
     return measured / predicted
 
 
-def _weight_grads(model: nn.Module) -> list[Tensor]:
-    weights = [getattr(m, "weight", None) for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
-    # A weight-normalized layer's weight is computed, not a leaf: it has no .grad of its own.
-    return [w.grad for w in weights if isinstance(w, Tensor) and w.is_leaf and w.grad is not None]
-
-
-def _grad_norm_ratio(model: nn.Module) -> float:
-    grads = _weight_grads(model)
+def _grad_norm_ratio(model: nn.Module, layers: list[str]) -> float:
+    """‖∂L/∂W‖ of the first weight used over that of the last (weights a parametrization computes have no
+    gradient of their own and are left out)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    grads = [g for name in layers if (p := params.get(name)) is not None and (g := p.grad) is not None]
     if len(grads) < 2 or float(grads[-1].norm()) == 0:
         return math.nan
     return float(grads[0].norm() / grads[-1].norm())
 
 
-def _measured_chi(rows: list[AuditRow], model: nn.Module) -> float:
+def _measured_chi(rows: list[AuditRow], weights: set[str]) -> float:
     """Geometric-mean factor of gradient second moment per weight layer, from the first to the last one."""
-    layer_names = {n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
-    grads = [r.measured_grad for r in rows if r.name in layer_names and r.measured_grad > 0]
+    grads = [r.measured_grad for r in rows if r.name in weights and r.measured_grad > 0]
     if len(grads) < 3:
         return math.nan
     return float((grads[0] / grads[-2]) ** (1 / (len(grads) - 2)))
 
 
-def _findings(report: AuditReport, model: nn.Module) -> list[str]:
+def _findings(report: AuditReport, main_activation: str | None) -> list[str]:
     chi = report.chi_per_layer
     if not math.isfinite(chi):
         return ["too few weight layers to judge the phase"]
     phase = meanfield.phase(chi, tol=0.1)
-    per = f"{1 / chi:.1f}× per layer" if chi < 1 else f"{chi:.1f}× per layer"
+    per = "to zero" if chi == 0 else (f"{1 / chi:.1f}× per layer" if chi < 1 else f"{chi:.1f}× per layer")
     first = report.grad_norm_ratio
-    fix = _remedy(_main_activation(model), chi)
+    fix = _remedy(main_activation, chi)
     if phase == "ordered":
         text = (
             f"ordered phase: gradient variance χ = {chi:.2f} per layer, back-propagated gradients shrink {per} "
@@ -240,7 +262,11 @@ def _remedy(act: str | None, chi: float) -> str:
     return f"Fix: {text}"
 
 
-def _main_activation(model: nn.Module) -> str | None:
-    names = [activation(m).name for m in model.modules() if is_activation_module(m)]
+def _main_activation(model: nn.Module, inputs: Any) -> str | None:
+    """The activation most of the model's weight layers feed (from the structure of one example's pass)."""
+    structure = capture_or_why(model, one_example(inputs))
+    if isinstance(structure, str):
+        return None
+    names = [layer.activation.name for layer in structure.layers.values() if layer.activation is not None]
     names = [n for n in names if n != "linear"]
     return max(set(names), key=names.count) if names else None
