@@ -5,6 +5,7 @@ functions and under ``TYPE_CHECKING``: each one is a dependency a reader has to 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,45 @@ def test_no_import_circles() -> None:
 def test_few_modules_belong_to_no_verb() -> None:
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(top) <= 5, f"files directly in src/initlab/ (at most five): {top}"
+
+
+# -- one structure layer (issue 30) ------------------------------------------------------------------------------
+STRUCTURE_LAYER = {"initlab.init.structure", "initlab.init._walk", "initlab.init._operators", "initlab.init._examples"}
+WEIGHT_TYPES = re.compile(r"\b(Linear|Bilinear|Conv\w*|_ConvNd|_ConvTransposeNd|Embedding\w*|RNNBase|LSTM|GRU|RNN)\b")
+WALKERS = {"WEIGHT_LAYERS", "weight_layers", "find_activations", "residual_blocks", "trace"}
+
+
+def _weight_type_checks_in_module_loops(tree: ast.AST) -> list[int]:
+    """Lines where a loop or comprehension over ``.modules()`` / ``.named_modules()`` asks ``isinstance(…, a
+    weight-layer type)``: a module deciding for itself which layers are weights."""
+    lines = []
+    for node in ast.walk(tree):
+        iters = [node.iter] if isinstance(node, ast.For) else [
+            g.iter for g in getattr(node, "generators", [])]  # fmt: skip
+        over_modules = any(isinstance(i, ast.Call) and isinstance(i.func, ast.Attribute)
+                           and i.func.attr in ("modules", "named_modules") for i in iters)  # fmt: skip
+        if not over_modules:
+            continue
+        for inner in ast.walk(node):
+            if (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id == "isinstance"
+                    and len(inner.args) == 2 and WEIGHT_TYPES.search(ast.unparse(inner.args[1]))):  # fmt: skip
+                lines.append(inner.lineno)
+    return lines
+
+
+def test_only_the_structure_layer_enumerates_weight_layers() -> None:
+    # Which parameters are weights, which activation follows each, where the residual branches are: answered once
+    # (initlab.init.structure; its fallback without a forward pass, initlab.init._walk). Before issue 30 five
+    # modules (_tracing, monitor/_layers, monitor/snapshot, theory/audit, lsuv) enumerated weight layers by module
+    # type and disagreed. This fails where any other module walks a model's modules for weight-layer types, or
+    # imports the walker's helpers.
+    offenders = []
+    for module, path in MODULES.items():
+        if module in STRUCTURE_LAYER:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("_walk"):
+                offenders += [f"{module} imports {a.name}" for a in node.names if a.name in WALKERS]
+        offenders += [f"{module}:{line}" for line in _weight_type_checks_in_module_loops(tree)]
+    assert not offenders, offenders

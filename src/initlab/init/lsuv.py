@@ -32,13 +32,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from initlab._errors import fail
 from initlab._tables import Rows
-from initlab.init._tracing import residual_blocks, trace
-from initlab.init.structure import Structure, call, capture, restored
+from initlab.init.structure import Residual, Structure, call, capture, restored
 
 __all__ = ["LsuvReport", "LsuvRow", "calibrate", "first_batch", "prior_bias"]
 
@@ -167,12 +166,11 @@ def calibrate(model: nn.Module, data: Any, *, target_std: float = 1.0, tol: floa
             raise fail("lsuv found no weight layer the forward pass reaches", received=type(model).__name__,
                        accepted="a model with Linear, Conv, Embedding, RNN or attention layers")  # fmt: skip
         if stream:
-            graph = trace(model)
-            blocks = residual_blocks(graph) if graph is not None else []
-            finals = {blocks_layers[-1] for *_, blocks_layers in blocks}
+            structure = capture(model, x)
+            finals = {structure.owner(r.last) for r in structure.residuals}
             for last_round in (False, False, True):  # the stream changes what later layers see: calibrate again
-                report.stream = _stream(model, graph, blocks, x, target_std, tol, rows, report)
-                if not last_round and blocks:
+                report.stream = _stream(model, len(structure.residuals), x, target_std, tol, rows, report)
+                if not last_round and finals:
                     for label, row in _pass(model, x, target_std, tol, max_iter, skip=finals, layers=layers).items():
                         rows[label].merge(row)
         report.rows = list(rows.values())
@@ -301,42 +299,34 @@ def _scale(label: str, kind: str, weight: Tensor, measure: Callable[[], float], 
     return LsuvRow(label, kind, before, std, total, passes, abs(std - target) <= tol)
 
 
-def _stream(model: nn.Module, graph: fx.GraphModule | None, blocks: list[Any], x: Tensor, target: float,
-            tol: float, rows: dict[str, LsuvRow], report: LsuvReport) -> list[float]:  # fmt: skip
+def _stream(model: nn.Module, blocks: int, x: Any, target: float, tol: float, rows: dict[str, LsuvRow],
+            report: LsuvReport) -> list[float]:  # fmt: skip
     """Scale each residual branch's last layer so the stream's std after block l is target·(1 + tol/2·l/L), in one
-    pass over the traced model: at each addition the branch is scaled and the corrected sum flows on."""
-    if graph is None or not blocks:
+    pass: at each residual addition (the structure layer's) the branch is scaled and the corrected sum flows on."""
+    if not blocks:
         if not report.notes:
-            report.notes.append("stream=True: no residual addition found (or the model does not trace): no change")
+            report.notes.append("stream=True: no residual addition found: no change")
         return []
-    by_add = {add.name: (i, skip, branch, layers) for i, (add, skip, branch, layers) in enumerate(blocks)}
     stds: list[float] = []
 
-    class Streamer(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> Any:
-            if n.name not in by_add:
-                return super().run_node(n)
-            i, skip, branch, layers = by_add[n.name]
-            wanted = target * (1.0 + 0.5 * tol * (i + 1) / len(blocks))
-            s, f = self.env[skip], self.env[branch]
-            alpha = _branch_scale(s.double().flatten(), f.double().flatten(), wanted)
-            last = model.get_submodule(layers[-1])
-            for pname in ("weight", "bias"):
-                p = getattr(last, pname, None)
-                if isinstance(p, Tensor):
-                    p.mul_(alpha)
-            # the branch ends in that layer: its output scales by alpha; otherwise run the block again
-            linear = branch.op == "call_module" and branch.target == layers[-1]
-            value = s + alpha * f if linear else super().run_node(n)
-            stds.append(float(value.float().std()))
-            row = rows.get(f"{layers[-1]}.weight")
-            if row is not None:  # its own output is not the target any more: the stream is
-                row.scale, row.std_after = row.scale * alpha, row.std_after * alpha
-                row.kind = row.kind if row.kind.endswith("(stream)") else f"{row.kind} (stream)"
-                row.converged = abs(stds[-1] - wanted) <= tol
-            return value
+    def scale(residual: Residual, skip: Tensor, branch: Tensor) -> Tensor:
+        wanted = target * (1.0 + 0.5 * tol * (len(stds) + 1) / blocks)
+        alpha = _branch_scale(skip.double().flatten(), branch.double().flatten(), wanted)
+        last = residual.last.rsplit(".", 1)[0] if "." in residual.last else ""
+        for pname in ("weight", "bias"):
+            p = getattr(model.get_submodule(last), pname, None)
+            if isinstance(p, Tensor):
+                p.mul_(alpha)
+        value = skip + alpha * branch  # the branch ends in that layer (or in what is linear after it)
+        stds.append(float(value.float().std()))
+        row = rows.get(residual.last)
+        if row is not None:  # its own output is not the target any more: the stream is
+            row.scale, row.std_after = row.scale * alpha, row.std_after * alpha
+            row.kind = row.kind if row.kind.endswith("(stream)") else f"{row.kind} (stream)"
+            row.converged = abs(stds[-1] - wanted) <= tol
+        return value
 
-    Streamer(graph).run(x)
+    capture(model, x, on_residual=scale)
     return stds
 
 
@@ -350,26 +340,30 @@ def _branch_scale(s: Tensor, f: Tensor, wanted: float) -> float:
 
 
 def prior_bias(model: nn.Module, data: Any) -> tuple[str, float, float, float]:
-    """Set the last Linear layer's bias to the prior: log class frequencies (integer targets) or the target
-    mean (float targets), its weight unchanged. Returns the layer's name, the first loss before and after, and
-    the loss of predicting the prior exactly (the class entropy, or the targets' variance)."""
+    """Set the output layer's bias (the readout the structure layer finds) to the prior: log class frequencies
+    (integer targets) or the target mean (float targets), its weight unchanged. Returns the layer's name, the
+    first loss before and after, and the loss of predicting the prior exactly (the class entropy, or the targets'
+    variance)."""
     if not (isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)):
         raise fail("output_bias='prior' needs the targets too", accepted="data=(x, y)", received=type(data).__name__)
     x, y = data
-    last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not last or last[-1][1].bias is None:
-        raise fail("output_bias='prior' sets the bias of the model's last Linear layer; it has none",
+    structure = capture(model, x)
+    name = structure.owner(structure.output) if structure.output else None
+    layer = model.get_submodule(name) if name is not None else None
+    if layer is None or not isinstance(getattr(layer, "bias", None), Tensor):
+        raise fail("output_bias='prior' sets the bias of the model's output layer; it has none",
                    received=type(model).__name__, fix="Give the output layer a bias (bias=True).")  # fmt: skip
-    name, layer = last[-1]
+    assert name is not None and isinstance(layer.bias, Tensor)
+    outputs = layer.bias.shape[0]
     classification = not torch.is_floating_point(y)
-    if classification and (int(y.min()) < 0 or int(y.max()) >= layer.out_features):
-        raise fail(f"class labels must lie in 0..{layer.out_features - 1} (the outputs of {name})",
+    if classification and (int(y.min()) < 0 or int(y.max()) >= outputs):
+        raise fail(f"class labels must lie in 0..{outputs - 1} (the outputs of {name})",
                    received=(int(y.min()), int(y.max())), fix="Pass integer class indices as targets.")  # fmt: skip
     loss = _loss(classification)
     with _measuring(model):
         before = float(loss(model(x), y))
         if classification:
-            counts = torch.bincount(y.flatten(), minlength=layer.out_features).double()
+            counts = torch.bincount(y.flatten(), minlength=outputs).double()
             freq = (counts + 0.5) / (counts.sum() + 0.5 * len(counts))  # add-½ smoothing: no class at log 0
             layer.bias.copy_(freq.log())
             exact = counts / counts.sum()

@@ -41,7 +41,7 @@ from initlab.init import _formulas as f
 from initlab.init._keras_model import initialize_keras, is_keras_model
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
 from initlab.init._torch_draw import draw_
-from initlab.init._tracing import NORM_LAYERS, Found, find_activations, residual_branches, trace, weight_layers
+from initlab.init._walk import NORM_LAYERS, Found, from_modules
 from initlab.init.activations import Activation, activation
 from initlab.init.fans import Fans, fans
 from initlab.init.gains import gain as gain_of
@@ -101,7 +101,7 @@ def initialize(
         recurrent: the scheme for RNN recurrent weights.
         data: a batch (``x``, ``(x, y)`` or a DataLoader) for the data-dependent parts: the ``lsuv`` scheme and
             ``output_bias="prior"``.
-        output_bias: ``"prior"`` sets the last Linear layer's bias to the log class frequencies (integer targets)
+        output_bias: ``"prior"`` sets the output layer's bias to the log class frequencies (integer targets)
             or the target mean (float targets) of ``data``, so the first loss is close to predicting the prior;
             the notes give the first loss before and after.
         example: an input the model takes (a tensor, a tuple of positional inputs or a dict of keyword inputs),
@@ -151,27 +151,24 @@ def initialize(
 
 def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | float | None, recurrent: Initializer,
                       generator: torch.Generator | None, residual: str | None, activation: Any, gain_from: str,
-                      captured: Structure | str, frozen: bool) -> InitReport:  # fmt: skip
+                      structure: Structure, frozen: bool) -> InitReport:  # fmt: skip
     """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles."""
-    structure = captured if isinstance(captured, Structure) else None
-    graph = trace(model) if structure is None else None
-    found = structure_activations(structure) if structure is not None else find_activations(model, graph)
-    ctx = _Context(init, bias, recurrent, generator, _with_overrides(model, found, activation), gain_from)
+    found = structure_activations(structure)
+    ctx = _Context(init, bias, recurrent, generator, _with_overrides(structure, found, activation), gain_from)
     kept = {} if frozen else {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     for name, module in model.named_modules():
         rule = _rule_for(module)
         if rule is not None:
             _apply(rule, name, module, ctx)
-    if structure is not None:
-        _by_use(model, structure, ctx)
+    _by_use(model, structure, ctx)
     residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
     if residual is not None:
-        _residual(model, _branches(model, structure, graph), residual, ctx)
+        _residual(model, structure, residual, ctx)
     if init.scheme.zero:
         _zero_roles(model, init.scheme.zero, ctx, structure)
     notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx) + ctx.notes
-    if isinstance(captured, str):
-        notes.append(f"the model's structure came from torch.fx or module order: {captured}")
+    if structure.why:
+        notes.append(f"the model's structure came from {structure.source}: {structure.why}")
     return InitReport(ctx.rows, ctx.init.name, notes)
 
 
@@ -300,18 +297,18 @@ def _bias_rule(bias: str | float | Mapping[str, Any] | Initializer | None) -> In
 
 
 def _with_overrides(
-    model: nn.Module, found: dict[str, Found], override: ActivationSpec | Mapping[str, ActivationSpec] | None
+    structure: Structure, found: dict[str, Found], override: ActivationSpec | Mapping[str, ActivationSpec] | None
 ) -> dict[str, Found]:
     if override is None:
         return found
+    layers = list(dict.fromkeys(structure.owner(n) for n in structure.layers))  # the weights' modules, in order
     if isinstance(override, Mapping):
-        names = {n for n, _ in weight_layers(model)}
+        names = set(layers)
         for layer, act in override.items():
             if layer not in names:
                 raise unknown_name("layer", layer, names)
             found[layer] = Found(activation(act), "override")
         return found
-    layers = [n for n, _ in weight_layers(model)]
     for layer in layers[:-1]:
         if found.get(layer, Found(None, "none")).activation is None:
             found[layer] = Found(activation(override), "override")
@@ -516,16 +513,17 @@ def _attention(name: str, module: Any, ctx: _Context) -> None:
             _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
 
 
-def _structure(model: nn.Module, example: Any, data: Any) -> Structure | str:
+def _structure(model: nn.Module, example: Any, data: Any) -> Structure:
     """The model's structure from one forward pass on ``example`` (or ``data``'s inputs, or an input read off the
-    model), or why there is none (the fx fallback then). An ``example=`` the model does not take is refused, before
-    any tensor is touched: the user said what the input is."""
+    model), or from module types where there is none (:func:`~initlab.init._walk.from_modules`). An
+    ``example=`` the model does not take is refused, before any tensor is touched: the user said what the input
+    is."""
     found = capture_or_why(model, first_batch(data) if example is None and data is not None else example)
     if example is not None and isinstance(found, str):
         raise fail(f"initialize could not run the model on example=: {found}",
                    accepted="an input the model's forward takes: a tensor, a tuple of positional inputs or a dict of "
                    "keyword inputs", fix="Pass the batch you would give the model, e.g. example=x[:8].")  # fmt: skip
-    return found
+    return found if isinstance(found, Structure) else from_modules(model, found)
 
 
 def structure_activations(structure: Structure) -> dict[str, Found]:
@@ -562,17 +560,15 @@ def _by_use(model: nn.Module, structure: Structure, ctx: _Context) -> None:
             ctx.owner[id(params[row.name])] = i
 
 
-def _branches(model: nn.Module, structure: Structure | None, graph: Any) -> list[list[str]]:
-    """Each residual branch's weight-owning modules in order, from the structure (else the fx graph)."""
-    if structure is not None:
-        return [list(dict.fromkeys(n.rsplit(".", 1)[0] for n in r.branch)) for r in structure.residuals]
-    if graph is None:
+def _branches(structure: Structure) -> list[list[str]]:
+    """Each residual branch's weight-owning modules in order."""
+    if not structure.residuals_known:
         raise fail(
             "residual rules need the model's residual additions: pass example= (an input the model takes), or a "
             "model torch.fx can trace",
             fix="initialize(model, scheme, residual=..., example=x).",
         )
-    return residual_branches(graph)
+    return [list(dict.fromkeys(structure.owner(n) for n in r.branch)) for r in structure.residuals]
 
 
 def _keep_frozen(model: nn.Module, kept: dict[str, Tensor], ctx: _Context) -> list[str]:
@@ -592,7 +588,8 @@ def _keep_frozen(model: nn.Module, kept: dict[str, Tensor], ctx: _Context) -> li
             "initialize them too)."]  # fmt: skip
 
 
-def _residual(model: nn.Module, branches: list[list[str]], rule: str, ctx: _Context) -> None:
+def _residual(model: nn.Module, structure: Structure, rule: str, ctx: _Context) -> None:
+    branches = _branches(structure)
     if not branches:  # a plain MLP or CNN: the rule has nothing to act on (it raised ZeroDivisionError: issue 30)
         ctx.notes.append(f"residual rule {rule!r}: the model has no residual addition, so it changed nothing")
         return
@@ -600,7 +597,7 @@ def _residual(model: nn.Module, branches: list[list[str]], rule: str, ctx: _Cont
         _scale_last(model, branches, ctx)
         return
     if rule == "deepnorm":
-        _deepnorm(model, branches, ctx)
+        _deepnorm(model, branches, set().union(*structure.queries_and_keys()), ctx)
         return
     for branch in branches:
         _zero_last(model.get_submodule(branch[-1]))
@@ -643,11 +640,10 @@ def deepnorm_constants(blocks: int) -> tuple[float, float]:
     return (2 * blocks) ** 0.25, (8 * blocks) ** -0.25
 
 
-def _deepnorm(model: nn.Module, branches: list[list[str]], ctx: _Context) -> None:
+def _deepnorm(model: nn.Module, branches: list[list[str]], query_key: set[str], ctx: _Context) -> None:
     """β-scale every residual branch's value/output projections (attention) and weights (MLP), leaving query and
-    key projections as they are; N = the number of attention branches (the blocks), or half the branches in a
-    net without attention (two per block)."""
-    query_key = query_key_layers(model)
+    key projections (``query_key``: found by the structure layer, where their outputs meet) as they are; N = the
+    number of attention branches (the blocks), or half the branches in a net without attention (two per block)."""
 
     def is_attention(name: str) -> bool:
         return isinstance(model.get_submodule(name), nn.MultiheadAttention)
@@ -674,12 +670,12 @@ def _deepnorm(model: nn.Module, branches: list[list[str]], ctx: _Context) -> Non
             row.std = row.std * beta if whole and row.std is not None else row.std
 
 
-def _zero_roles(model: nn.Module, roles: tuple[str, ...], ctx: _Context, structure: Structure | None) -> None:
+def _zero_roles(model: nn.Module, roles: tuple[str, ...], ctx: _Context, structure: Structure) -> None:
     """Zero the scheme's ``zero`` layers: ``"readout"`` (the layer that produces the output, unless its weight is an
     embedding's: a tied readout) and ``"query"`` projections."""
-    names = sorted(query_layers(model)) if "query" in roles else []
+    names = sorted(structure.queries_and_keys()[0]) if "query" in roles else []
     if "readout" in roles:
-        readout = _readout(model, structure)
+        readout = _readout(structure)
         if readout is not None:
             names.append(readout)
     for name in names:
@@ -689,39 +685,12 @@ def _zero_roles(model: nn.Module, roles: tuple[str, ...], ctx: _Context, structu
                 row.scheme, row.std = f"{row.scheme} → zero", 0.0
 
 
-def _readout(model: nn.Module, structure: Structure | None) -> str | None:
+def _readout(structure: Structure) -> str | None:
     """The module of the readout weight, None where it is an embedding table (tied)."""
-    if structure is not None:
-        layer = structure.layers.get(structure.output) if structure.output else None
-        if layer is None or layer.use.op == "embedding":
-            return None
-        return layer.name.rsplit(".", 1)[0] if "." in layer.name else ""
-    layers = weight_layers(model)
-    tables = {id(m.weight) for _, m in layers if isinstance(m, nn.Embedding | nn.EmbeddingBag)}
-    if layers and id(getattr(layers[-1][1], "weight", None)) not in tables:
-        return layers[-1][0]
-    return None
-
-
-def query_layers(model: nn.Module) -> set[str]:
-    """The query projections among :func:`query_key_layers`."""
-    return {name for name in query_key_layers(model) if name.endswith(("query", "q_proj"))}
-
-
-def query_key_layers(model: nn.Module) -> set[str]:
-    """The query and key projections of every attention module written with separate projections: Linear children
-    named ``query`` and ``key`` (initlab's transformer, BERT-style code) or ``q_proj`` and ``k_proj`` (Llama-style).
-
-    >>> from initlab.compare.transformer import TransformerLM
-    >>> sorted(query_key_layers(TransformerLM(10, 8, width=8, depth=1, heads=2)))
-    ['blocks.0.attention.key', 'blocks.0.attention.query']
-    """
-    found: set[str] = set()
-    for name, module in model.named_modules():
-        for query, key in (("query", "key"), ("q_proj", "k_proj")):
-            if all(isinstance(getattr(module, part, None), nn.Linear) for part in (query, key)):
-                found |= {_join(name, query), _join(name, key)}
-    return found
+    layer = structure.layers.get(structure.output) if structure.output else None
+    if layer is None or layer.use.op == "embedding":
+        return None
+    return structure.owner(layer.name)
 
 
 def _value_projection(attention: nn.MultiheadAttention) -> Tensor:

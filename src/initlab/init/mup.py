@@ -31,10 +31,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from initlab._errors import fail, unknown_name
-from initlab.init.model import query_layers
+from initlab.init._walk import structure_of
+from initlab.init.structure import Layer, Structure
 
 __all__ = ["ADAM_LIKE", "SGD_LIKE", "Mup", "MupParam", "mup"]
 
@@ -117,25 +118,43 @@ def mup(
         missing = sorted(set(shapes) ^ set(base_shapes) | set(shapes) ^ set(delta_shapes))
         raise fail("the model and its base (and delta) must have the same parameters", received=missing[:5],
                    fix="Build the base model with the same architecture at the base width.")  # fmt: skip
-    _check_modules(model)
-    queries = {f"{name}.weight" for name in query_layers(model)}
-    lookups = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)}
-    params = [_role(name, shapes[name], base_shapes[name], delta_shapes[name], name in lookups, zero_readout,
-                    zero_query and name in queries) for name in shapes]  # fmt: skip
-    _apply(model, params)
+    structure = structure_of(model)
+    _check_modules(model, structure)
+    queries = {f"{name}.weight" for name in structure.queries_and_keys()[0]}
+    lookups = {n for n, layer in structure.layers.items() if layer.use.op == "embedding"}
+    stored_in_out = {n for n, layer in structure.layers.items() if _in_out(layer)}  # GPT-2's Conv1D: (in, out)
+    params = []
+    for name in shapes:
+        flip = name in stored_in_out
+        sizes = (_flip(shapes[name], flip), _flip(base_shapes[name], flip), _flip(delta_shapes[name], flip))
+        params.append(_role(name, *sizes, name in lookups, zero_readout, zero_query and name in queries))
+    _apply(model, params, structure)
     _attention_scale(model, base if isinstance(base, nn.Module) else None)
     return Mup(model, params)
 
 
-def _check_modules(model: nn.Module) -> None:
+def _in_out(layer: Layer) -> bool:
+    """Whether a 2-D weight is stored (in, out), as its use reads it (``addmm``, ``x @ W``)."""
+    return len(layer.shape) == 2 and (
+        layer.use.op == "addmm"
+        or (layer.use.op == "matmul" and (layer.use.fan_in, layer.use.fan_out) == layer.shape != layer.shape[::-1])
+    )
+
+
+def _flip(shape: tuple[int, ...], stored_in_out: bool) -> tuple[int, ...]:
+    return shape[::-1] if stored_in_out else shape
+
+
+def _check_modules(model: nn.Module, structure: Structure) -> None:
     if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
         raise fail("µP needs 1/d attention, and nn.MultiheadAttention fixes 1/√d",
                    fix="Use attention with separate query/key/value projections and a `scale` attribute "
                        "(initlab.compare.transformer.CausalSelfAttention).")  # fmt: skip
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and id(module.weight) in embeddings:
-            raise fail(f"µP cannot be applied without output multipliers to {name!r}: its weight is tied to an "
+    for layer in structure.layers.values():
+        ops = {use.op for use in layer.uses}
+        if "embedding" in ops and ops - {"embedding"}:
+            readout = next((use.module for use in layer.uses if use.op != "embedding"), layer.name)
+            raise fail(f"µP cannot be applied without output multipliers to {readout!r}: its weight is tied to an "
                        "embedding, and µP gives the readout and the embedding different learning rates",
                        fix="Build the model with an untied output layer (tied=False).")  # fmt: skip
 
@@ -162,16 +181,16 @@ def _role(name: str, shape: tuple[int, ...], base: tuple[int, ...], delta: tuple
 
 
 @torch.no_grad()
-def _apply(model: nn.Module, params: list[MupParam]) -> None:
+def _apply(model: nn.Module, params: list[MupParam], structure: Structure) -> None:
     named = dict(model.named_parameters())
     roles = {p.name: p for p in params}
     for p in params:
         if p.init != 1.0:
             named[p.name].mul_(p.init)
-    for name, module in model.named_modules():  # mup.set_base_shapes' rescale_linear_bias
-        weight = roles.get(f"{name}.weight" if name else "weight")
-        bias = getattr(module, "bias", None)
-        if isinstance(module, nn.Linear | nn.modules.conv._ConvNd) and isinstance(bias, Tensor) and weight:
+    for name, layer in structure.layers.items():  # mup.set_base_shapes' rescale_linear_bias
+        weight = roles.get(name)
+        bias = named.get(f"{structure.owner(name)}.bias" if "." in name else "bias")
+        if layer.use.op in ("linear", "addmm", "conv") and name.endswith("weight") and bias is not None and weight:
             bias.mul_(0.0 if weight.init == 0.0 else math.sqrt(weight.fan_in_mult))
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ __all__ = [
 ]  # fmt: skip
 
 _ADDS = {"add", "__add__", "__radd__", "add_", "__iadd__"}
+_SCORES = {"matmul", "__matmul__", "bmm", "einsum", "scaled_dot_product_attention", "baddbmm"}
 # operators through which a weight's output keeps flowing towards "its" activation (shape and dtype changes,
 # dropout, scaling, normalization, sums): anything else (a product of two activations, attention, a weight layer)
 # ends the search, and the weight then feeds no activation (linear)
@@ -60,7 +61,7 @@ _PASS = {
     "view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "squeeze", "unsqueeze",
     "split", "chunk", "unbind", "__getitem__", "to", "float", "half", "bfloat16", "type", "clone", "dropout",
     "alpha_dropout", "feature_dropout", "layer_norm", "group_norm", "batch_norm", "instance_norm", "rms_norm",
-    "mul", "__mul__", "__rmul__", "mul_", "div", "__truediv__", "div_", "sub", "__sub__", "expand", "narrow",
+    "mul", "__mul__", "__rmul__", "mul_", "div", "__truediv__", "div_", "sub", "__sub__", "expand", "narrow", "neg",
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
     "adaptive_avg_pool2d", "adaptive_avg_pool3d", "pad", "cat", *_ADDS,
 }  # fmt: skip
@@ -87,7 +88,7 @@ class Layer:
     shape: tuple[int, ...]
     uses: list[Use] = field(default_factory=list)
     activation: Activation | None = None
-    activation_source: str = "none"  # "module", "function", "none"
+    activation_source: str = "none"  # "module", "function", "none"; without a pass: "fx", "module order" ...
     activation_module: str = ""  # the module that applied it, where a module did
     aliases: tuple[str, ...] = ()
     frozen: bool = False
@@ -103,10 +104,11 @@ class Layer:
 @dataclass(frozen=True)
 class Residual:
     """A residual addition ``out = skip + branch``: the branch's weight layers in order (the last one is what
-    residual rules scale)."""
+    residual rules scale), and the module whose forward adds them (the block)."""
 
     branch: tuple[str, ...]
     order: int
+    module: str = ""
 
     @property
     def last(self) -> str:
@@ -124,6 +126,24 @@ class Structure:
     frozen: list[str]
     output: str | None = None  # the readout: the weight layer that produces the model's output (tied: the table)
     norms: list[str] = field(default_factory=list)  # modules that normalize (scale and shift vectors of their own)
+    attention: list[tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)  # (queries, keys)
+    why: str = ""  # empty for a forward pass; else why there was none (the structure then came from module types)
+    residuals_known: bool = True  # False where neither a forward pass nor torch.fx could see the additions
+
+    @property
+    def source(self) -> str:
+        return "forward pass" if not self.why else "torch.fx or module order"
+
+    def owner(self, layer: str) -> str:
+        """The module that holds a weight layer's parameter."""
+        return layer.rsplit(".", 1)[0] if "." in layer else ""
+
+    def queries_and_keys(self) -> tuple[set[str], set[str]]:
+        """The modules of the query and the key projections: the weight layers whose outputs meet in attention
+        scores (``q @ k.transpose(-2, -1)``, ``scaled_dot_product_attention(q, k, v)``), found by the data flow."""
+        queries = {self.owner(n) for q, _ in self.attention for n in q}
+        keys = {self.owner(n) for _, k in self.attention for n in k}
+        return queries, keys
 
     def branch_ends(self) -> list[str]:
         """The last weight layer of each residual branch, once each, in order."""
@@ -142,9 +162,14 @@ class _Flow:
 _EMPTY = _Flow(frozenset(), frozenset())
 
 
+OnResidual = Callable[[Residual, Tensor, Tensor], Tensor]  # (residual, skip, branch) -> the sum to go on with
+
+
 class _Recorder(TorchFunctionMode):
-    def __init__(self, names: Mapping[int, str], module_stack: list[tuple[str, nn.Module]]) -> None:
+    def __init__(self, names: Mapping[int, str], module_stack: list[tuple[str, nn.Module]],
+                 on_residual: OnResidual | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.on_residual = on_residual
         self.names = names  # id(tensor) -> parameter (or computed weight) name
         self.stack = module_stack
         self.layers: dict[str, Layer] = {}
@@ -153,6 +178,7 @@ class _Recorder(TorchFunctionMode):
         self.flows: dict[int, _Flow] = {}
         self.keep: list[Any] = []  # tensors whose ids are keys of flows stay alive while recording
         self.residuals: list[Residual] = []
+        self.attention: list[tuple[tuple[str, ...], tuple[str, ...]]] = []  # (query layers, key layers)
         self.order = 0
         self.use_layer: dict[int, str] = {}  # order -> layer name
         self.opaque = 0  # > 0 inside an activation module: its own ops are not recorded
@@ -180,16 +206,28 @@ class _Recorder(TorchFunctionMode):
             elif name not in _PASS:
                 pending = frozenset()
         elif not self.opaque:
-            act = function_activation(func, name, args, kwargs)
-            if act is not None:
-                self._activate(pending, act, "function")
-                pending = frozenset()
-            elif name in _ADDS and len(inputs) == 2 and inputs[0].ndim >= 2 and inputs[1].ndim >= 2:
-                self._residual([self.flows.get(id(a), _EMPTY) for a in inputs])
-            elif name not in _PASS:
-                pending = frozenset()
+            out, pending = self._no_weight(func, name, args, kwargs, inputs, pending, out)
         self._mark(out, pending, ancestry)
         return out
+
+    def _no_weight(self, func: Any, name: str, args: tuple[Any, ...], kwargs: Any, inputs: list[Tensor],
+                   pending: frozenset[str], out: Any) -> tuple[Any, frozenset[str]]:  # fmt: skip
+        """An operator without a weight: an activation ends the weight layers' search for theirs, a sum of two
+        flows may be a residual addition, shape changes and the like pass the pending layers on."""
+        act = function_activation(func, name, args, kwargs)
+        if act is not None:
+            self._activate(pending, act, "function")
+            return out, frozenset()
+        if name in _SCORES and len(inputs) >= 2:
+            query, key = (self.flows.get(id(a), _EMPTY).pending for a in inputs[:2])
+            if query and key and not query & key:  # two projections' outputs meet: attention scores q·kᵀ
+                self.attention.append((tuple(sorted(query)), tuple(sorted(key))))
+        if name in _ADDS and len(inputs) == 2 and inputs[0].ndim >= 2 and inputs[1].ndim >= 2:
+            found = self._residual([self.flows.get(id(a), _EMPTY) for a in inputs])
+            if found is not None and self.on_residual is not None:
+                out = self._intervene(found, inputs, out)
+            return out, pending
+        return out, pending if name in _PASS else frozenset()
 
     def _mark(self, out: Any, pending: frozenset[str], ancestry: frozenset[int]) -> None:
         for t in _flat((out,), {}):
@@ -202,16 +240,30 @@ class _Recorder(TorchFunctionMode):
             if self.layers[layer].activation is None:
                 self.layers[layer].activation, self.layers[layer].activation_source = act, source
 
-    def _residual(self, flows: list[_Flow]) -> None:
+    def _residual(self, flows: list[_Flow]) -> tuple[Residual, int] | None:
+        """Record a residual addition; returns it with the index of its branch operand."""
         a, b = flows[0].ancestry, flows[1].ancestry
         own_a, own_b = a - b, b - a
         if not own_a and not own_b:
-            return
-        branch = own_a if len(own_a) >= len(own_b) else own_b
-        layers = [self.use_layer[i] for i in sorted(branch)]
+            return None
+        index = 0 if len(own_a) >= len(own_b) else 1
+        layers = [self.use_layer[i] for i in sorted(own_a if index == 0 else own_b)]
         if all(self.layers[n].use.op == "embedding" for n in layers):
-            return  # token + position embeddings: a sum of lookups, not a residual block
-        self.residuals.append(Residual(tuple(dict.fromkeys(layers)), self.order))
+            return None  # token + position embeddings: a sum of lookups, not a residual block
+        block = self.stack[-1][0] if self.stack else ""
+        self.residuals.append(Residual(tuple(dict.fromkeys(layers)), self.order, block))
+        return self.residuals[-1], index
+
+    def _intervene(self, found: tuple[Residual, int], inputs: list[Tensor], out: Tensor) -> Tensor:
+        """Let :attr:`on_residual` replace a residual sum (``x += f(x)`` in place too: its ``x`` as it was)."""
+        residual, index = found
+        before = [out - inputs[1 - i] if t is out else t for i, t in enumerate(inputs)]
+        assert self.on_residual is not None
+        value = self.on_residual(residual, before[1 - index], before[index])
+        if any(t is out for t in inputs):
+            out.copy_(value)
+            return out
+        return value
 
     # -- what a weight's use is ------------------------------------------------------------------------
     def _weights(self, name: str, args: tuple[Any, ...], kwargs: Any,
@@ -362,15 +414,17 @@ def _parameter_names(model: nn.Module) -> tuple[dict[int, str], dict[str, list[s
     return ids, aliases
 
 
-def capture(model: nn.Module, example: Any) -> Structure:
+def capture(model: nn.Module, example: Any, on_residual: OnResidual | None = None) -> Structure:
     """Run ``model`` once on ``example`` (a tensor, a tuple of positional inputs or a dict of keyword inputs) and
     return its :class:`Structure`. The model's modes, buffers and torch's RNG state are restored; no gradient is
-    taken. On a model whose parameters are on the meta device the pass allocates nothing."""
+    taken. On a model whose parameters are on the meta device the pass allocates nothing. ``on_residual(residual,
+    skip, branch)``, where given, is called at each residual addition and returns the sum the pass goes on with
+    (LSUV's stream mode scales each branch there)."""
     model = unwrap(model)
     ids, aliases = _parameter_names(model)
     stack: list[tuple[str, nn.Module]] = []
     names = {m: n for n, m in model.named_modules()}
-    recorder = _Recorder(ids, stack)
+    recorder = _Recorder(ids, stack, on_residual)
     parametrized = _computed_weights(model)
     with parametrize.cached(), restored(model), torch.no_grad():
         computed = [(name, getattr(module, attr)) for name, (module, attr) in parametrized.items()]  # kept alive
@@ -398,7 +452,9 @@ def capture(model: nn.Module, example: Any) -> Structure:
         layer.frozen = p is not None and not p.requires_grad
     frozen = [n for n, p in params.items() if not p.requires_grad]
     norms = _norm_modules(model, recorder.module_ops)
-    return Structure(layers, recorder.vectors, recorder.residuals, recorder.unclassified, frozen, readout, norms)
+    return Structure(
+        layers, recorder.vectors, recorder.residuals, recorder.unclassified, frozen, readout, norms, recorder.attention
+    )
 
 
 _NORMALIZING = {"rsqrt", "layer_norm", "rms_norm", "group_norm", "batch_norm", "instance_norm", "var", "std",

@@ -8,12 +8,12 @@ from typing import Any
 from torch import Tensor, nn
 
 from initlab.init._keras_model import is_keras_model, keras_activation, keras_kernels, keras_layers
-from initlab.init._tracing import WEIGHT_LAYERS, find_activations, trace
+from initlab.init._walk import structure_of
 from initlab.init.activations import activation, is_activation_module
-from initlab.init.structure import Structure, capture_or_why
+from initlab.init.structure import Structure
 from initlab.monitor.probes import PreActivation
 
-__all__ = ["first_tensor", "inner_module", "named_parameters", "watched_layers", "weight_names"]
+__all__ = ["first_tensor", "inner_module", "model_structure", "named_parameters", "watched_layers", "weight_names"]
 
 
 def first_tensor(output: Any) -> Tensor | None:
@@ -23,29 +23,27 @@ def first_tensor(output: Any) -> Tensor | None:
     return next((t for t in items if isinstance(t, Tensor)), None)
 
 
-def watched_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[str, Any]]:
-    """Activation modules where the model has them; else its weight layers with the activation they feed. A Keras
-    model (torch backend: its layers are modules) is watched at every layer that applies an activation."""
+def model_structure(model: nn.Module) -> Structure | None:
+    """The structure of the model a monitor watches (inside a DDP wrapper); None for a Keras model."""
+    inner = inner_module(model)
+    return None if is_keras_model(inner) else structure_of(inner)
+
+
+def watched_layers(model: nn.Module, structure: Structure | None = None) -> tuple[list[tuple[str, nn.Module]],
+                                                                                dict[str, Any]]:  # fmt: skip
+    """Every activation the model applies (see :func:`_from_structure`); a Keras model (torch backend: its layers
+    are modules) is watched at every layer that applies an activation. ``structure``: the model's, if known."""
     inner = inner_module(model)
     if is_keras_model(inner):
         keras_acts = [(layer.name, layer, keras_activation(layer)) for layer in keras_layers(inner)]
         watched = [(name, layer, act) for name, layer, act in keras_acts if act is not None]
         return [(n, m) for n, m, _ in watched], {n: act for n, _, act in watched}
-    structure = capture_or_why(inner)  # without a structure (why: a string), module types and torch.fx decide
-    if isinstance(structure, Structure):
-        return _from_structure(inner, structure)
-    acts = [(n, m) for n, m in inner.named_modules() if is_activation_module(m) and activation(m).name != "linear"]
-    if acts:
-        return acts, {n: activation(m) for n, m in acts}
-    # No activation modules (functional activations): watch the weight layers' outputs, the pre-activations.
-    found = find_activations(inner, trace(inner))
-    layers = [(n, m) for n, m in inner.named_modules() if isinstance(m, WEIGHT_LAYERS)]
-    return layers, {n: PreActivation(found[n].activation) if n in found else None for n, _ in layers}
+    return _from_structure(inner, structure or structure_of(inner))
 
 
 def _from_structure(model: nn.Module, structure: Structure) -> tuple[list[tuple[str, nn.Module]], dict[str, Any]]:
-    """Every activation the pass saw: the module that applied it (Hugging Face's activation modules included), or,
-    for a function, the weight layer whose output it took (watched as a pre-activation); and every activation
+    """Every activation the structure saw: the module that applied it (Hugging Face's activation modules included),
+    or, for a function, the weight layer whose output it took (watched as a pre-activation); and every activation
     module of the model, in module order."""
     modules = dict(model.named_modules())
     watched: dict[str, Any] = {n: activation(m) for n, m in modules.items()
@@ -75,10 +73,11 @@ def named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def weight_names(model: nn.Module) -> list[str]:
-    """The weight matrices in forward order, as :func:`named_parameters` names them."""
+def weight_names(model: nn.Module, structure: Structure | None = None) -> list[str]:
+    """The weight matrices in forward order, as :func:`named_parameters` names them (the structure layer's weight
+    layers: every direction and layer of an RNN, GPT-2's Conv1D, a functional projection)."""
     inner = inner_module(model)
     if is_keras_model(inner):
         return [variable.path for _, variable in keras_kernels(inner)]
-    names = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
-    return [f"{n}.weight" if n else "weight" for n in names]
+    prefix = "module." if inner is not model else ""  # a DDP wrapper's parameters are named through it
+    return [prefix + name for name in (structure or structure_of(inner)).layers]

@@ -25,7 +25,14 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from initlab._errors import TrainingDiverged, fail, unknown_name
-from initlab.monitor._layers import first_tensor, inner_module, named_parameters, watched_layers, weight_names
+from initlab.monitor._layers import (
+    first_tensor,
+    inner_module,
+    model_structure,
+    named_parameters,
+    watched_layers,
+    weight_names,
+)
 from initlab.monitor.detectors import DetectorState, Finding, Thresholds, detect
 from initlab.monitor.history import History, Summary
 from initlab.monitor.probes import LossProbe, Probe, default_probes, unit_stats
@@ -117,11 +124,12 @@ class Monitor:
         self._no_grad_passes, self._warned = 0, False  # see close
         self._fix: Callable[[], str | None] | None = None  # see _init_fix
         self._armable: list[Probe] = []  # probes with hooks of their own (see Probe.arm), once attached
-        self.layers, self.layer_activations = watched_layers(model)
+        self._structure = structure = model_structure(model)  # one forward pass (or module walk) answers all
+        self.layers, self.layer_activations = watched_layers(model, structure)
         self.history.inapplicable = {(layer, stat) for layer, act in self.layer_activations.items()
                                      for stat in ("dead", "saturated") if stat not in unit_stats(act)}  # fmt: skip
         self._producers = _producers(inner_module(model), [name for name, _ in self.layers])
-        self.weights = weight_names(model)
+        self.weights = weight_names(model, structure)
         watched = any(p.needs_activations for p in self.probes)  # hooks made once, attached on recorded steps
         self._layer_hooks = [(module, self._layer_hook(name)) for name, module in self.layers] if watched else []
 
@@ -282,12 +290,12 @@ class Monitor:
         the mean-field solves run when a finding's remedies are first read, once per monitor (issue 35: on a
         30-layer MLP they stalled the step for 0.4 s)."""
         if self._fix is None:
-            model = inner_module(self.model)
+            model, structure = inner_module(self.model), self._structure
             moments = weight_moments(model)
 
             @functools.cache
             def predicted() -> str | None:
-                found = weights_chi1(model, moments)
+                found = weights_chi1(model, moments, structure)
                 text = fix_text(*found) if found is not None else None
                 return f"initialize closer to the edge of chaos: {text}" if text else None
 

@@ -1,6 +1,6 @@
 """The residual stream and attention, watched per block (issue 26, item 5).
 
-For every module that performs residual additions (found once, by tracing the model with torch.fx: the module
+For every module that performs residual additions (found once, by the structure layer's forward pass: the module
 whose ``forward`` holds ``x + f(x)``), on recorded steps:
 
 * ``stream_in`` / ``stream_out``: the std of the stream entering and leaving the block;
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from initlab.init._keras_model import is_keras_model
-from initlab.init._tracing import residual_blocks, trace
+from initlab.init._walk import structure_of
 from initlab.monitor._layers import inner_module
 from initlab.monitor.probes import Host, Probe, SampleRows, resolve_rows, sample_rows_checked
 
@@ -42,19 +42,20 @@ __all__ = ["ResidualStream", "attention_entropy", "stream_layout"]
 
 def stream_layout(model: nn.Module, any_model: bool = True) -> tuple[dict[str, list[str]], list[str]]:
     """``({block: [the last layer of each of its branches]}, [attention modules])`` in forward order: the blocks
-    are the modules whose forward holds a residual addition (fx's module stack at the ``add``), the attention
-    modules those with ``logits`` and ``probs`` identities. Empty where the model has neither or does not
-    trace. With ``any_model=False`` a model without such attention is not traced (tracing runs its forward code
-    on proxies, which a forward with side effects, such as appending to a list, would notice)."""
+    are the modules whose forward holds a residual addition (the structure layer's residuals), the attention
+    modules those with ``logits`` and ``probs`` identities. Empty where the model has neither. With
+    ``any_model=False`` a model without such attention is not run (the structure comes from one forward pass on
+    an example input)."""
     attention = [name for name, m in model.named_modules()
                  if isinstance(getattr(m, "logits", None), nn.Identity) and isinstance(getattr(m, "probs", None),
                                                                                        nn.Identity)]  # fmt: skip
-    graph = trace(model) if (attention or any_model) and not is_keras_model(model) else None
+    if not (attention or any_model) or is_keras_model(model):
+        return {}, attention
+    structure = structure_of(model)
     blocks: dict[str, list[str]] = {}
-    for add, _, _, layers in residual_blocks(graph) if graph is not None else []:
-        stack = list(add.meta.get("nn_module_stack", {}))
-        if stack and layers:
-            blocks.setdefault(stack[-1], []).append(layers[-1])
+    for residual in structure.residuals:
+        if residual.module:  # an addition in the model's own forward has no block to hook
+            blocks.setdefault(residual.module, []).append(structure.owner(residual.last))
     return blocks, attention
 
 

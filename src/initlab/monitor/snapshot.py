@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from initlab.init._tracing import WEIGHT_LAYERS
+from initlab.init._walk import structure_of
 from initlab.monitor._layers import first_tensor, watched_layers
 
 __all__ = ["distinct_units", "layer_histograms"]
@@ -75,13 +75,15 @@ def distinct_units(model: nn.Module) -> float:
     >>> distinct_units(net)
     0.125
     """
-    layers = [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS) and getattr(m, "weight", None) is not None]
+    structure = structure_of(model)
+    params = dict(model.named_parameters())
+    hidden = [layer for name, layer in structure.layers.items() if name in params and layer.role != "output"]
     fractions = []
-    for module in layers[:-1]:  # the output layer's units are the classes: not hidden
-        weight, bias = module.weight, getattr(module, "bias", None)
-        assert isinstance(weight, Tensor)
-        rows = weight.detach().flatten(1)
-        if isinstance(bias, Tensor):
+    for layer in hidden[:-1] if structure.output is None else hidden:  # the output's units are the classes
+        weight = params[layer.name].detach()
+        rows = weight.T if layer.use.op in ("addmm", "matmul") else weight.flatten(1)  # (in, out): a unit a column
+        bias = params.get(f"{structure.owner(layer.name)}.bias" if "." in layer.name else "bias")
+        if bias is not None and layer.name.endswith("weight") and bias.shape == rows.shape[:1]:
             rows = torch.cat([rows, bias.detach()[:, None]], dim=1)
         scale = rows.abs().max().clamp_min(1e-30)
         distinct = torch.unique(torch.round(rows / scale, decimals=6), dim=0).shape[0]

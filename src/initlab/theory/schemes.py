@@ -13,11 +13,12 @@ from torch import nn
 
 from initlab._errors import InitlabError
 from initlab.init._keras_model import is_keras_model, keras_activation, keras_kernels, keras_numpy
-from initlab.init._tracing import find_activations
+from initlab.init._walk import structure_of
 from initlab.init.activations import activation, activation_module
 from initlab.init.fans import fans
 from initlab.init.model import initialize
 from initlab.init.registry import lookup
+from initlab.init.structure import Structure
 from initlab.theory import meanfield
 
 __all__ = [
@@ -143,28 +144,30 @@ def weight_moments(model: nn.Module) -> Moments:
     return {name: (v[0], v[1]) for (name, _, _), v in zip(named, values, strict=True)}
 
 
-def weights_chi1(model: nn.Module, moments: Moments | None = None) -> tuple[str, float] | None:
+def weights_chi1(model: nn.Module, moments: Moments | None = None,
+                 structure: Structure | None = None) -> tuple[str, float] | None:  # fmt: skip
     """The model's most common hidden activation and the χ1 its current weights give there (geometric mean
     over the weight layers that feed it; σ_w² = fan_in · Var[W], σ_b² = E[b²]); None without such layers.
-    ``moments``: the weights' :func:`weight_moments` taken earlier (default: now)."""
+    ``moments``: the weights' :func:`weight_moments` taken earlier (default: now); ``structure``: the model's, if
+    known (default: :func:`~initlab.init.structure.structure_of`, one forward pass)."""
     if is_keras_model(model):
         return _keras_chi1(model)
-    found = find_activations(model)
-    layers = dict(model.named_modules())
-    acts = [f.activation.name for f in found.values() if f.activation is not None and f.activation.name != "linear"]
+    structure = structure or structure_of(model)
+    layers = [layer for layer in structure.layers.values() if layer.activation is not None]
+    acts = [layer.activation.name for layer in layers if layer.activation and layer.activation.name != "linear"]
     if not acts:
         return None
     act = max(set(acts), key=acts.count)
     moments = weight_moments(model) if moments is None else moments
     logs = []
-    for name, f in found.items():
-        weight = getattr(layers[name], "weight", None)
-        if f.activation is None or f.activation.name != act or not isinstance(weight, torch.Tensor):
+    for layer in layers:
+        owner = structure.owner(layer.name)
+        if layer.activation is None or layer.activation.name != act or owner not in moments:
             continue
-        if name not in moments:
+        if not layer.name.endswith("weight"):
             continue
-        weight_var = fans(weight, layer=layers[name]).fan_in * moments[name][0]
-        bias_var = moments[name][1]
+        weight_var = layer.use.fan_in * moments[owner][0]
+        bias_var = moments[owner][1]
         if weight_var > 0 and math.isfinite(weight_var) and math.isfinite(bias_var):
             logs.append(math.log(max(float(meanfield.chi1(act, weight_var, bias_var)), 1e-300)))
     return (act, math.exp(sum(logs) / len(logs))) if logs else None

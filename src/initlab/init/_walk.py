@@ -1,8 +1,9 @@
-"""What a model's graph says about its layers: the activation after each one, and its residual branches.
-
-torch.fx tracing is the precise source (it sees functional activations and the real data flow); where a model
-does not trace, the order of ``named_modules()`` is the fallback. Every answer carries its source so reports
-can say how sure they are.
+"""The structure layer's fallback where no forward pass can run (no example input could be read off the model):
+weight layers by module type, the activation after each from torch.fx (where the model traces: it sees functional
+activations and the real data flow) or else from the order of ``named_modules()``, residual branches from the fx
+graph. Every answer carries its source so reports can say how sure they are. Only :mod:`initlab.init.structure`
+asks for it (:func:`structure_of`; ``tests/test_layers.py`` checks that no other module walks a model for its
+weight layers). It sits above :mod:`initlab.init.structure` and :mod:`initlab.init.fans`, which it uses.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import fx, nn
 
 from initlab.init.activations import FUNCTIONS, METHODS, Activation, activation, is_activation_module
+from initlab.init.fans import fans
+from initlab.init.structure import Layer, Residual, Structure, Use, capture_or_why, unwrap
 
-__all__ = ["WEIGHT_LAYERS", "Found", "find_activations", "residual_blocks", "residual_branches", "trace"]
+__all__ = ["NORM_LAYERS", "Found", "from_modules", "structure_of"]
 
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Linear,
@@ -37,10 +41,12 @@ _ADDS = {operator.add, operator.iadd, torch.add}
 
 @dataclass(frozen=True)
 class Found:
-    """The activation that follows a layer (``None`` for none: a linear output) and how it was found."""
+    """The activation that follows a layer (``None`` for none: a linear output), how it was found, and the module
+    that applies it (empty for a function)."""
 
     activation: Activation | None
     source: str  # "fx", "module order", "override", "recurrent cell", "none"
+    module: str = ""
 
 
 def trace(model: nn.Module) -> fx.GraphModule | None:
@@ -74,7 +80,7 @@ def _is_weight_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_module" and isinstance(modules[str(node.target)], WEIGHT_LAYERS)
 
 
-def _follow(start: fx.Node, modules: dict[str, nn.Module]) -> Activation | None:
+def _follow(start: fx.Node, modules: dict[str, nn.Module]) -> Found:
     """Breadth-first through the users of ``start`` until an activation, a weight layer or the output."""
     frontier, seen = list(start.users), set()
     while frontier:
@@ -84,9 +90,9 @@ def _follow(start: fx.Node, modules: dict[str, nn.Module]) -> Activation | None:
         seen.add(node)
         act = _node_activation(node, modules)
         if act is not None:
-            return act
+            return Found(act, "fx", str(node.target) if node.op == "call_module" else "")
         frontier.extend(node.users)
-    return None
+    return Found(None, "none")
 
 
 def find_activations(model: nn.Module, graph: fx.GraphModule | None = None) -> dict[str, Found]:
@@ -101,8 +107,7 @@ def find_activations(model: nn.Module, graph: fx.GraphModule | None = None) -> d
         modules = dict(graph.named_modules())
         for node in graph.graph.nodes:
             if _is_weight_node(node, modules) and str(node.target) not in found:
-                act = _follow(node, modules)
-                found[str(node.target)] = Found(act, "fx" if act is not None else "none")
+                found[str(node.target)] = _follow(node, modules)
         return found
     return {**_by_module_order(model), **found}
 
@@ -117,7 +122,7 @@ def _by_module_order(model: nn.Module) -> dict[str, Found]:
             pending = [name]
         elif pending and is_activation_module(module) and activation(module).name != "linear":
             for p in pending:
-                found[p] = Found(activation(module), "module order")
+                found[p] = Found(activation(module), "module order", name)
             pending = []
     for p in pending:
         found[p] = Found(None, "none")
@@ -138,11 +143,6 @@ def _ancestors(node: fx.Node) -> set[fx.Node]:
 def _param_modules(nodes: Iterable[fx.Node], modules: dict[str, nn.Module]) -> list[str]:
     names = [str(n.target) for n in nodes if n.op == "call_module"]
     return [n for n in names if any(True for _ in modules[n].parameters(recurse=False))]
-
-
-def residual_branches(graph: fx.GraphModule) -> list[list[str]]:
-    """Each residual branch's parametric modules, in execution order: ``out = skip + branch(x)``."""
-    return [layers for *_, layers in residual_blocks(graph)]
 
 
 def residual_blocks(graph: fx.GraphModule) -> list[tuple[fx.Node, fx.Node, fx.Node, list[str]]]:
@@ -173,3 +173,59 @@ def residual_blocks(graph: fx.GraphModule) -> list[tuple[fx.Node, fx.Node, fx.No
         skip, branch = (b, a) if branch_first else (a, b)
         blocks.append((node, skip, branch, layers_a if branch_first else layers_b))
     return blocks
+
+
+def structure_of(model: nn.Module, example: Any = None) -> Structure:
+    """The model's structure: :func:`capture` on ``example`` (or an input read off the model); where no forward
+    pass can run, :func:`from_modules` with the reason in :attr:`Structure.why`."""
+    captured = capture_or_why(model, example)
+    return captured if isinstance(captured, Structure) else from_modules(unwrap(model), captured)
+
+
+def from_modules(model: nn.Module, why: str) -> Structure:
+    """The structure without a forward pass: torch's weight layers by module type (fans by torch's rule for the
+    module), the activation after each from torch.fx where the model traces, else from module order; residual
+    branches from the fx graph (unknown where it does not trace)."""
+    graph = trace(model)
+    found = find_activations(model, graph)
+    modules = dict(model.named_modules())
+    layers: dict[str, Layer] = {}
+    vectors: dict[str, str] = {}
+    for owner, module in weight_layers(model):
+        f = found.get(owner, Found(None, "none"))
+        for pname, p in module.named_parameters(recurse=False):
+            name = f"{owner}.{pname}" if owner else pname
+            if p.ndim < 2:
+                vectors[name] = "bias"
+                continue
+            op = _MODULE_OPS.get(type(module).__name__, _module_op(module))
+            used = fans(p, layer=module)
+            use = Use(op, used.fan_in, used.fan_out, stride=tuple(getattr(module, "stride", ())), module=owner,
+                      order=len(layers))  # fmt: skip
+            role = {"embedding": "embedding", "recurrent": "recurrent"}.get(op, "hidden")
+            layers[name] = Layer(name, tuple(p.shape), [use], f.activation, f.source, f.module,
+                                 frozen=not p.requires_grad, role=role)  # fmt: skip
+    residuals = []
+    for i, (add, _, _, branch) in enumerate(residual_blocks(graph) if graph is not None else []):
+        weights = tuple(n for m in branch for n in layers if n.rsplit(".", 1)[0] == m)
+        stack = list(add.meta.get("nn_module_stack", {}))
+        if weights:
+            residuals.append(Residual(weights, i, stack[-1] if stack else ""))
+    order = list(layers)
+    output = order[-1] if order and layers[order[-1]].use.op != "embedding" else None
+    if output is not None:
+        layers[output].role = "output"
+    norms = [n for n, m in modules.items() if isinstance(m, NORM_LAYERS)]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    return Structure(layers, vectors, residuals, {}, frozen, output, norms, why=why, residuals_known=graph is not None)
+
+
+_MODULE_OPS = {"Embedding": "embedding", "EmbeddingBag": "embedding", "Bilinear": "bilinear"}
+
+
+def _module_op(module: nn.Module) -> str:
+    if isinstance(module, nn.RNNBase):
+        return "recurrent"
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "conv_transpose"
+    return "conv" if isinstance(module, nn.modules.conv._ConvNd) else "linear"
