@@ -62,6 +62,7 @@ def main() -> None:
     record = monitors["every step"].history.records[-1]
     print(
         f"watched: {len({layer for layer, s in record if s == 'std'})} activations, "
+        f"{len({layer for layer, s in record if s == 'stream_out'})} residual blocks, "
         f"{len({layer for layer, s in record if s == 'grad_norm'})} gradient norms per recorded step"
     )
 

@@ -144,11 +144,14 @@ def test_healthy_transformers_raise_no_stream_finding(scheme: str, position: str
     assert not [f for f in mon.findings if f.kind in ("stream_growth", "attention_collapse")]
 
 
-def test_models_without_attention_are_not_traced_by_default_but_can_be_watched() -> None:
+def test_the_residual_stream_of_any_residual_model_is_watched_by_default() -> None:
+    # issue 30: the Monitor watched the stream only of initlab's own transformer (other models were not traced);
+    # the structure layer's pass finds the residual blocks of any model, so the default probes watch them
     model = build(ModelSpec("mlp", depth=4, width=16, residual=True), (6,), 3)
     x = torch.randn(8, 6)
-    assert not any(stat in STREAM_STATS for _, stat in _record(model, x))
-    record = _record(model, x, probes=[ActivationStats(), ResidualStream()])
     blocks = [name for name, m in model.named_modules() if type(m).__name__ == "Residual"]
+    record = _record(model, x)
     assert len(blocks) == 3 and {layer for layer, stat in record if stat == "stream_in"} == set(blocks)
     assert record[(blocks[1], "stream_in")] == pytest.approx(record[(blocks[0], "stream_out")])
+    narrow = _record(model, x, probes=[ActivationStats(), ResidualStream(any_model=False)])
+    assert not any(stat in STREAM_STATS for _, stat in narrow)  # only models with initlab's attention

@@ -320,6 +320,23 @@ def test_the_monitor_watches_every_activation_of_a_hugging_face_model(build: Cal
     assert len(watched) == activations  # one per block's MLP (+ BERT's pooler tanh)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {layer for layer, stat in record if stat == "grad_norm"} == trainable
+    # and the residual stream (input and output std) of every module whose forward adds a residual, found by the
+    # structure layer's pass: GPT-2's blocks; in post-LN BERT the modules that add and normalize, twice per layer
+    adders = ("GPT2Block", "BertSelfOutput", "BertOutput")
+    blocks = {name for name, m in model.named_modules() if type(m).__name__ in adders}
+    assert {layer for layer, stat in record if stat == "stream_out"} == blocks
+
+
+def test_the_monitors_vanishing_check_compares_layers_a_gradient_crosses() -> None:
+    # regression: the vanishing check compared "first" and "last" weights by module type; on GPT-2 the first was
+    # the token table (whose gradient reaches only the rows of the tokens seen) and on an LSTM there was none
+    # (its "lstm.weight" does not exist), so the check was off. The structure layer's roles decide now.
+    mon = il.Monitor(_gpt2(2))
+    assert mon.weights[0] == "transformer.wpe.weight" or mon.weights[0].startswith("transformer.h.0.")
+    assert "transformer.wte.weight" not in mon.weights and mon.weights[-1] == "transformer.h.1.mlp.c_proj.weight"
+    lstm = il.Monitor(nn.LSTM(16, 32, num_layers=2, bidirectional=True, batch_first=True))
+    params = dict(lstm.model.named_parameters())
+    assert lstm.weights[0] == "weight_ih_l0" and len(lstm.weights) == 8 and set(lstm.weights) <= set(params)
 
 
 @pytest.mark.parametrize("scheme", ["gpt2", "deepnorm"])

@@ -74,10 +74,14 @@ def named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def weight_names(model: nn.Module, structure: Structure | None = None) -> list[str]:
-    """The weight matrices in forward order, as :func:`named_parameters` names them (the structure layer's weight
-    layers: every direction and layer of an RNN, GPT-2's Conv1D, a functional projection)."""
+    """The weight matrices in forward order, as :func:`named_parameters` names them: the structure layer's weight
+    layers (every direction and layer of an RNN, GPT-2's Conv1D, a functional projection) by role, not by name:
+    embedding tables are left out where other layers remain (a table's gradient reaches only the rows of the
+    tokens seen, and a tied readout is its table), so that the first and the last are layers a gradient crosses."""
     inner = inner_module(model)
     if is_keras_model(inner):
         return [variable.path for _, variable in keras_kernels(inner)]
     prefix = "module." if inner is not model else ""  # a DDP wrapper's parameters are named through it
-    return [prefix + name for name in (structure or structure_of(inner)).layers]
+    layers = (structure or structure_of(inner)).layers
+    crossed = [name for name, layer in layers.items() if layer.role != "embedding"]
+    return [prefix + name for name in (crossed if len(crossed) >= 2 else list(layers))]

@@ -107,7 +107,7 @@ class Monitor:
         if isinstance(probes, str):
             if probes != "default":
                 raise unknown_name("probe set", probes, ("default",))
-            probes = [*default_probes(optimizer), ResidualStream(any_model=False)]
+            probes = [*default_probes(optimizer), ResidualStream()]
         self.probes = list(probes)
         self.thresholds = thresholds or Thresholds()
         self.on_finding = on_finding
@@ -124,7 +124,7 @@ class Monitor:
         self._no_grad_passes, self._warned = 0, False  # see close
         self._fix: Callable[[], str | None] | None = None  # see _init_fix
         self._armable: list[Probe] = []  # probes with hooks of their own (see Probe.arm), once attached
-        self._structure = structure = model_structure(model)  # one forward pass (or module walk) answers all
+        self.structure = structure = model_structure(model)  # one forward pass (or module walk) answers all
         self.layers, self.layer_activations = watched_layers(model, structure)
         self.history.inapplicable = {(layer, stat) for layer, act in self.layer_activations.items()
                                      for stat in ("dead", "saturated") if stat not in unit_stats(act)}  # fmt: skip
@@ -290,7 +290,7 @@ class Monitor:
         the mean-field solves run when a finding's remedies are first read, once per monitor (issue 35: on a
         30-layer MLP they stalled the step for 0.4 s)."""
         if self._fix is None:
-            model, structure = inner_module(self.model), self._structure
+            model, structure = inner_module(self.model), self.structure
             moments = weight_moments(model)
 
             @functools.cache

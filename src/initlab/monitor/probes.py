@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from initlab._errors import fail
+from initlab.init.structure import Structure
 
 
 def _compiled() -> ModuleType | None:
@@ -196,6 +197,7 @@ class Host(Protocol):
 
     model: nn.Module
     layer_activations: dict[str, Any]
+    structure: Structure | None  # the structure layer's view of the model (None for Keras)
 
     @property
     def distributed(self) -> bool: ...

@@ -34,24 +34,26 @@ from torch.utils.hooks import RemovableHandle
 
 from initlab.init._keras_model import is_keras_model
 from initlab.init._walk import structure_of
+from initlab.init.structure import Structure
 from initlab.monitor._layers import inner_module
 from initlab.monitor.probes import Host, Probe, SampleRows, resolve_rows, sample_rows_checked
 
 __all__ = ["ResidualStream", "attention_entropy", "stream_layout"]
 
 
-def stream_layout(model: nn.Module, any_model: bool = True) -> tuple[dict[str, list[str]], list[str]]:
+def stream_layout(model: nn.Module, any_model: bool = True,
+                  structure: Structure | None = None) -> tuple[dict[str, list[str]], list[str]]:  # fmt: skip
     """``({block: [the last layer of each of its branches]}, [attention modules])`` in forward order: the blocks
     are the modules whose forward holds a residual addition (the structure layer's residuals), the attention
     modules those with ``logits`` and ``probs`` identities. Empty where the model has neither. With
-    ``any_model=False`` a model without such attention is not run (the structure comes from one forward pass on
-    an example input)."""
+    ``any_model=False`` only a model with such attention is watched; ``structure``: the model's, if known (else
+    one forward pass on an example input finds it)."""
     attention = [name for name, m in model.named_modules()
                  if isinstance(getattr(m, "logits", None), nn.Identity) and isinstance(getattr(m, "probs", None),
                                                                                        nn.Identity)]  # fmt: skip
     if not (attention or any_model) or is_keras_model(model):
         return {}, attention
-    structure = structure_of(model)
+    structure = structure or structure_of(model)
     blocks: dict[str, list[str]] = {}
     for residual in structure.residuals:
         if residual.module:  # an addition in the model's own forward has no block to hook
@@ -74,8 +76,8 @@ def _std(x: Tensor) -> Tensor:
 class ResidualStream(Probe):
     """The residual stream's std per block, each branch's share, attention logit scale and entropy (module docs).
 
-    The monitor's default probes include one with ``any_model=False``: it watches models with attention of
-    initlab's kind; pass ``probes=[..., ResidualStream()]`` to watch the residual blocks of any model."""
+    The monitor's default probes include one: it watches the residual blocks of any model the structure layer
+    sees, and attention of initlab's kind; ``any_model=False`` watches only models with such attention."""
 
     def __init__(self, sample_rows: SampleRows = "auto", any_model: bool = True) -> None:
         self.sample_rows, self.any_model = sample_rows_checked(sample_rows), any_model
@@ -94,7 +96,7 @@ class ResidualStream(Probe):
         super().attach(monitor)
         self._rows = resolve_rows(self.sample_rows, 8, monitor)
         self.model = inner_module(monitor.model)
-        self.blocks, self.attention = stream_layout(self.model, self.any_model)
+        self.blocks, self.attention = stream_layout(self.model, self.any_model, monitor.structure)
 
     def arm(self, on: bool) -> None:
         """Attach the hooks for a recorded step (``on``), or remove them."""
