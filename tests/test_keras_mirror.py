@@ -218,6 +218,32 @@ def test_initialize_keras_reads_activations_from_the_layer_or_the_next() -> None
     assert hidden.gain == pytest.approx(5 / 3) and (output.activation, output.gain) == ("linear", 1.0)
 
 
+def test_critical_on_a_keras_model_draws_the_schemes_bias_as_torch_does() -> None:
+    # regression (issue 30): the Keras walker lost the scheme's bias rule, so initialize(keras_model, "critical")
+    # drew σ_w² for σ_b² = 0.05 with zero biases and left tanh at χ1 = 1.07. χ1 here is computed from the drawn
+    # weights and biases (σ_w² = fan_in·Var[W], σ_b² = E[b²]) with scipy's quadrature, independently of initlab.
+    from scipy import integrate
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((512,)), *[keras.layers.Dense(512, activation="tanh") for _ in range(4)],
+                              keras.layers.Dense(10)])  # fmt: skip
+    report = il.initialize(model, "critical", generator=torch.Generator().manual_seed(0))
+    torch_report = il.initialize(torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.Tanh()), "critical")
+    assert [r.scheme for r in report if r.name.endswith("dense/bias")] == [torch_report[1].scheme] == ["critical bias"]
+    for layer in model.layers[:-1]:
+        kernel, bias = _np(layer.kernel), _np(layer.bias)
+        weight_var, bias_var = 512 * kernel.var(), float((bias**2).mean())
+
+        def expect(f: object, q: float) -> float:  # E[f(√q z)], z ~ N(0, 1)
+            return integrate.quad(lambda z: f(np.sqrt(q) * z) * stats.norm.pdf(z), -12, 12)[0]  # type: ignore[operator]
+
+        q = 1.0
+        for _ in range(200):  # the fixed point q* of q ← σ_w² E[tanh(√q z)²] + σ_b²
+            q = weight_var * expect(lambda h: np.tanh(h) ** 2, q) + bias_var
+        chi1 = weight_var * expect(lambda h: np.cosh(h) ** -4, q)
+        assert bias_var > 0.03 and chi1 == pytest.approx(1.0, abs=0.02)  # 512² draws: Var[W] within ~0.3%
+
+
 def test_initialize_keras_recurrent_and_embedding() -> None:
     model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(50, 8), keras.layers.LSTM(6),
                               keras.layers.Dense(2)])  # fmt: skip

@@ -157,3 +157,14 @@ def test_data_dependent_control_flow_is_predicted_as_it_ran() -> None:
 def test_audit_needs_a_batch() -> None:
     with pytest.raises(il.InitlabError, match="audit needs a batch of inputs with a batch dimension"):
         il.audit(nn.Linear(3, 3), torch.randn(3))
+
+
+def test_group_norm_is_propagated_by_its_rule() -> None:
+    # a group norm normalizes each (example, group) by its own statistics: predicted by rule, not by sampling
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+    rows = {r.name: r for r in il.predict(net, (3, 8, 8))}
+    assert rows["1"].note == "" and rows["1"].forward_var == pytest.approx(1.0, abs=1e-6)  # γ = 1, β = 0
+    report = il.audit(net, torch.randn(256, 3, 8, 8, generator=torch.Generator().manual_seed(1)))
+    for r in report.rows:
+        assert r.var_ratio == pytest.approx(1.0, rel=0.05), r  # 256 examples: sampling error ≈ 1-2%

@@ -483,3 +483,32 @@ def test_audit_of_a_dict_batch_uses_the_models_own_loss() -> None:
     assert loss.measured_grad == pytest.approx(1.0) and report.findings
     with pytest.raises(il.InitlabError, match="audit needs at least 2 examples"):
         il.audit(model, {"input_ids": tokens[:1]})
+
+
+def test_a_residual_rule_refused_for_lack_of_a_structure_changes_nothing() -> None:
+    # regression: the residual rule's check (are the residual additions known?) ran after the module rules had
+    # drawn every weight, so the refused call had changed the model
+    class TwoInputs(nn.Module):  # no input can be read off it, and torch.fx cannot trace its branch
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            h = x + self.a(x)
+            return h + self.b(h) if bool(y.sum() > 0) else h
+
+    model = TwoInputs()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(il.InitlabError, match="residual rules need the model's residual additions"):
+        il.initialize(model, "he_normal", residual="scaled")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_an_input_the_model_does_not_take_is_a_pinned_error_in_predict_and_audit() -> None:
+    model = _gpt2(1)
+    message = re.escape("predict and audit could not run the model on the example input. Accepted: an input the "
+                        "model's forward takes")  # fmt: skip
+    with pytest.raises(il.InitlabError, match=message):
+        il.predict(model, {"input_idz": torch.zeros(2, 4, dtype=torch.long)})
+    with pytest.raises(il.InitlabError, match=message):
+        il.audit(nn.Linear(3, 2), torch.randn(8, 5))  # 5 features into a layer of 3

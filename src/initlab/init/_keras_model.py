@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from initlab._errors import fail
+from initlab.init._numpy_draw import draw
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
 from initlab.init.activations import Activation, activation
 from initlab.init.fans import Fans, fans
@@ -112,10 +113,19 @@ class _Walk:
         self.rows.append(LayerInit(variable.path, type(layer).__name__, tuple(int(n) for n in variable.shape), None,
                                    None, label, 0.0, None, "-", "bias" if label != "ones" else "norm"))  # fmt: skip
 
-    def bias_of(self, layer: Any, variable: Any | None, layer_fans: Fans) -> None:
+    def bias_of(self, layer: Any, variable: Any | None, layer_fans: Fans, act: Activation | None = None) -> None:
+        """The bias as torch's ``initialize`` draws it: the ``bias=`` given, else the scheme's own bias rule
+        (``critical``: σ_b² of its point on the edge of chaos, for the activation after the layer), else zeros."""
         if variable is None:
             return
-        if isinstance(self.bias, Initializer):
+        if self.bias is None and self.init.scheme.bias_rule is not None:
+            shape = tuple(int(n) for n in variable.shape)
+            dist = self.init.scheme.bias_rule(act, layer_fans, self.init.params)
+            self.assign(variable, draw(shape, dist, self.rng, np.float64))
+            label = f"{self.init.name} bias"
+            self.rows.append(LayerInit(variable.path, type(layer).__name__, shape, None, None, label,
+                                       target_std(dist, shape), None, "-", "bias"))  # fmt: skip
+        elif isinstance(self.bias, Initializer):
             value = self.bias.numpy(tuple(variable.shape), self.rng, fans=layer_fans, dtype=np.float64)
             self.assign(variable, value)
             self.rows.append(LayerInit(variable.path, type(layer).__name__, tuple(variable.shape), None, None,
@@ -189,7 +199,7 @@ def _one(walk: _Walk, layer: Any, after: Any | None) -> None:
                           layout="keras", groups=int(getattr(layer, "groups", 1) or 1))  # fmt: skip
         last = i == len(kernels) - 1
         walk.weight(layer, variable, layer_fans, act if last else None, source if last else "depthwise then pointwise")
-    walk.bias_of(layer, getattr(layer, "bias", None), layer_fans)
+    walk.bias_of(layer, getattr(layer, "bias", None), layer_fans, act)
 
 
 def _recurrent(walk: _Walk, layer: Any, cell: Any) -> None:

@@ -155,15 +155,16 @@ def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | f
     """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles."""
     found = structure_activations(structure)
     ctx = _Context(init, bias, recurrent, generator, _with_overrides(structure, found, activation), gain_from)
+    residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
+    branches = _branches(structure) if residual is not None else []  # refused before any tensor is touched
     kept = {} if frozen else {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     for name, module in model.named_modules():
         rule = _rule_for(module)
         if rule is not None:
             _apply(rule, name, module, ctx)
     _by_use(model, structure, ctx)
-    residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
     if residual is not None:
-        _residual(model, structure, residual, ctx)
+        _residual(model, structure, branches, residual, ctx)
     if init.scheme.zero:
         _zero_roles(model, init.scheme.zero, ctx, structure)
     notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx) + ctx.notes
@@ -588,8 +589,7 @@ def _keep_frozen(model: nn.Module, kept: dict[str, Tensor], ctx: _Context) -> li
             "initialize them too)."]  # fmt: skip
 
 
-def _residual(model: nn.Module, structure: Structure, rule: str, ctx: _Context) -> None:
-    branches = _branches(structure)
+def _residual(model: nn.Module, structure: Structure, branches: list[list[str]], rule: str, ctx: _Context) -> None:
     if not branches:  # a plain MLP or CNN: the rule has nothing to act on (it raised ZeroDivisionError: issue 30)
         ctx.notes.append(f"residual rule {rule!r}: the model has no residual addition, so it changed nothing")
         return

@@ -49,7 +49,7 @@ from initlab.init.activations import (
 
 __all__ = [
     "Layer", "Residual", "Structure", "Use", "acts_as_activation", "call", "capture", "capture_or_why",
-    "example_input", "function_activation", "identify", "restored", "unwrap",
+    "example_input", "function_activation", "identify", "module_hooks", "restored", "unwrap",
 ]  # fmt: skip
 
 _ADDS = {"add", "__add__", "__radd__", "add_", "__iadd__"}
@@ -395,6 +395,15 @@ def _module_stack(recorder: _Recorder, stack: list[tuple[str, nn.Module]],
         if opaque.pop():
             recorder.leave(module, name, args, output)
 
+    with module_hooks(pre, post):
+        yield
+
+
+@contextlib.contextmanager
+def module_hooks(pre: Callable[[nn.Module, tuple[Any, ...]], None],
+                 post: Callable[[nn.Module, tuple[Any, ...], Any], None]) -> Iterator[None]:  # fmt: skip
+    """``pre`` and ``post`` called around every module's forward while the context is open (torch's global module
+    hooks), removed afterwards."""
     handles = [nn.modules.module.register_module_forward_pre_hook(pre),
                nn.modules.module.register_module_forward_hook(post)]  # fmt: skip
     try:

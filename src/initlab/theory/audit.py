@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from initlab._errors import fail
 from initlab._tables import Rows
-from initlab.init.structure import capture_or_why, restored, unwrap
+from initlab.init.structure import Structure, capture_or_why, restored, unwrap
 from initlab.theory import meanfield
 from initlab.theory.propagate import (
     Prediction,
@@ -114,14 +114,15 @@ def audit(model: nn.Module, batch: Batch, loss_fn: LossFn | None = None, *, seed
             return Stat(mean.expand(t.shape).clone(), var.expand(t.shape).clone()), False
         return None, main_input(model, key)
 
-    prediction = predict_with(model, inputs, source)
+    structure = capture_or_why(model, one_example(inputs))  # once: for both passes and the findings
+    prediction = predict_with(model, inputs, source, structure)
     with _preserved(model):
-        measured, layers = _measure(model, inputs, targets, loss_fn, seed)
+        measured, layers = _measure(model, inputs, targets, loss_fn, seed, structure)
         grad_ratio = _grad_norm_ratio(model, layers)
     rows = _rows(prediction, measured)
     weights = {r.name for r in prediction.rows if r.weights}
     report = AuditReport(rows, grad_ratio, _measured_chi(rows, weights))
-    report.findings = _findings(report, _main_activation(model, inputs))
+    report.findings = _findings(report, _main_activation(structure))
     return report
 
 
@@ -147,7 +148,7 @@ def _preserved(model: nn.Module) -> Iterator[None]:
 
 
 def _measure(model: nn.Module, inputs: Any, targets: Tensor | None, loss_fn: LossFn | None,
-             seed: int) -> tuple[dict[str, tuple[float, float]], list[str]]:  # fmt: skip
+             seed: int, structure: Structure | str) -> tuple[dict[str, tuple[float, float]], list[str]]:  # fmt: skip
     """Every row's measured variance and gradient second moment (relative to the output's), by name; and the
     weights used, in order."""
     keyed = dict(_keyed(inputs))
@@ -155,7 +156,7 @@ def _measure(model: nn.Module, inputs: Any, targets: Tensor | None, loss_fn: Los
     run = {**inputs, **leaves} if isinstance(inputs, Mapping) else leaves.get("0", inputs)
     with torch.enable_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout in train mode draws the same masks whatever the caller's RNG state
-        recorder, output = record(model, run, lambda t, key: (None, main_input(model, key)), compute=False)
+        recorder, output = record(model, run, lambda t, key: (None, main_input(model, key)), False, structure)
         final = output_value(recorder, output)
         out = recorder.keep[final] if final is not None else None
         for value in recorder.values.values():
@@ -262,9 +263,8 @@ def _remedy(act: str | None, chi: float) -> str:
     return f"Fix: {text}"
 
 
-def _main_activation(model: nn.Module, inputs: Any) -> str | None:
+def _main_activation(structure: Structure | str) -> str | None:
     """The activation most of the model's weight layers feed (from the structure of one example's pass)."""
-    structure = capture_or_why(model, one_example(inputs))
     if isinstance(structure, str):
         return None
     names = [layer.activation.name for layer in structure.layers.values() if layer.activation is not None]

@@ -36,17 +36,19 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from initlab._errors import fail
+from initlab._errors import InitlabError, fail
 from initlab._quadrature import normal_nodes
 from initlab._tables import Rows
 from initlab.init._keras_model import is_keras_model
 from initlab.init._operators import uses
 from initlab.init.structure import (
+    Structure,
     acts_as_activation,
     call,
     capture_or_why,
     function_activation,
     identify,
+    module_hooks,
     restored,
     unwrap,
 )
@@ -683,7 +685,7 @@ def _norm(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat) -> 
     normed_mean = ((mean - center) / scale.sqrt()).reshape(x.shape)
     normed_var = (var / scale).reshape(x.shape)
     out = Stat(normed_mean * gamma + beta, normed_var * gamma**2)
-    gain = ((1 / scale).expand(shape).reshape(x.shape) * gamma**2).broadcast_to(x.shape)
+    gain = ((1 / scale).expand_as(mean).reshape(x.shape) * gamma**2).broadcast_to(x.shape)
     return [out], lambda grads: [None if grads[0] is None else grads[0] * gain]
 
 
@@ -773,40 +775,46 @@ def _modules(recorder: _Recorder, model: nn.Module) -> Iterator[None]:
     def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         recorder.leave(module, args, output, opaque.pop())
 
-    handles = [nn.modules.module.register_module_forward_pre_hook(pre),
-               nn.modules.module.register_module_forward_hook(post)]  # fmt: skip
-    try:
+    with module_hooks(pre, post):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 Source = Callable[[Tensor, str], tuple[Stat | None, bool]]  # an input -> (its statistics, whether token ids)
 
 
-def record(model: nn.Module, example: Any, source: Source, compute: bool) -> tuple[_Recorder, Any]:
-    """Run ``model`` on ``example`` under a recorder; each input tensor's statistics come from ``source``."""
+def record(model: nn.Module, example: Any, source: Source, compute: bool,
+           structure: Structure | str) -> tuple[_Recorder, Any]:  # fmt: skip
+    """Run ``model`` on ``example`` under a recorder; each input tensor's statistics come from ``source``;
+    ``structure``: the model's (its norms written as several operators are propagated whole), or why there is
+    none."""
     params: dict[int, str] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         params.setdefault(id(p), name)  # a tied weight by its first name, as the structure layer names it
-    recorder = _Recorder(params, compute, _norms_to_sample(model, example))
+    recorder = _Recorder(params, compute, _norms_to_sample(model, structure))
     for key, t in _inputs(example):
         stat, index = source(t, key)
         if t.is_floating_point() or index:
             recorder.source(t, stat, index and not t.is_floating_point())
-    with _modules(recorder, model), recorder:
-        output = call(model, example)
+    try:
+        with _modules(recorder, model), recorder:
+            output = call(model, example)
+    except InitlabError:
+        raise
+    except Exception as error:  # the model's own error on this input, said as one: never a traceback from deep inside
+        raise fail("predict and audit could not run the model on the example input",
+                   accepted="an input the model's forward takes: a shape (for one tensor input), a tensor, a tuple "
+                   "of positional inputs or a dict of keyword inputs",
+                   received=f"{type(error).__name__}: {str(error)[:200]}",
+                   fix="Pass the batch you would give the model, e.g. predict(model, x[:8]).") from error  # fmt: skip
     return recorder, output
 
 
 _RULED_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
 
-def _norms_to_sample(model: nn.Module, example: Any) -> dict[nn.Module, str]:
+def _norms_to_sample(model: nn.Module, structure: Structure | str) -> dict[nn.Module, str]:
     """The norm modules the structure layer found that are written as several operators (Llama's RMSNorm, T5's
     LayerNorm ...): propagated whole. torch's own norms call one operator with a rule."""
-    structure = capture_or_why(model, example)
     if isinstance(structure, str):
         return {}
     modules = dict(model.named_modules())
@@ -857,7 +865,7 @@ def _backward(recorder: _Recorder, final: int | None) -> dict[int, Tensor]:
     return grads
 
 
-def propagate(model: nn.Module, example: Any, source: Source) -> Prediction:
+def propagate(model: nn.Module, example: Any, source: Source, structure: Structure | str) -> Prediction:
     """Forward and backward propagation through ``model`` run on ``example``; one row per place."""
     model = unwrap(model)
     params = list(model.parameters())
@@ -866,7 +874,7 @@ def propagate(model: nn.Module, example: Any, source: Source) -> Prediction:
                    fix="Materialize it first (model.to_empty(device='cpu') and initialize it), "
                    "then predict.")  # fmt: skip
     with restored(model), torch.no_grad():
-        recorder, output = record(model, example, source, compute=True)
+        recorder, output = record(model, example, source, True, structure)
     grads = _backward(recorder, output_value(recorder, output))
     rows = []
     for n, place in sorted(recorder.places.items()):
@@ -954,15 +962,20 @@ def predict(model: nn.Module, example: Any, input_var: float = 1.0) -> Predictio
     return prediction
 
 
-def predict_with(model: nn.Module, example: Any, source: Source) -> Prediction:
-    """Propagate on one example; where the model needs two (BatchNorm in train mode on (1, C)), on two."""
+def predict_with(
+    model: nn.Module, example: Any, source: Source, structure: Structure | str | None = None
+) -> Prediction:
+    """Propagate on one example; where the model needs two (BatchNorm in train mode on (1, C)), on two.
+    ``structure``: the model's, if known (else captured here on one example)."""
+    one = one_example(example)
+    structure = capture_or_why(model, one) if structure is None else structure
     try:
-        return propagate(model, one_example(example), source)
-    except ValueError as error:
+        return propagate(model, one, source, structure)
+    except InitlabError as error:
         if "Expected more than 1 value per channel" not in str(error):
             raise
     two = {k: v[:2] if isinstance(v, Tensor) else v for k, v in example.items()} if isinstance(example, Mapping) \
         else (example[:2] if isinstance(example, Tensor) else tuple(v[:2] for v in example))  # fmt: skip
     if isinstance(two, Tensor) and two.shape[0] < 2:
         two = two.expand(2, *two.shape[1:])
-    return propagate(model, two, source)
+    return propagate(model, two, source, structure)
