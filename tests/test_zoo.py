@@ -512,3 +512,11 @@ def test_an_input_the_model_does_not_take_is_a_pinned_error_in_predict_and_audit
         il.predict(model, {"input_idz": torch.zeros(2, 4, dtype=torch.long)})
     with pytest.raises(il.InitlabError, match=message):
         il.audit(nn.Linear(3, 2), torch.randn(8, 5))  # 5 features into a layer of 3
+
+
+def test_predict_on_a_meta_model_says_how_to_materialize_it() -> None:
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    message = "this model's parameters are on the meta device. Materialize it first (model.to_empty(device='cpu')"
+    with pytest.raises(il.InitlabError, match=re.escape(message)):
+        il.predict(model, 4)

@@ -159,7 +159,6 @@ class _Recorder(TorchFunctionMode):
         self.places: dict[int, _Place] = {}
         self.values: dict[int, Tensor] = {}
         self.changed: dict[int, tuple[float, bool]] = {}  # rows changed in place: variance before, gradient kept
-        self.notes: dict[int, str] = {}
         self.stack: list[str] = []
         self.counts: dict[str, int] = {}
         self.opaque = 0
@@ -879,7 +878,7 @@ def propagate(model: nn.Module, example: Any, source: Source, structure: Structu
     rows = []
     for n, place in sorted(recorder.places.items()):
         s, g, value = recorder.stats.get(n), grads.get(n), recorder.values[n]
-        note = place.note or (recorder.notes.get(n, ""))
+        note = place.note
         rows.append(LayerPrediction(place.name, place.kind, tuple(value.shape[1:]),
                                     s.population_var if s is not None else None, float(g.mean()) if g is not None
                                     else None, note, place.weights, tuple(place.modules)))  # fmt: skip
