@@ -184,3 +184,23 @@ def test_a_usage_error_names_the_fix(store: Path) -> None:
     result = runner.invoke(app, ["nope"])
     assert result.stderr.startswith("Error: no such command 'nope'. Accepted commands: demo, schemes, init, predict, ")
     _refused(["predict", "--depth"], store, before)  # a value missing at the end
+
+
+# -- the user's own model (issue 33): factories and config files that cannot be used -----------------------------
+_NAMES = st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=12).filter(str.isidentifier)
+BAD_MODELS = st.one_of(
+    st.builds(lambda m, f: f"{m}_nowhere.{m}:{f}", _NAMES, _NAMES),  # a package that does not exist
+    st.builds(lambda f: f"math:{f}_nowhere", _NAMES),  # a module without that function
+    st.builds(lambda f: f"math:{f}", st.sampled_from(["sqrt", "floor"])),  # a function that fails without an argument
+    st.builds(lambda p: f"hf:{p}_missing/config.json", _NAMES),  # a config file that is not there
+)
+
+
+@SETTINGS
+@given(st.sampled_from(["init", "predict", "audit"]), BAD_MODELS,
+       st.lists(st.builds(lambda k, v: f"{k}={v}", _NAMES, st.integers()), max_size=2))  # fmt: skip
+def test_models_that_cannot_be_used(store: Path, command: str, model: str, pairs: list[str]) -> None:
+    args = [command, "--model", model]
+    for pair in pairs:
+        args += ["--model-arg", pair]
+    _refused(args, store, _snapshot(store))  # none of the three takes a store: nothing written

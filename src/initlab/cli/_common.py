@@ -35,6 +35,13 @@ class Format(StrEnum):
 
 
 FormatOption = typer.Option(Format.table, "--format", help="Output: a table for people, or json for programs.")
+ModelArgOption = typer.Option([], "--model-arg", help="key=value passed to a --model factory (repeat it).")
+ExampleOption = typer.Option(
+    None,
+    "--example",
+    help="With a --model of your own: the shape of one example "
+    "(3,32,32) or a .pt file of inputs; default: an input read off the model.",
+)
 
 
 def emit(result: Any, fmt: Format) -> None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from initlab.cli._common import Format, FormatOption, emit, user_errors
+from initlab.cli._common import ExampleOption, Format, FormatOption, ModelArgOption, emit, user_errors
+from initlab.cli._user_model import is_user_model, load_example, load_model, model_args
 
 
 @user_errors
 def init_command(
-    model: str = typer.Option("mlp", help="Model kind: mlp, cnn or rnn."),
+    model: str = typer.Option(
+        "mlp", help="Model kind: mlp, cnn or rnn; or your model: package.module:factory, or hf:CONFIG.json."
+    ),
+    model_arg: list[str] = ModelArgOption,
+    example: str | None = ExampleOption,
     depth: int = typer.Option(20, help="Hidden layers."),
     width: int = typer.Option(256, help="Hidden units (channels for cnn)."),
     activation: str = typer.Option("relu", help="Activation of the hidden layers."),
@@ -28,25 +33,31 @@ def init_command(
     seed: int = typer.Option(0, help="Seed of the generator."),
     fmt: Format = FormatOption,
 ) -> None:
-    """Initialize a model and show, per layer, its fans, scheme, std, gain and the activation it feeds."""
+    """Initialize a model (a built-in kind, or yours with --model) and show, per layer, its fans, scheme, std, gain
+    and the activation it feeds."""
     import torch
 
     from initlab.compare.models import ModelSpec, build
     from initlab.init.model import initialize
     from initlab.init.registry import get
 
-    spec = ModelSpec(model, depth, width, activation, residual=residual != "none")
-    in_shape = (in_features,) if model == "mlp" else (1, 8, 8) if model == "cnn" else (8, in_features)
-    net = build(spec, in_shape, classes)
     needs_data = get(scheme).scheme.needs_data  # lsuv: this command has no data set, so standard-normal inputs
-    inputs = torch.randn(512, *in_shape, generator=torch.Generator().manual_seed(seed)) if needs_data else None
+    if is_user_model(model):  # its structure is read from a pass on --example (or an input read off the model)
+        net = load_model(model, model_args(model_arg))
+        inputs = load_example(example, net, 512 if needs_data else 2, seed)
+    else:
+        spec = ModelSpec(model, depth, width, activation, residual=residual != "none")
+        in_shape = (in_features,) if model == "mlp" else (1, 8, 8) if model == "cnn" else (8, in_features)
+        net = build(spec, in_shape, classes)
+        inputs = torch.randn(512, *in_shape, generator=torch.Generator().manual_seed(seed)) if needs_data else None
     report = initialize(
         net,
         scheme,
         generator=torch.Generator().manual_seed(seed),
         residual=None if residual == "none" else residual,
         gain_from=gain_from,
-        data=inputs,
+        data=inputs if needs_data else None,
+        example=inputs if is_user_model(model) and not needs_data else None,
     )
     if needs_data:
         report.notes.append(f"{scheme} was calibrated on 512 standard-normal inputs (initlab init has no data); "

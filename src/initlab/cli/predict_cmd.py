@@ -1,4 +1,5 @@
-"""``initlab predict``: mean-field theory for one activation and (σ_w², σ_b²), with the phase diagram."""
+"""``initlab predict``: mean-field theory for one activation and (σ_w², σ_b²), with the phase diagram; or, with
+``--model``, the per-value prediction through the user's own model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from initlab.cli._common import Format, FormatOption, emit, stderr, user_errors
+from initlab.cli._common import ExampleOption, Format, FormatOption, ModelArgOption, emit, stderr, user_errors
 
 if TYPE_CHECKING:
     from initlab.init.activations import Activation
@@ -23,12 +24,23 @@ def predict_command(
     depth: int = typer.Option(20, help="Layers for the per-layer profile."),
     input_var: float = typer.Option(1.0, "--input-var", help="Variance of the inputs."),
     plot: Path | None = typer.Option(None, help="Write the phase diagram to this image file (.png, .svg)."),
+    model: str | None = typer.Option(
+        None,
+        help="Your model: package.module:factory, or hf:CONFIG.json (then the prediction runs through it, per value).",
+    ),
+    model_arg: list[str] = ModelArgOption,
+    example: str | None = ExampleOption,
     fmt: Format = FormatOption,
 ) -> None:
     """Predict, before training, how signal and gradients propagate, and where the net sits on the phase
-    diagram (ordered: vanishing; chaotic: exploding; critical: trainable deep)."""
+    diagram (ordered: vanishing; chaotic: exploding; critical: trainable deep). With --model, through your
+    model, value by value, from its current weights."""
     from initlab.init.activations import activation as resolve
     from initlab.theory import meanfield as mf
+
+    if model is not None:
+        _through(model, model_arg, example, input_var, fmt)
+        return
 
     act = resolve(activation)
     q_star = mf.fixed_point(act, weight_var, bias_var)
@@ -47,6 +59,17 @@ def predict_command(
         emit({k: _json_float(v) for k, v in result.items()}, fmt)
     else:
         emit(_table(result, profile), fmt)
+
+
+def _through(spec: str, pairs: list[str], example: str | None, input_var: float, fmt: Format) -> None:
+    from initlab.cli._user_model import load_example, load_model, model_args
+    from initlab.theory.propagate import predict
+
+    net = load_model(spec, model_args(pairs))
+    if example is not None and not example.endswith(".pt"):  # a shape: the Gaussian input predict assumes
+        emit(predict(net, tuple(load_example(example, net, 1, 0).shape[1:]), input_var), fmt)
+        return
+    emit(predict(net, load_example(example, net, 2, 0), input_var), fmt)
 
 
 def _critical(act: Activation, bias_var: float) -> float | None:
