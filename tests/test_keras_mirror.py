@@ -229,7 +229,8 @@ def test_critical_on_a_keras_model_draws_the_schemes_bias_as_torch_does() -> Non
                               keras.layers.Dense(10)])  # fmt: skip
     report = il.initialize(model, "critical", generator=torch.Generator().manual_seed(0))
     torch_report = il.initialize(torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.Tanh()), "critical")
-    assert [r.scheme for r in report if r.name.endswith("dense/bias")] == [torch_report[1].scheme] == ["critical bias"]
+    hidden_biases = {layer.bias.path for layer in model.layers[:-1]}
+    assert {r.scheme for r in report if r.name in hidden_biases} == {torch_report[1].scheme} == {"critical bias"}
     for layer in model.layers[:-1]:
         kernel, bias = _np(layer.kernel), _np(layer.bias)
         weight_var, bias_var = 512 * kernel.var(), float((bias**2).mean())
@@ -242,6 +243,18 @@ def test_critical_on_a_keras_model_draws_the_schemes_bias_as_torch_does() -> Non
             q = weight_var * expect(lambda h: np.tanh(h) ** 2, q) + bias_var
         chi1 = weight_var * expect(lambda h: np.cosh(h) ** -4, q)
         assert bias_var > 0.03 and chi1 == pytest.approx(1.0, abs=0.02)  # 512² draws: Var[W] within ~0.3%
+
+
+def test_small_embedding_on_a_keras_table_is_the_torch_rule() -> None:
+    # regression (issue 30): the Keras walker drew every table with the scheme at gain 1, not the scheme's own
+    # embedding rule (small_embedding: a table far smaller than its layers)
+    model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(500, 64),
+                              keras.layers.Dense(8)])  # fmt: skip
+    row = next(r for r in il.initialize(model, "small_embedding") if r.name.endswith("embeddings"))
+    torch_row = il.initialize(torch.nn.Embedding(500, 64), "small_embedding")["weight"]
+    assert (row.scheme, row.std) == (torch_row.scheme, pytest.approx(torch_row.std))
+    table = _np(model.layers[0].embeddings)
+    assert table.std() == pytest.approx(torch_row.std, rel=0.02)  # 32,000 draws: the std within ~0.4%
 
 
 def test_initialize_keras_recurrent_and_embedding() -> None:

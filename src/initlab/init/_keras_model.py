@@ -113,6 +113,21 @@ class _Walk:
         self.rows.append(LayerInit(variable.path, type(layer).__name__, tuple(int(n) for n in variable.shape), None,
                                    None, label, 0.0, None, "-", "bias" if label != "ones" else "norm"))  # fmt: skip
 
+    def embedding(self, layer: Any, table: Any) -> None:
+        """A lookup table as torch's ``initialize`` draws one: the scheme's own embedding rule (small_embedding),
+        else the scheme with gain 1."""
+        table_fans = fans(tuple(table.shape), layer="embedding", layout="keras")
+        rule = self.init.scheme.embedding_rule
+        if rule is None:
+            self.weight(layer, table, table_fans, None, "lookup", fixed_gain=1.0)
+            return
+        shape = tuple(int(n) for n in table.shape)
+        dist = rule(table_fans, self.init.params)
+        self.assign(table, draw(shape, dist, self.rng, np.float64))
+        self.rows.append(LayerInit(table.path, type(layer).__name__, shape, table_fans.fan_in, table_fans.fan_out,
+                                   f"{self.init.name} (embedding)", target_std(dist, shape), None, "linear",
+                                   "lookup"))  # fmt: skip
+
     def bias_of(self, layer: Any, variable: Any | None, layer_fans: Fans, act: Activation | None = None) -> None:
         """The bias as torch's ``initialize`` draws it: the ``bias=`` given, else the scheme's own bias rule
         (``critical``: σ_b² of its point on the edge of chaos, for the activation after the layer), else zeros."""
@@ -182,9 +197,7 @@ def _one(walk: _Walk, layer: Any, after: Any | None) -> None:
         return
     act, source = _activation_of(layer, after)
     if kind == "Embedding":
-        table = layer.embeddings
-        walk.weight(layer, table, fans(tuple(table.shape), layer="embedding", layout="keras"), None, "lookup",
-                    fixed_gain=1.0)  # fmt: skip
+        walk.embedding(layer, layer.embeddings)
         return
     names = (("depthwise_kernel", "depthwise"), ("kernel", None), ("pointwise_kernel", None))
     kernels = [(getattr(layer, a), k) for a, k in names if getattr(layer, a, None) is not None]
