@@ -23,83 +23,7 @@ transformers = pytest.importorskip("transformers")
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
 from initlab.init.structure import capture  # noqa: E402
-
-
-def _gpt2(n_layer: int = 4) -> nn.Module:
-    config = transformers.GPT2Config(n_layer=n_layer, n_embd=64, n_head=4, vocab_size=100, n_positions=64)
-    return transformers.GPT2LMHeadModel(config)
-
-
-def _llama() -> nn.Module:
-    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=4,
-        vocab_size=100, max_position_embeddings=64))  # fmt: skip
-
-
-def _bert() -> nn.Module:
-    return transformers.BertModel(transformers.BertConfig(
-        hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4, vocab_size=100,
-        max_position_embeddings=64))  # fmt: skip
-
-
-def _vit() -> nn.Module:
-    return transformers.ViTModel(transformers.ViTConfig(
-        hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4, image_size=32,
-        patch_size=8))  # fmt: skip
-
-
-def _resnet() -> nn.Module:
-    config = transformers.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])
-    return transformers.ResNetModel(config)
-
-
-def _encoder(norm_first: bool) -> nn.Module:
-    layer = nn.TransformerEncoderLayer(64, 4, 128, batch_first=True, norm_first=norm_first)
-    return nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
-
-
-class UNet(nn.Module):
-    """Down, up, and a skip concatenated along the channels."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = nn.Conv2d(3, 16, 3, padding=1)
-        self.inner = nn.Conv2d(16, 32, 3, stride=2, padding=1)
-        self.up = nn.ConvTranspose2d(32, 16, 2, stride=2)
-        self.out = nn.Conv2d(32, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = F.relu(self.down(x))
-        return self.out(torch.cat([skip, F.relu(self.up(F.relu(self.inner(skip))))], dim=1))
-
-
-class Functional(nn.Module):
-    """Weights as bare parameters, applied with F.linear, an einsum and a leaky ReLU of slope 0.9."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w1 = nn.Parameter(torch.empty(128, 64))
-        self.w2 = nn.Parameter(torch.empty(128, 64))  # used as "bi,ih->bh": fan_in is its first dimension
-        self.w3 = nn.Parameter(torch.empty(10, 64))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(F.linear(x, self.w1), 0.9)
-        h = torch.tanh(torch.einsum("bi,ih->bh", h, self.w2))
-        return F.linear(h, self.w3)
-
-
-ZOO: dict[str, tuple[Callable[[], nn.Module], object]] = {
-    "gpt2": (_gpt2, None),
-    "llama": (_llama, None),
-    "bert": (_bert, None),
-    "vit": (_vit, None),
-    "resnet": (_resnet, None),
-    "encoder_post_ln": (lambda: _encoder(False), torch.randn(2, 6, 64)),
-    "encoder_pre_ln": (lambda: _encoder(True), torch.randn(2, 6, 64)),
-    "lstm": (lambda: nn.LSTM(16, 32, num_layers=2, bidirectional=True, batch_first=True), None),
-    "unet": (UNet, torch.randn(2, 3, 16, 16)),
-    "functional": (Functional, torch.randn(4, 64)),
-}
+from zoo_models import BLOCK, ZOO, Functional, batch_of, bert, encoder, gpt2, llama  # noqa: E402
 
 
 def _true_fan_in(model: nn.Module, name: str, p: torch.Tensor) -> int | None:
@@ -149,7 +73,7 @@ def test_he_normal_gives_every_dense_weight_its_true_fan_in(which: str) -> None:
 
 def test_fans_of_gpt2_conv1d_are_not_reversed() -> None:
     # regression: torch's fan rule on Conv1D's (in, out) weight gave fan_in 256 / fan_out 64 for a 64 -> 256 layer
-    model = _gpt2(2)
+    model = gpt2(2)
     report = il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0))
     row = report["transformer.h.0.mlp.c_fc.weight"]
     assert (row.fan_in, row.fan_out, row.kind) == (64, 256, "Conv1D")
@@ -160,8 +84,8 @@ def test_gpt2_scheme_matches_hugging_faces_own_init() -> None:
     # HF's _init_weights: N(0, 0.02²) everywhere, c_proj N(0, (0.02/√(2·n_layer))²), LayerNorm 1/0, biases 0
     n_layer = 4
     torch.manual_seed(0)
-    theirs = _gpt2(n_layer)
-    ours = _gpt2(n_layer)
+    theirs = gpt2(n_layer)
+    ours = gpt2(n_layer)
     il.initialize(ours, "gpt2", generator=torch.Generator().manual_seed(1))
     for (name, a), (_, b) in zip(theirs.named_parameters(), ours.named_parameters(), strict=True):
         if a.ndim == 1:
@@ -174,7 +98,7 @@ def test_gpt2_scheme_matches_hugging_faces_own_init() -> None:
 
 
 def test_gpt2_scheme_scales_llamas_branch_outputs_found_by_structure() -> None:
-    model = _llama()
+    model = llama()
     il.initialize(model, "gpt2", generator=torch.Generator().manual_seed(0))
     for name, p in model.named_parameters():
         if p.ndim != 2 or "embed" in name:
@@ -186,7 +110,7 @@ def test_gpt2_scheme_scales_llamas_branch_outputs_found_by_structure() -> None:
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_residual_scaling_on_torch_transformer_encoder(norm_first: bool) -> None:
     # regression: gpt2/deepnorm refused nn.TransformerEncoder after rewriting 12 of 24 parameters
-    model = _encoder(norm_first)
+    model = encoder(norm_first)
     il.initialize(model, "gpt2", generator=torch.Generator().manual_seed(0), example=torch.randn(2, 6, 64))
     for name, p in model.named_parameters():
         if p.ndim == 2:
@@ -225,7 +149,7 @@ def test_a_frozen_table_is_left_alone_and_said_so() -> None:
 
 
 def test_a_tied_readout_is_initialized_once_and_reported_once() -> None:
-    model = _gpt2(2)
+    model = gpt2(2)
     report = il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0))
     rows = [r for r in report.rows if "wte" in r.name or "lm_head" in r.name]
     assert [r.name for r in rows] == ["transformer.wte.weight = lm_head.weight"]
@@ -270,7 +194,7 @@ def _output_stds(model: nn.Module, batch: object, kinds: tuple[type, ...]) -> di
 
 def test_lsuv_calibrates_every_conv1d_of_gpt2() -> None:
     # regression: lsuv calibrated 3 of GPT-2's 16 weight layers; checked on a second batch, within tol 0.1
-    model = _gpt2(4)
+    model = gpt2(4)
     model.eval()  # dropout off for the measurement (lsuv measures with dropout off too)
     ids = {"input_ids": torch.randint(0, 100, (32, 16), generator=torch.Generator().manual_seed(0))}
     report = il.lsuv(model, ids, generator=torch.Generator().manual_seed(0))  # a dict batch, as HF takes it
@@ -282,7 +206,7 @@ def test_lsuv_calibrates_every_conv1d_of_gpt2() -> None:
 
 def test_lsuv_reports_a_tied_pair_once() -> None:
     # regression: lsuv reported a tied embedding/readout pair "converged" at 1.0 while they measured 0.28 and 0.41
-    model = _gpt2(2)
+    model = gpt2(2)
     report = il.lsuv(model, torch.randint(0, 100, (32, 16), generator=torch.Generator().manual_seed(0)))
     names = [row.name for row in report.rows]
     assert "transformer.wte.weight" in names and not any(n.startswith("lm_head") for n in names)
@@ -306,7 +230,7 @@ def test_lsuv_calibrates_every_layer_and_direction_of_an_lstm() -> None:
             assert abs(float(F.linear(h, model.get_parameter(f"weight_ih_l1{d}")).std()) - 1) <= 0.1
 
 
-@pytest.mark.parametrize(("build", "activations"), [(_gpt2, 4), (_bert, 5)])
+@pytest.mark.parametrize(("build", "activations"), [(gpt2, 4), (bert, 5)])
 def test_the_monitor_watches_every_activation_of_a_hugging_face_model(build: Callable[[], nn.Module],
                                                                       activations: int) -> None:  # fmt: skip
     # regression: the Monitor watched 1 place in HF BERT and 3 in GPT-2 (HF's activation modules were not seen)
@@ -331,7 +255,7 @@ def test_the_monitors_vanishing_check_compares_layers_a_gradient_crosses() -> No
     # regression: the vanishing check compared "first" and "last" weights by module type; on GPT-2 the first was
     # the token table (whose gradient reaches only the rows of the tokens seen) and on an LSTM there was none
     # (its "lstm.weight" does not exist), so the check was off. The structure layer's roles decide now.
-    mon = il.Monitor(_gpt2(2))
+    mon = il.Monitor(gpt2(2))
     assert mon.weights[0] == "transformer.wpe.weight" or mon.weights[0].startswith("transformer.h.0.")
     assert "transformer.wte.weight" not in mon.weights and mon.weights[-1] == "transformer.h.1.mlp.c_proj.weight"
     lstm = il.Monitor(nn.LSTM(16, 32, num_layers=2, bidirectional=True, batch_first=True))
@@ -372,20 +296,6 @@ def test_an_example_the_model_does_not_take_is_refused_and_nothing_changes() -> 
 
 
 # -- predict and audit on the structure (operator-level propagation) ------------------------------------------
-_BLOCK = re.compile(r"^(transformer\.h|model\.layers|encoder\.layer|encoder\.stages\.\d+\.layers|layers)\.\d+$")
-
-
-def _batch(which: str, model: nn.Module) -> object:
-    """A measured batch of 64: token ids uniform over the vocabulary, images or features N(0, 1)."""
-    g = torch.Generator().manual_seed(1)
-    example = ZOO[which][1]
-    if example is not None:
-        return torch.randn(64, *example.shape[1:], generator=g)
-    if which in ("gpt2", "llama", "bert"):
-        return {"input_ids": torch.randint(0, 100, (64, 16), generator=g)}
-    if which in ("vit", "resnet"):
-        return {"pixel_values": torch.randn(64, 3, 32, 32, generator=g)}
-    return torch.randn(64, 8, 16, generator=g)  # the LSTM: (batch, time, features)
 
 
 # Where attention outputs make up much of the residual stream, the stream is correlated across positions (each
@@ -406,14 +316,14 @@ def test_predict_covers_the_weights_and_matches_audit_at_block_outputs(which: st
     build, _ = ZOO[which]
     torch.manual_seed(0)
     model = build()
-    batch = _batch(which, model)
+    batch = batch_of(which, model)
     structure = capture(model, batch)
     prediction = il.predict(model, batch)
     covered = {w for r in prediction.rows if r.forward_var is not None for w in r.weights}
     assert len(covered & set(structure.layers)) >= 0.9 * len(structure.layers), set(structure.layers) - covered
     report = il.audit(model, batch)
     modules = {r.name: r.modules for r in prediction.rows}
-    blocks = [r for r in report.rows if any(_BLOCK.match(m) for m in modules[r.name])]
+    blocks = [r for r in report.rows if any(BLOCK.match(m) for m in modules[r.name])]
     if which in ("gpt2", "llama", "bert", "vit", "resnet", "encoder_pre_ln", "encoder_post_ln"):
         assert len(blocks) >= 3
     close = [r for r in blocks if r.var_ratio is not None and abs(r.var_ratio - 1) <= 0.25]
@@ -455,7 +365,7 @@ def test_audit_sees_a_functional_relu_and_names_its_fix() -> None:
 def test_predict_runs_in_the_models_dtype_on_token_ids_and_through_wrappers() -> None:
     # regression: float16/bfloat16 models and token inputs ended in raw tracebacks from torch.fx's ShapeProp
     torch.manual_seed(0)
-    model = _gpt2(2)
+    model = gpt2(2)
     tokens = {"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(1))}
     reference = il.predict(model, tokens)
     half = il.predict(_copy(model).to(torch.bfloat16), tokens)
@@ -474,7 +384,7 @@ def _copy(model: nn.Module) -> nn.Module:
 
 def test_audit_of_a_dict_batch_uses_the_models_own_loss() -> None:
     torch.manual_seed(0)
-    model = _gpt2(2)
+    model = gpt2(2)
     tokens = torch.randint(0, 100, (32, 16), generator=torch.Generator().manual_seed(1))
     report = il.audit(model, {"input_ids": tokens, "labels": tokens})
     (loss,) = [r for r in report.rows if r.name == "lm_head"]
@@ -505,7 +415,7 @@ def test_a_residual_rule_refused_for_lack_of_a_structure_changes_nothing() -> No
 
 
 def test_an_input_the_model_does_not_take_is_a_pinned_error_in_predict_and_audit() -> None:
-    model = _gpt2(1)
+    model = gpt2(1)
     message = re.escape("predict and audit could not run the model on the example input. Accepted: an input the "
                         "model's forward takes")  # fmt: skip
     with pytest.raises(il.InitlabError, match=message):
