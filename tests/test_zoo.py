@@ -430,3 +430,13 @@ def test_predict_on_a_meta_model_says_how_to_materialize_it() -> None:
     message = "this model's parameters are on the meta device. Materialize it first (model.to_empty(device='cpu')"
     with pytest.raises(il.InitlabError, match=re.escape(message)):
         il.predict(model, 4)
+
+
+def test_without_a_forward_pass_a_model_ending_in_an_rnn_has_no_readout() -> None:
+    # the module-type fallback (no input can be read off the model) took the last weight for the readout, so a
+    # scheme that zeroes the readout would have zeroed an LSTM's last recurrent weight
+    from initlab.init._walk import from_modules
+
+    structure = from_modules(nn.Sequential(nn.Embedding(10, 4), nn.LSTM(4, 8, num_layers=2)), "no input")
+    assert structure.output is None and len(structure.layers) == 5
+    assert from_modules(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)), "no input").output == "1.weight"

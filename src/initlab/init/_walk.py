@@ -212,7 +212,7 @@ def from_modules(model: nn.Module, why: str) -> Structure:
         if weights:
             residuals.append(Residual(weights, i, stack[-1] if stack else ""))
     order = list(layers)
-    output = order[-1] if order and layers[order[-1]].use.op != "embedding" else None
+    output = order[-1] if order and layers[order[-1]].use.op not in ("embedding", "recurrent") else None
     if output is not None:
         layers[output].role = "output"
     norms = [n for n, m in modules.items() if isinstance(m, NORM_LAYERS)]
