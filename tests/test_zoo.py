@@ -440,3 +440,17 @@ def test_without_a_forward_pass_a_model_ending_in_an_rnn_has_no_readout() -> Non
     structure = from_modules(nn.Sequential(nn.Embedding(10, 4), nn.LSTM(4, 8, num_layers=2)), "no input")
     assert structure.output is None and len(structure.layers) == 5
     assert from_modules(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)), "no input").output == "1.weight"
+
+
+def test_initialize_refuses_a_meta_model_and_says_how_to_materialize_it() -> None:
+    # regression (issue 31): initialize on a model still on the meta device returned a report with stds and left
+    # every weight on meta, without a word
+    with torch.device("meta"):
+        model = gpt2(1)
+    message = "are on the meta device (transformer.wte.weight, ...): there is no memory"
+    with pytest.raises(il.InitlabError, match=re.escape(message)):
+        il.initialize(model, "gpt2")
+    assert all(p.is_meta for p in model.parameters())
+    model.to_empty(device="cpu")
+    report = il.initialize(model, "gpt2", generator=torch.Generator().manual_seed(0))
+    assert report["transformer.h.0.attn.c_proj.weight"].std == pytest.approx(0.02 / math.sqrt(2))

@@ -243,6 +243,12 @@ def _check_model(model: nn.Module) -> None:
     if next(model.parameters(), None) is None:
         raise fail("the model has no parameters to initialize", accepted="an nn.Module with parameters",
                    received=type(model).__name__, fix="Pass the model whose weights you want initialized.")  # fmt: skip
+    meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if meta:  # it reported stds for weights that did not exist and left every one on meta (issue 31)
+        raise fail(f"{len(meta)} parameter(s) of the model are on the meta device ({meta[0]}, ...): there is no "
+                   "memory to draw the weights into", accepted="a model whose parameters hold memory (CPU or GPU)",
+                   fix="Materialize it first: model.to_empty(device='cpu'), then "
+                   "initlab.initialize(model, ...).")  # fmt: skip
 
 
 def _apply(rule: Callable[[str, Any, _Context], None], name: str, module: nn.Module, ctx: _Context) -> None:
