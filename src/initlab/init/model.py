@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -67,6 +68,15 @@ class _Context:
     # (scheme, activation) -> [(the layer's forward gain std·√fan_in, the activation's gain)], for the notes
     mismatches: dict[tuple[str, str], list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)  # said by the rules, for the report
+    seed: int | None = None  # keyed mode: each parameter's stream from the seed and its name alone
+
+    def stream(self, key: str, like: Tensor) -> torch.Generator | None:
+        """The generator a parameter (or one block of it) is drawn from: the one sequential ``generator``, or, in
+        keyed mode, a generator of its own seeded from ``(seed, key)``, on the tensor's device."""
+        if self.seed is None:
+            return self.generator
+        digest = hashlib.sha256(f"{self.seed}:{key}".encode()).digest()
+        return torch.Generator(device=like.device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def initialize(
@@ -83,6 +93,7 @@ def initialize(
     output_bias: str | None = None,
     example: Any = None,
     frozen: bool = False,
+    seed: int | None = None,
 ) -> InitReport:
     """Initialize every parameter of ``model`` in place and report what was done.
 
@@ -92,7 +103,11 @@ def initialize(
         scheme: a scheme name (``initlab schemes`` lists them), config dict or Initializer.
         bias: ``None`` for the scheme's own rule (zeros, or torch's for ``torch_default``), a number for a
             constant, or a scheme name for an initializer.
-        generator: a ``torch.Generator``; the same seed gives the same weights.
+        generator: a ``torch.Generator``; the same seed gives the same weights (drawn one after another in module
+            order, as torch's own initializers draw).
+        seed: keyed mode, instead of ``generator``: each parameter's random stream is derived from ``seed`` and
+            the parameter's name alone, so the weights are bit-identical whatever the order in which modules
+            are defined or initialized, and whether the model was built on the meta device, on CPU or GPU.
         residual: ``None``, ``"zero_last"``, ``"fixup"``, ``"scaled"`` (each branch's last layer ×1/√branches,
             GPT-2's rule; the ``gpt2`` scheme applies it by itself) or ``"deepnorm"`` (value, output and MLP
             projections ×β, DeepNet; the ``deepnorm`` scheme applies it) (see the module docs).
@@ -131,19 +146,24 @@ def initialize(
     """
     init = get(scheme)
     _check_options(init, residual, gain_from, output_bias, data)
+    if seed is not None and (generator is not None or isinstance(seed, bool) or not isinstance(seed, int)):
+        raise fail("initialize takes either seed= (keyed by parameter name) or generator= (sequential), not both",
+                   accepted="seed=an int, or generator=a torch.Generator", received=(seed, generator),
+                   fix="Pass seed=1234 for weights that depend only on the seed and each parameter's "
+                   "name.")  # fmt: skip
     if is_keras_model(model):
-        if init.scheme.needs_data or output_bias or residual is not None or activation is not None:
-            raise fail("lsuv, output_bias, residual= and activation= are for torch models",
-                       received=(init.name, output_bias, residual, activation),
+        if init.scheme.needs_data or output_bias or residual is not None or activation is not None or seed is not None:
+            raise fail("lsuv, output_bias, residual=, activation= and seed= are for torch models",
+                       received=(init.name, output_bias, residual, activation, seed),
                        fix="A Keras layer's activation is read from the layer; leave the others out.")  # fmt: skip
         return initialize_keras(model, init, _bias_rule(bias), get(recurrent), generator, gain_from)
     _check_model(model)
     if init.scheme.needs_data:
         options = {"bias": bias, "generator": generator, "residual": residual, "activation": activation,
-                   "recurrent": recurrent, "gain_from": gain_from}  # fmt: skip
+                   "recurrent": recurrent, "gain_from": gain_from, "seed": seed}  # fmt: skip
         return _lsuv(model, init, data, output_bias, options)
     report = _initialize_torch(model, init, _bias_rule(bias), get(recurrent), generator, residual, activation,
-                               gain_from, _structure(model, example, data), frozen)  # fmt: skip
+                               gain_from, _structure(model, example, data), frozen, seed)  # fmt: skip
     if output_bias == "prior":
         report.notes.append(_prior_note(*prior_bias(model, data)))
     return report
@@ -151,10 +171,11 @@ def initialize(
 
 def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | float | None, recurrent: Initializer,
                       generator: torch.Generator | None, residual: str | None, activation: Any, gain_from: str,
-                      structure: Structure, frozen: bool) -> InitReport:  # fmt: skip
+                      structure: Structure, frozen: bool, seed: int | None = None) -> InitReport:  # fmt: skip
     """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles."""
     found = structure_activations(structure)
-    ctx = _Context(init, bias, recurrent, generator, _with_overrides(structure, found, activation), gain_from)
+    ctx = _Context(init, bias, recurrent, generator, _with_overrides(structure, found, activation), gain_from,
+                   seed=seed)  # fmt: skip
     residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
     branches = _branches(structure) if residual is not None else []  # refused before any tensor is touched
     kept = {} if frozen else {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -367,12 +388,14 @@ def _init_weight(
     found: Found,
     init: Initializer | None = None,
     gain: float | None = None,
+    key: str | None = None,
 ) -> None:
     init = _weight_scheme(init or ctx.init, getattr(module, pname).ndim)
     act: Activation | None = found.activation
     gain, source = weight_gain(init, act, found.source, ctx.gain_from, gain)
     dist = init.dist(layer_fans, gain)
-    _fill(module, pname, lambda t: init(t, gain=gain, fans=layer_fans, generator=ctx.generator))
+    stream = ctx.stream(key or _join(name, pname), getattr(module, pname))
+    _fill(module, pname, lambda t: init(t, gain=gain, fans=layer_fans, generator=stream))
     shape = tuple(getattr(module, pname).shape)
     std = target_std(dist, shape)
     if source == "published" and act is not None and act.name in HOMOGENEOUS and std and layer_fans.fan_in:
@@ -415,7 +438,7 @@ def _init_bias(
         dist, label = rule.dist(layer_fans), rule.name
     else:
         dist, label = f.Constant(rule or 0.0), "constant" if rule else "zeros"
-    draw_(tensor, dist, ctx.generator)
+    draw_(tensor, dist, ctx.stream(_join(name, pname), tensor))
     _plain_row(ctx, name, module, pname, label, target_std(dist, tuple(tensor.shape)), "bias")
 
 
@@ -447,7 +470,7 @@ def _embedding(name: str, module: Any, ctx: _Context) -> None:
         _init_weight(name, module, "weight", ctx, layer_fans, Found(None, "lookup"), gain=1.0)
     else:  # a scheme with its own rule for lookup tables (small_embedding)
         dist = rule(layer_fans, ctx.init.params)
-        draw_(module.weight, dist, ctx.generator)
+        draw_(module.weight, dist, ctx.stream(_join(name, "weight"), module.weight))
         ctx.rows.append(LayerInit(_join(name, "weight"), type(module).__name__, tuple(module.weight.shape),
                                   layer_fans.fan_in, layer_fans.fan_out, f"{ctx.init.name} (embedding)",
                                   target_std(dist, tuple(module.weight.shape)), None, "linear", "lookup"))  # fmt: skip
@@ -485,8 +508,9 @@ def _init_blocks(
     """Initialize each of ``blocks`` row blocks (gates, q/k/v) as its own layer; report them as one row."""
     param = getattr(module, pname)
     rows_before = len(ctx.rows)
-    for block in param.chunk(blocks):
-        _init_weight(name, _Holder(block), "weight", ctx, fans(block), found, init=init, gain=gain)
+    for i, block in enumerate(param.chunk(blocks)):  # each block a stream of its own in keyed mode
+        key = _join(name, pname) if blocks == 1 else f"{_join(name, pname)}[{i}]"
+        _init_weight(name, _Holder(block), "weight", ctx, fans(block), found, init=init, gain=gain, key=key)
     first = ctx.rows[rows_before]
     del ctx.rows[rows_before:]
     ctx.rows.append(

@@ -1,0 +1,70 @@
+"""Keyed initialization (issue 31, item 2, on one process): ``initialize(model, scheme, seed=...)`` derives each
+parameter's random stream from the seed and the parameter's name alone, so the weights do not depend on the order
+in which modules are defined or initialized, nor on whether the model was built on the meta device or on CPU;
+``generator=`` keeps torch's sequential behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import initlab as il
+
+
+class Net(nn.Module):
+    """The same parameters by name, registered in either order."""
+
+    def __init__(self, reverse: bool = False) -> None:
+        super().__init__()
+        parts = [("encoder", lambda: nn.Linear(16, 32)), ("lstm", lambda: nn.LSTM(32, 8)),
+                 ("head", lambda: nn.Linear(8, 4))]  # fmt: skip
+        for name, make in reversed(parts) if reverse else parts:
+            setattr(self, name, make())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(torch.tanh(self.encoder(x)))[0])
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_weights_depend_on_the_seed_and_the_name_alone() -> None:
+    forward, backward = Net(), Net(reverse=True)
+    assert [n for n, _ in forward.named_parameters()] != [n for n, _ in backward.named_parameters()]
+    il.initialize(forward, "he_normal", seed=1234, example=torch.randn(2, 5, 16))
+    il.initialize(backward, "he_normal", seed=1234, example=torch.randn(2, 5, 16))
+    assert _same(forward, backward)
+    other = Net()
+    il.initialize(other, "he_normal", seed=1235, example=torch.randn(2, 5, 16))
+    assert not torch.equal(other.encoder.weight, forward.encoder.weight)
+    # sequential mode draws in module order: the two orders give different weights (torch's own behaviour)
+    g = torch.Generator
+    il.initialize(forward, "he_normal", generator=g().manual_seed(0), example=torch.randn(2, 5, 16))
+    il.initialize(backward, "he_normal", generator=g().manual_seed(0), example=torch.randn(2, 5, 16))
+    assert not _same(forward, backward)
+
+
+def test_every_gate_block_has_a_stream_of_its_own() -> None:
+    model = Net()
+    il.initialize(model, "glorot_normal", seed=7, example=torch.randn(2, 5, 16))
+    blocks = model.lstm.weight_ih_l0.detach().chunk(4)  # i, f, g, o: drawn from four keys, not four copies
+    assert all(not torch.equal(blocks[0], b) for b in blocks[1:])
+    assert model.lstm.weight_ih_l0.std().item() == pytest.approx((2 / (32 + 8)) ** 0.5, rel=0.1)  # 1,024 draws
+
+
+def test_a_model_built_on_meta_gets_the_same_weights_as_one_built_on_cpu() -> None:
+    with torch.device("meta"):
+        lazy = Net()
+    lazy.to_empty(device="cpu")
+    eager = Net()
+    for model in (lazy, eager):
+        il.initialize(model, "orthogonal", seed=99, example=torch.randn(2, 5, 16))
+    assert _same(lazy, eager)
+
+
+def test_seed_and_generator_together_are_refused() -> None:
+    with pytest.raises(il.InitlabError, match=r"either seed= \(keyed by parameter name\) or generator="):
+        il.initialize(Net(), "he_normal", seed=1, generator=torch.Generator().manual_seed(1))
