@@ -22,16 +22,9 @@ from initlab._errors import fail
 from initlab._tables import Rows
 from initlab.init.structure import Structure, capture_or_why, restored, unwrap
 from initlab.theory import meanfield
-from initlab.theory.propagate import (
-    Prediction,
-    Stat,
-    check_keras,
-    main_input,
-    one_example,
-    output_value,
-    predict_with,
-    record,
-)
+from initlab.theory._maps import Stat
+from initlab.theory._recorder import output_value, record
+from initlab.theory.propagate import Prediction, check_keras, main_input, one_example, predict_with
 from initlab.theory.schemes import fix_text
 
 __all__ = ["AuditReport", "AuditRow", "audit"]
