@@ -26,7 +26,6 @@ scale); a parameter the pass never used, or used by an operator without a rule, 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,14 +37,16 @@ from torch.overrides import TorchFunctionMode
 
 from initlab.init._examples import example_input
 from initlab.init._operators import uses
-from initlab.init.activations import (
-    FUNCTIONS,
-    METHODS,
-    Activation,
-    activation,
-    activation_names,
-    is_activation_module,
+from initlab.init._pass import (
+    acts_as_activation,
+    call,
+    function_activation,
+    identify,
+    module_hooks,
+    restored,
+    unwrap,
 )
+from initlab.init.activations import Activation
 
 __all__ = [
     "Layer", "Residual", "Structure", "Use", "acts_as_activation", "call", "capture", "capture_or_why",
@@ -311,53 +312,6 @@ class _Recorder(TorchFunctionMode):
         self._mark(output, frozenset(), flow.ancestry)
 
 
-def identify(module: nn.Module) -> Activation:
-    """The activation a parameter-free module computes, by its values: the named activation whose values on
-    [-6, 6] it matches within 1e-6 (Hugging Face's ``NewGELUActivation`` is gelu_tanh, its ``SiLUActivation``
-    silu), else the module itself as a callable activation (its gain then comes from quadrature)."""
-    if is_activation_module(module):
-        return activation(module)
-    z, named = _reference_values()
-    try:
-        with torch.no_grad():
-            values = module(z)
-    except Exception:  # a module that does not take a plain vector is used as it is
-        return activation(module)
-    gaps = {name: float((reference - values).abs().max()) for name, reference in named.items()}
-    best = min(gaps, key=gaps.__getitem__)
-    return activation(best) if gaps[best] < 1e-6 else activation(module)
-
-
-@functools.cache
-def _reference_values() -> tuple[Tensor, dict[str, Tensor]]:
-    """The points :func:`identify` compares on, and every named activation's values there (computed once)."""
-    z = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
-    with torch.no_grad():
-        return z, {name: activation(name)(z) for name in activation_names()}
-
-
-def function_activation(func: Any, name: str, args: tuple[Any, ...], kwargs: Any) -> Activation | None:
-    key = FUNCTIONS.get(func) or METHODS.get(name) or (name if name in ("gelu", "silu", "leaky_relu") else None)
-    if key is None:
-        return None
-    if key == "leaky_relu":
-        slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
-        return activation("leaky_relu", float(slope))
-    if key == "gelu" and (kwargs.get("approximate") == "tanh" or (len(args) > 1 and args[1] == "tanh")):
-        return activation("gelu_tanh")
-    return activation(key)
-
-
-def acts_as_activation(module: nn.Module) -> bool:
-    """A module that is an activation as a whole: a known one, or a parameter-free leaf whose class says so
-    (Hugging Face's ``GELUActivation``, ``NewGELUActivation``, ``SiLUActivation`` ...)."""
-    if is_activation_module(module):
-        return activation(module).name != "linear"
-    if next(module.parameters(recurse=False), None) is not None or next(module.children(), None) is not None:
-        return False
-    return type(module).__name__.endswith("Activation")
-
-
 def _flat(args: Any, kwargs: Any) -> Iterator[Any]:
     for value in (*args, *kwargs.values()):
         if isinstance(value, list | tuple):
@@ -368,17 +322,6 @@ def _flat(args: Any, kwargs: Any) -> Iterator[Any]:
             yield from _flat(tuple(value.to_tuple()), {})
         else:
             yield value
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside ``torch.compile`` (``_orig_mod``), DataParallel or DistributedDataParallel (``module``)."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)
-        if inner is None and isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
-            inner = model.module
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 @contextlib.contextmanager
@@ -397,20 +340,6 @@ def _module_stack(recorder: _Recorder, stack: list[tuple[str, nn.Module]],
 
     with module_hooks(pre, post):
         yield
-
-
-@contextlib.contextmanager
-def module_hooks(pre: Callable[[nn.Module, tuple[Any, ...]], None],
-                 post: Callable[[nn.Module, tuple[Any, ...], Any], None]) -> Iterator[None]:  # fmt: skip
-    """``pre`` and ``post`` called around every module's forward while the context is open (torch's global module
-    hooks), removed afterwards."""
-    handles = [nn.modules.module.register_module_forward_pre_hook(pre),
-               nn.modules.module.register_module_forward_hook(post)]  # fmt: skip
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _parameter_names(model: nn.Module) -> tuple[dict[int, str], dict[str, list[str]]]:
@@ -521,29 +450,3 @@ def capture_or_why(model: nn.Module, example: Any = None) -> Structure | str:
         return capture(model, example)
     except Exception as error:  # a model that does not take the guessed input
         return f"the model did not run on the example input ({type(error).__name__}: {str(error)[:120]})"
-
-
-def call(model: nn.Module, example: Any) -> Any:
-    """Run ``model`` on an input as models take them: a dict of keyword inputs, a tuple of positional ones, or one
-    tensor."""
-    if isinstance(example, Mapping):
-        return model(**example)
-    if isinstance(example, tuple):
-        return model(*example)
-    return model(example)
-
-
-@contextlib.contextmanager
-def restored(model: nn.Module) -> Iterator[None]:
-    """The model's buffers and torch's RNG state as they were, afterwards (a BatchNorm in train mode updates its
-    running statistics on a forward pass; Dropout draws from the RNG)."""
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers() if not b.is_meta}
-    rng = torch.get_rng_state()
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                if name in buffers:
-                    b.copy_(buffers[name])
-        torch.set_rng_state(rng)
