@@ -15,7 +15,7 @@ from initlab._errors import fail
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["is_user_model", "load_example", "load_model", "model_args"]
+__all__ = ["example_shape", "is_user_model", "load_example", "load_model", "model_args"]
 
 FACTORY = "a factory 'package.module:function' (called with the --model-arg pairs) or 'hf:CONFIG.json'"
 
@@ -116,6 +116,11 @@ def load_example(text: str | None, model: nn.Module, batch: int, seed: int) -> A
         return found
     if text.endswith(".pt"):
         return torch.load(text, weights_only=True)
+    return torch.randn(batch, *example_shape(text), generator=torch.Generator().manual_seed(seed))
+
+
+def example_shape(text: str) -> tuple[int, ...]:
+    """``--example 3,32,32``: the shape of one example."""
     try:
         shape = tuple(int(d) for d in text.split(","))
     except ValueError:
@@ -124,4 +129,4 @@ def load_example(text: str | None, model: nn.Module, batch: int, seed: int) -> A
         raise fail("--example takes the shape of one example or a .pt file of inputs",
                    accepted="positive sizes separated by commas (784 or 3,32,32), or a path ending in .pt",
                    received=text, fix="Pass --example 3,32,32.")  # fmt: skip
-    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+    return shape

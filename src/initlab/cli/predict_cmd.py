@@ -62,12 +62,12 @@ def predict_command(
 
 
 def _through(spec: str, pairs: list[str], example: str | None, input_var: float, fmt: Format) -> None:
-    from initlab.cli._user_model import load_example, load_model, model_args
+    from initlab.cli._user_model import example_shape, load_example, load_model, model_args
     from initlab.theory.propagate import predict
 
     net = load_model(spec, model_args(pairs))
     if example is not None and not example.endswith(".pt"):  # a shape: the Gaussian input predict assumes
-        emit(predict(net, tuple(load_example(example, net, 1, 0).shape[1:]), input_var), fmt)
+        emit(predict(net, example_shape(example), input_var), fmt)
         return
     emit(predict(net, load_example(example, net, 2, 0), input_var), fmt)
 

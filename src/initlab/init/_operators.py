@@ -11,13 +11,14 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["uses"]
+__all__ = ["operand", "uses"]
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
-def _arg(args: tuple[Any, ...], kwargs: Any, index: int, name: str) -> Any:
-    return args[index] if len(args) > index else kwargs.get(name)
+def operand(args: tuple[Any, ...], kwargs: Any, index: int, name: str, default: Any = None) -> Any:
+    """An operator's argument by position, or by keyword where it was passed as one."""
+    return args[index] if len(args) > index else kwargs.get(name, default)
 
 
 Entry = tuple[Any, str, int, int, dict[str, Any]]  # (operand, op, fan_in, fan_out, extra fields of the Use)
@@ -29,12 +30,12 @@ def _matrix(t: Any) -> bool:
 
 
 def _linear(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    w = _arg(args, kwargs, 1, "weight")
+    w = operand(args, kwargs, 1, "weight")
     return [(w, "linear", w.shape[-1], w.shape[0], {})] if _matrix(w) else []
 
 
 def _addmm(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    a, b = _arg(args, kwargs, 1, "mat1"), _arg(args, kwargs, 2, "mat2")  # y = bias + a @ b
+    a, b = operand(args, kwargs, 1, "mat1"), operand(args, kwargs, 2, "mat2")  # y = bias + a @ b
     out: list[Entry] = [(b, "addmm", b.shape[0], b.shape[1], {})] if _matrix(b) else []  # Conv1D: (in, out)
     return out + ([(a, "addmm", a.shape[1], a.shape[0], {})] if _matrix(a) else [])
 
@@ -46,7 +47,7 @@ def _matmul(args: tuple[Any, ...], kwargs: Any, swap: bool = False) -> list[Entr
 
 
 def _conv(args: tuple[Any, ...], kwargs: Any, transposed: bool = False) -> list[Entry]:
-    w, groups = _arg(args, kwargs, 1, "weight"), int(_arg(args, kwargs, 6, "groups") or 1)
+    w, groups = operand(args, kwargs, 1, "weight"), int(operand(args, kwargs, 6, "groups") or 1)
     if not _matrix(w):
         return []
     taps, stride = math.prod(w.shape[2:]), {"stride": _ints(args, kwargs, 3)}
@@ -56,26 +57,26 @@ def _conv(args: tuple[Any, ...], kwargs: Any, transposed: bool = False) -> list[
 
 
 def _embedding(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    w = _arg(args, kwargs, 1, "weight")
+    w = operand(args, kwargs, 1, "weight")
     return [(w, "embedding", 1, w.shape[1], {})] if _matrix(w) else []
 
 
 def _bilinear(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
-    w = _arg(args, kwargs, 2, "weight")
+    w = operand(args, kwargs, 2, "weight")
     return [(w, "bilinear", w.shape[1] + w.shape[2], w.shape[0], {})] if _matrix(w) else []
 
 
 def _attention(args: tuple[Any, ...], kwargs: Any) -> list[Entry]:
     """``F.multi_head_attention_forward``: packed (3E, E) or separate q/k/v projections, and the output one."""
     out: list[Entry] = []
-    packed = _arg(args, kwargs, 5, "in_proj_weight")
+    packed = operand(args, kwargs, 5, "in_proj_weight")
     if _matrix(packed):
         out.append((packed, "attention", packed.shape[1], packed.shape[0] // 3, {"blocks": 3}))
     for i, key in ((15, "q_proj_weight"), (16, "k_proj_weight"), (17, "v_proj_weight")):
-        w = _arg(args, kwargs, i, key)
+        w = operand(args, kwargs, i, key)
         if _matrix(w):
             out.append((w, "attention", w.shape[1], w.shape[0], {}))
-    w = _arg(args, kwargs, 11, "out_proj_weight")
+    w = operand(args, kwargs, 11, "out_proj_weight")
     return out + ([(w, "linear", w.shape[1], w.shape[0], {})] if _matrix(w) else [])
 
 
@@ -131,5 +132,5 @@ def uses(name: str, args: tuple[Any, ...], kwargs: Any) -> list[tuple[dict[str, 
 
 
 def _ints(args: tuple[Any, ...], kwargs: Any, index: int) -> tuple[int, ...]:
-    value = _arg(args, kwargs, index, "stride")
+    value = operand(args, kwargs, index, "stride")
     return tuple(int(v) for v in value) if isinstance(value, list | tuple) else (int(value),) if value else ()

@@ -160,13 +160,13 @@ def calibrate(model: nn.Module, data: Any, *, target_std: float = 1.0, tol: floa
                    received=tuple(lead.shape), fix="Pass a larger batch (64 or more is typical).")  # fmt: skip
     report = LsuvReport([], target_std, tol)
     with _measuring(model):
-        layers = _weight_modules(model, capture(model, x))  # the model ran on x: the same x runs here
+        structure = capture(model, x)  # the model ran on x: the same x runs here
+        layers = _weight_modules(model, structure)
         rows = _pass(model, x, target_std, tol, max_iter, skip=set(), layers=layers)
         if not rows:
             raise fail("lsuv found no weight layer the forward pass reaches", received=type(model).__name__,
                        accepted="a model with Linear, Conv, Embedding, RNN or attention layers")  # fmt: skip
         if stream:
-            structure = capture(model, x)
             finals = {structure.owner(r.last) for r in structure.residuals}
             for last_round in (False, False, True):  # the stream changes what later layers see: calibrate again
                 report.stream = _stream(model, len(structure.residuals), x, target_std, tol, rows, report)

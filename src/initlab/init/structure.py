@@ -139,6 +139,12 @@ class Structure:
         """The module that holds a weight layer's parameter."""
         return layer.rsplit(".", 1)[0] if "." in layer else ""
 
+    def main_activation(self) -> str | None:
+        """The activation most weight layers feed (linear outputs left out), None where none feeds one."""
+        names = [layer.activation.name for layer in self.layers.values() if layer.activation is not None]
+        names = [n for n in names if n != "linear"]
+        return max(set(names), key=names.count) if names else None
+
     def queries_and_keys(self) -> tuple[set[str], set[str]]:
         """The modules of the query and the key projections: the weight layers whose outputs meet in attention
         scores (``q @ k.transpose(-2, -1)``, ``scaled_dot_product_attention(q, k, v)``), found by the data flow."""

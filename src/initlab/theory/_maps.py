@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_leaves, tree_map
 
 from initlab._quadrature import normal_nodes
+from initlab.init._operators import operand
 
 __all__ = ["FILL_VALUE", "LINEAR", "Back", "Stat", "Sub"]
 
@@ -110,13 +111,8 @@ def moved(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub, ou
         elif key in k_v:
             k_v[key] = 0.0
     means, variances = _floats(func(*a_m, **k_m)), _floats(func(*a_v, **k_v))
-    stats = _aligned(outs, means, variances)
-
-    def moved(leaves: Mapping[int, Tensor]) -> Any:
-        new_args, new_kwargs = sub.map(args, kwargs, lambda n, t: leaves[n], _zero_const)
-        return func(*new_args, **new_kwargs)
-
-    return stats, _vjp(moved, {n: s.var for n, s in sub.stat.items()})
+    at = {n: s.var for n, s in sub.stat.items()}
+    return _aligned(outs, means, variances), _vjp(lambda leaves: _call_with(func, a_v, k_v, sub, leaves), at)
 
 
 def _aligned(outs: list[Tensor], means: list[Tensor], variances: list[Tensor]) -> list[Stat | None]:
@@ -126,7 +122,7 @@ def _aligned(outs: list[Tensor], means: list[Tensor], variances: list[Tensor]) -
 
 
 def linear_map(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
-            name: str) -> tuple[list[Stat | None], Back]:  # fmt: skip
+               name: str) -> tuple[list[Stat | None], Back]:  # fmt: skip
     """``y = A x + b`` with constant A: mean through A and b, variance through A∘A."""
     (n,) = sub.stat
     a_m, k_m = sub.map(args, kwargs, lambda n, t: sub.stat[n].mean)
@@ -154,7 +150,7 @@ def _call_with(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Su
 
 
 def summed(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
-         out: Tensor) -> tuple[list[Stat | None], Back]:  # fmt: skip
+           out: Tensor) -> tuple[list[Stat | None], Back]:  # fmt: skip
     """A sum or difference: means combine as the operator does, variances add (independent summands)."""
     a_m, k_m = sub.map(args, kwargs, lambda n, t: sub.stat[n].mean)
     mean = _floats(func(*a_m, **k_m))[0]
@@ -194,7 +190,7 @@ def _squared(a: Any) -> Any:
 
 
 def scaled(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-            sub: Sub) -> tuple[list[Stat | None], Back]:  # fmt: skip
+           sub: Sub) -> tuple[list[Stat | None], Back]:  # fmt: skip
     """One value times (or divided by, or contracted with) constants: the variance through squared constants."""
     (n,) = sub.stat
     a_m, k_m = sub.map(args, kwargs, lambda n, t: sub.stat[n].mean)
@@ -205,7 +201,7 @@ def scaled(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 
 def product(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-             sub: Sub) -> tuple[list[Stat | None], Back]:  # fmt: skip
+            sub: Sub) -> tuple[list[Stat | None], Back]:  # fmt: skip
     """A product (or contraction) of two independent values: E[ab] = E[a]E[b], E[(ab)²] = E[a²]E[b²]."""
     a, b = sub.stat
     second = {n: s.var + s.mean**2 for n, s in sub.stat.items()}
@@ -272,28 +268,24 @@ def elementwise(fn: Callable[[Tensor], Tensor], s: Stat) -> tuple[Stat, Back]:
     return Stat(mean, (square - mean**2).clamp_min(0)), lambda grads: [None if grads[0] is None else grads[0] * slope]
 
 
-def _arg(args: tuple[Any, ...], kwargs: Any, i: int, key: str, default: Any = None) -> Any:
-    return args[i] if len(args) > i else kwargs.get(key, default)
-
-
 def normalized(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat) -> tuple[list[Stat | None], Back]:
     """Normalization by the population statistics of the normalized group (row, group or batch channel)."""
     x = args[0]
     if name in ("layer_norm", "rms_norm"):
-        dims = tuple(range(x.ndim - len(_arg(args, kwargs, 1, "normalized_shape")), x.ndim))
-        w, b = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias") if name == "layer_norm" else None
+        dims = tuple(range(x.ndim - len(operand(args, kwargs, 1, "normalized_shape")), x.ndim))
+        w, b = operand(args, kwargs, 2, "weight"), operand(args, kwargs, 3, "bias") if name == "layer_norm" else None
         shape = x.shape
     elif name == "group_norm":
-        groups = int(_arg(args, kwargs, 1, "num_groups"))
-        w, b = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")
+        groups = int(operand(args, kwargs, 1, "num_groups"))
+        w, b = operand(args, kwargs, 2, "weight"), operand(args, kwargs, 3, "bias")
         shape, dims = (x.shape[0], groups, -1), (2,)
     else:  # batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
-        w, b = _arg(args, kwargs, 3, "weight"), _arg(args, kwargs, 4, "bias")
+        w, b = operand(args, kwargs, 3, "weight"), operand(args, kwargs, 4, "bias")
         shape, dims = x.shape, tuple(d for d in range(x.ndim) if d != 1)
     mean, var = s.mean.reshape(shape), s.var.reshape(shape)
-    if name == "batch_norm" and not bool(_arg(args, kwargs, 5, "training", False)):
-        rm, rv = _arg(args, kwargs, 1, "running_mean"), _arg(args, kwargs, 2, "running_var")
-        eps = float(_arg(args, kwargs, 7, "eps", 1e-5))
+    if name == "batch_norm" and not bool(operand(args, kwargs, 5, "training", False)):
+        rm, rv = operand(args, kwargs, 1, "running_mean"), operand(args, kwargs, 2, "running_var")
+        eps = float(operand(args, kwargs, 7, "eps", 1e-5))
         view = (1, -1) + (1,) * (x.ndim - 2)
         center, scale = _double(rm).reshape(view), (_double(rv).reshape(view) + eps)
     else:
@@ -312,20 +304,20 @@ def normalized(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat
 
 
 def dropout(args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat) -> tuple[list[Stat | None], Back]:
-    p = float(_arg(args, kwargs, 1, "p", 0.5))
-    p = p if bool(_arg(args, kwargs, 2, "training", True)) and p < 1 else 0.0
+    p = float(operand(args, kwargs, 1, "p", 0.5))
+    p = p if bool(operand(args, kwargs, 2, "training", True)) and p < 1 else 0.0
     out = Stat(s.mean, (s.var + s.mean**2) / (1 - p) - s.mean**2)
     return [out], lambda grads: [None if grads[0] is None else grads[0] / (1 - p)]
 
 
 def lookup(args: tuple[Any, ...], kwargs: Any, out: Tensor) -> Stat:
     """Token ids taken as uniform over the table: each column's mean and variance over the rows."""
-    table = _double(_arg(args, kwargs, 1, "weight"))
+    table = _double(operand(args, kwargs, 1, "weight"))
     return Stat(table.mean(0).expand(out.shape).clone(), table.var(0, unbiased=False).expand(out.shape).clone())
 
 
 def sampled(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
-             outs: list[Tensor]) -> tuple[list[Stat | None], Back]:  # fmt: skip
+            outs: list[Tensor]) -> tuple[list[Stat | None], Back]:  # fmt: skip
     """Gaussians at the operands' statistics pushed through the operator: the outputs' mean and variance; backward,
     cotangents at the outputs' gradient second moments pulled back through it. An operator that draws random
     numbers itself (attention's dropout) draws them from a fixed seed."""

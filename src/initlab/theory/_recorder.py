@@ -21,7 +21,7 @@ from initlab.init.structure import Structure, acts_as_activation, call, identify
 from initlab.theory._maps import Back, Stat, Sub, elementwise, lookup, reduce_to, sampled
 from initlab.theory._rules import AUGMENTED, IGNORE, MOVE, RULES, Call, is_row, out_of_place
 
-__all__ = ["Source", "backward", "output_value", "record"]
+__all__ = ["Source", "backward", "inputs_of", "output_value", "record"]
 
 
 @dataclasses.dataclass
@@ -47,7 +47,7 @@ class _Recorder(TorchFunctionMode):
     """Runs the model once; numbers every value derived from the input, and (``compute``) propagates statistics
     through each operator; remembers the rows' values (``values``) for a measuring pass."""
 
-    def __init__(self, params: Mapping[int, str], compute: bool, sampled: Mapping[nn.Module, str] = {}) -> None:
+    def __init__(self, params: Mapping[int, str], compute: bool, sampled: Mapping[nn.Module, str]) -> None:
         super().__init__()
         self.params = params
         self.compute = compute
@@ -249,7 +249,7 @@ def record(model: nn.Module, example: Any, source: Source, compute: bool,
     for name, p in model.named_parameters(remove_duplicate=False):
         params.setdefault(id(p), name)  # a tied weight by its first name, as the structure layer names it
     recorder = _Recorder(params, compute, _norms_to_sample(model, structure))
-    for key, t in _inputs(example):
+    for key, t in inputs_of(example):
         stat, index = source(t, key)
         if t.is_floating_point() or index:
             recorder.source(t, stat, index and not t.is_floating_point())
@@ -279,7 +279,7 @@ def _norms_to_sample(model: nn.Module, structure: Structure | str) -> dict[nn.Mo
     return {modules[n]: n for n in structure.norms if n in modules and not isinstance(modules[n], _RULED_NORMS)}
 
 
-def _inputs(example: Any) -> list[tuple[str, Tensor]]:
+def inputs_of(example: Any) -> list[tuple[str, Tensor]]:
     if isinstance(example, Mapping):
         return [(k, v) for k, v in example.items() if isinstance(v, Tensor)]
     if isinstance(example, tuple):

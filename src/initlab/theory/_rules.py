@@ -30,7 +30,7 @@ from initlab.theory._maps import (
 __all__ = ["AUGMENTED", "IGNORE", "MOVE", "RULES", "Call", "is_row", "out_of_place"]
 
 IGNORE = {"size", "dim", "numel", "__len__", "__set__", "stride", "is_contiguous", "data_ptr", "element_size",
-           "__bool__", "__format__", "__repr__", "item", "tolist", "__hash__", "__eq__hash__", "__setitem__",
+           "__bool__", "__format__", "__repr__", "item", "tolist", "__hash__", "__setitem__",
            "is_floating_point", "get_device", "__iter__"}  # fmt: skip
 MOVE = {
     "view", "view_as", "reshape", "reshape_as", "transpose", "transpose_", "permute", "contiguous", "flatten",

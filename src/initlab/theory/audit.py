@@ -23,8 +23,8 @@ from initlab._tables import Rows
 from initlab.init.structure import Structure, capture_or_why, restored, unwrap
 from initlab.theory import meanfield
 from initlab.theory._maps import Stat
-from initlab.theory._recorder import output_value, record
-from initlab.theory.propagate import Prediction, check_keras, main_input, one_example, predict_with
+from initlab.theory._recorder import inputs_of, output_value, record
+from initlab.theory.propagate import Prediction, check_keras, first_examples, main_input, predict_with
 from initlab.theory.schemes import fix_text
 
 __all__ = ["AuditReport", "AuditRow", "audit"]
@@ -99,7 +99,7 @@ def audit(model: nn.Module, batch: Batch, loss_fn: LossFn | None = None, *, seed
                    received=first.shape[0], fix="Pass a larger batch (256 is a good size).")  # fmt: skip
     model = unwrap(model)
     moments = {key: (t.detach().double().mean(0, keepdim=True), t.detach().double().var(0, unbiased=False,
-               keepdim=True)) for key, t in _keyed(inputs) if t.is_floating_point()}  # fmt: skip
+               keepdim=True)) for key, t in inputs_of(inputs) if t.is_floating_point()}  # fmt: skip
 
     def source(t: Tensor, key: str) -> tuple[Stat | None, bool]:
         if key in moments:
@@ -107,7 +107,7 @@ def audit(model: nn.Module, batch: Batch, loss_fn: LossFn | None = None, *, seed
             return Stat(mean.expand(t.shape).clone(), var.expand(t.shape).clone()), False
         return None, main_input(model, key)
 
-    structure = capture_or_why(model, one_example(inputs))  # once: for both passes and the findings
+    structure = capture_or_why(model, first_examples(inputs))  # once: for both passes and the findings
     prediction = predict_with(model, inputs, source, structure)
     with _preserved(model):
         measured, layers = _measure(model, inputs, targets, loss_fn, seed, structure)
@@ -117,12 +117,6 @@ def audit(model: nn.Module, batch: Batch, loss_fn: LossFn | None = None, *, seed
     report = AuditReport(rows, grad_ratio, _measured_chi(rows, weights))
     report.findings = _findings(report, _main_activation(structure))
     return report
-
-
-def _keyed(inputs: Any) -> list[tuple[str, Tensor]]:
-    if isinstance(inputs, Mapping):
-        return [(k, v) for k, v in inputs.items() if isinstance(v, Tensor)]
-    return [("0", inputs)]
 
 
 @contextlib.contextmanager
@@ -144,7 +138,7 @@ def _measure(model: nn.Module, inputs: Any, targets: Tensor | None, loss_fn: Los
              seed: int, structure: Structure | str) -> tuple[dict[str, tuple[float, float]], list[str]]:  # fmt: skip
     """Every row's measured variance and gradient second moment (relative to the output's), by name; and the
     weights used, in order."""
-    keyed = dict(_keyed(inputs))
+    keyed = dict(inputs_of(inputs))
     leaves = {k: v.detach().clone().requires_grad_() for k, v in keyed.items() if v.is_floating_point()}
     run = {**inputs, **leaves} if isinstance(inputs, Mapping) else leaves.get("0", inputs)
     with torch.enable_grad(), torch.random.fork_rng(devices=[]):
@@ -258,8 +252,4 @@ def _remedy(act: str | None, chi: float) -> str:
 
 def _main_activation(structure: Structure | str) -> str | None:
     """The activation most of the model's weight layers feed (from the structure of one example's pass)."""
-    if isinstance(structure, str):
-        return None
-    names = [layer.activation.name for layer in structure.layers.values() if layer.activation is not None]
-    names = [n for n in names if n != "linear"]
-    return max(set(names), key=names.count) if names else None
+    return None if isinstance(structure, str) else structure.main_activation()

@@ -103,13 +103,20 @@ def main_input(model: nn.Module, key: str) -> bool:
     return key in ("0", "input_ids", getattr(model, "main_input_name", "input_ids"))
 
 
-def one_example(example: Any) -> Any:
-    """The first example of a batch (tensors sliced along their first dimension; other inputs kept)."""
+def first_examples(example: Any, n: int = 1) -> Any:
+    """The first ``n`` examples of a batch: tensors sliced along their first dimension (repeated where the batch
+    has fewer), other inputs kept."""
+
+    def cut(v: Any) -> Any:
+        if not isinstance(v, Tensor) or not v.ndim:
+            return v
+        return v[:n] if v.shape[0] >= n else v[:1].expand(n, *v.shape[1:])
+
     if isinstance(example, Mapping):
-        return {k: v[:1] if isinstance(v, Tensor) and v.ndim else v for k, v in example.items()}
+        return {k: cut(v) for k, v in example.items()}
     if isinstance(example, tuple):
-        return tuple(v[:1] if isinstance(v, Tensor) and v.ndim else v for v in example)
-    return example[:1]
+        return tuple(cut(v) for v in example)
+    return cut(example)
 
 
 def predict(model: nn.Module, example: Any, input_var: float = 1.0) -> Prediction:
@@ -169,15 +176,11 @@ def predict_with(
 ) -> Prediction:
     """Propagate on one example; where the model needs two (BatchNorm in train mode on (1, C)), on two.
     ``structure``: the model's, if known (else captured here on one example)."""
-    one = one_example(example)
+    one = first_examples(example)
     structure = capture_or_why(model, one) if structure is None else structure
     try:
         return propagate(model, one, source, structure)
     except InitlabError as error:
         if "Expected more than 1 value per channel" not in str(error):
             raise
-    two = {k: v[:2] if isinstance(v, Tensor) else v for k, v in example.items()} if isinstance(example, Mapping) \
-        else (example[:2] if isinstance(example, Tensor) else tuple(v[:2] for v in example))  # fmt: skip
-    if isinstance(two, Tensor) and two.shape[0] < 2:
-        two = two.expand(2, *two.shape[1:])
-    return propagate(model, two, source, structure)
+    return propagate(model, first_examples(example, 2), source, structure)

@@ -154,10 +154,9 @@ def weights_chi1(model: nn.Module, moments: Moments | None = None,
         return _keras_chi1(model)
     structure = structure or structure_of(model)
     layers = [layer for layer in structure.layers.values() if layer.activation is not None]
-    acts = [layer.activation.name for layer in layers if layer.activation and layer.activation.name != "linear"]
-    if not acts:
+    act = structure.main_activation()
+    if act is None:
         return None
-    act = max(set(acts), key=acts.count)
     moments = weight_moments(model) if moments is None else moments
     logs = []
     for layer in layers:
