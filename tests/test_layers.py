@@ -20,6 +20,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("initlab.theory", "initlab.nn"),  # PREDICT; the torch.nn.init mirror
     ("initlab.monitor",),  # WATCH
     ("initlab.compare",),  # COMPARE
+    ("initlab.integrations",),  # the Monitor as the trainers' callbacks (writes the run store)
     ("initlab.keras",),  # the Keras mirror and its fit callback (writes the run store)
     ("initlab.cli",),  # the command line over all of them
 ]

@@ -15,11 +15,8 @@ initializer's initlab name, optimizer and learning rate.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import statistics
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,19 +24,18 @@ from typing import Any
 import keras
 
 from initlab._errors import InitlabError, fail
-from initlab.compare.store import Store
-from initlab.compare.train import EpochMetrics, RunResult
+from initlab.compare.train import EpochMetrics
 from initlab.init._keras_model import keras_activation, keras_kernels, keras_numpy
 from initlab.init.registry import get
+from initlab.integrations._fit import FitRecord, Watching
 from initlab.monitor.core import Monitor as TorchMonitor
 from initlab.monitor.detectors import Finding, Thresholds
 from initlab.monitor.export import TensorBoardWriter
-from initlab.monitor.history import History, Summary
 
 __all__ = ["Monitor"]
 
 
-class Monitor(keras.callbacks.Callback):  # type: ignore[misc]
+class Monitor(Watching, keras.callbacks.Callback):  # type: ignore[misc]
     """Record per-layer statistics and findings while ``model.fit`` trains.
 
     Args:
@@ -59,22 +55,14 @@ class Monitor(keras.callbacks.Callback):  # type: ignore[misc]
         super().__init__()
         self.every, self.thresholds, self.stop_on = every, thresholds, set(stop_on)
         self.log_dir, self.store, self.verbose = log_dir, store, verbose
-        self.epochs: list[EpochMetrics] = []
-        self._started = self._epoch_started = 0.0
+        self._fit = FitRecord()
         self._monitor: TorchMonitor | None = None
         self._writer: TensorBoardWriter | None = None
 
     @property
-    def history(self) -> History:
-        return self._monitor.history if self._monitor is not None else History()
-
-    @property
-    def findings(self) -> list[Finding]:
-        return self._monitor.findings if self._monitor is not None else []
-
-    def summary(self) -> Summary:
-        """The last recorded value of every statistic per layer (prints as a table)."""
-        return Summary(self.history.summary_table(self.findings))
+    def epochs(self) -> list[EpochMetrics]:
+        """Loss and accuracy per epoch (train and validation), as the run store keeps them."""
+        return self._fit.epochs
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if keras.backend.backend() != "torch":
@@ -85,7 +73,6 @@ class Monitor(keras.callbacks.Callback):  # type: ignore[misc]
             self._monitor = TorchMonitor(self.model, self.every, thresholds=self.thresholds,
                                          on_finding=self._found)  # fmt: skip
         self._monitor.__enter__()
-        self._started = time.perf_counter()
         if self.log_dir is not None and self._writer is None:
             self._writer = TensorBoardWriter(self.log_dir)
 
@@ -96,7 +83,7 @@ class Monitor(keras.callbacks.Callback):  # type: ignore[misc]
             self.model.stop_training = True
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch_started = time.perf_counter()
+        self._fit.start_epoch()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
@@ -105,9 +92,9 @@ class Monitor(keras.callbacks.Callback):  # type: ignore[misc]
             return next((float(logs[n]) for n in names if n in logs), math.nan)
 
         accuracy = ("accuracy", "sparse_categorical_accuracy", "categorical_accuracy")
-        self.epochs.append(EpochMetrics(len(self.epochs) + 1, metric("loss"), metric(*accuracy), metric("val_loss"),
-                                        metric(*(f"val_{a}" for a in accuracy)),
-                                        time.perf_counter() - self._epoch_started))  # fmt: skip
+        self._fit.end_epoch(
+            metric("loss"), metric(*accuracy), metric("val_loss"), metric(*(f"val_{a}" for a in accuracy))
+        )
         if self._writer is not None:
             self._writer.write(self.history)
 
@@ -119,17 +106,7 @@ class Monitor(keras.callbacks.Callback):  # type: ignore[misc]
             self._writer.close()
             self._writer = None
         if self.store is not None and self._monitor is not None:
-            self._write_store(Path(self.store))
-
-    def _write_store(self, path: Path) -> None:
-        config = keras_config(self.model)
-        run_id = hashlib.sha256(json.dumps([config, time.time()], sort_keys=True).encode()).hexdigest()[:16]
-        losses = [e.train_loss for e in self.epochs]
-        result = RunResult(run_id, config, self.epochs, bool(losses) and not math.isfinite(losses[-1]),  # type: ignore[arg-type]
-                           self.findings, self.history.to_records(), time.perf_counter() - self._started,
-                           self._monitor.steps if self._monitor is not None else 0)  # fmt: skip
-        with Store(path) as db:
-            db.write(result)
+            self._fit.write(self.store, keras_config(self.model), self._monitor)
 
 
 def keras_config(model: Any) -> dict[str, Any]:

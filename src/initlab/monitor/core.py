@@ -124,6 +124,7 @@ class Monitor:
         self._no_grad_passes, self._warned = 0, False  # see close
         self._fix: Callable[[], str | None] | None = None  # see _init_fix
         self._armable: list[Probe] = []  # probes with hooks of their own (see Probe.arm), once attached
+        self._entered = False  # between __enter__ and close
         self.structure = structure = model_structure(model)  # one forward pass (or module walk) answers all
         self.layers, self.layer_activations = watched_layers(model, structure)
         self.history.inapplicable = {(layer, stat) for layer, act in self.layer_activations.items()
@@ -141,6 +142,7 @@ class Monitor:
         if self.auto_step:
             self._root = self.model.register_forward_hook(self._on_root_forward)
         self._arm(self.schedule(self.steps + 1))
+        self._entered = True
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -160,6 +162,7 @@ class Monitor:
                 stacklevel=2,
             )
         self._arm(False)
+        self._entered = False
         if self._root is not None:
             self._root.remove()
             self._root = None
@@ -301,6 +304,31 @@ class Monitor:
 
             self._fix = predicted
         return self._fix
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the monitor has learned (steps, history, findings, what detection remembers) in plain Python
+        values, so that a resumed run continues the same record: save it with the checkpoint and give it to
+        :meth:`load_state_dict` of a new monitor on the same model.
+
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+        >>> with Monitor(net, every=1) as mon:
+        ...     net(torch.randn(16, 4)).sum().backward()
+        >>> again = Monitor(net, every=1)
+        >>> again.load_state_dict(mon.state_dict())
+        >>> again.steps, again.history.records == mon.history.records
+        (1, True)
+        """
+        return {"steps": self.steps, "history": self.history.state_dict(),
+                "findings": [f.to_dict() for f in self.findings], "detector": self._state.state_dict()}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the steps, history and findings recorded so far are replaced)."""
+        self.steps = int(state["steps"])
+        self.history.load_state_dict(state["history"])
+        self.findings = [Finding.from_dict(f) for f in state["findings"]]
+        self._state = DetectorState.from_state(state["detector"])
+        if self._entered:  # watching: the hooks follow the new step count
+            self._arm(self.schedule(self.steps + 1))
 
     @property
     def distributed(self) -> bool:

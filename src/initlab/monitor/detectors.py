@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from initlab._errors import fail
 
@@ -88,6 +89,16 @@ class Finding:
     def __getstate__(self) -> dict[str, object]:
         """Pickled (to a sweep's driver, a Ray cluster) with its remedies computed: the closure does not travel."""
         return {**self.__dict__, "ranked": self.remedies}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The finding in plain values (remedies computed), as a run store or a checkpoint keeps it."""
+        return {"step": self.step, "layer": self.layer, "kind": self.kind, "message": self.message,
+                "evidence": dict(self.evidence), "remedies": list(self.remedies)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Finding:
+        return cls(values["step"], values["layer"], values["kind"], values["message"], dict(values["evidence"]),
+                   list(values["remedies"]))  # fmt: skip
 
     def __str__(self) -> str:
         tries = "; ".join(f"({i}) {r}" for i, r in enumerate(self.remedies, 1))
@@ -194,6 +205,16 @@ class DetectorState:
     reported: set[tuple[str, str]] = field(default_factory=set)
     losses: list[float] = field(default_factory=list)
     layout: _Layout | None = None
+
+    def state_dict(self) -> dict[str, list[Any]]:
+        """What detection remembers, in plain lists (a checkpoint loaded with ``weights_only`` reads them)."""
+        return {"streaks": [[*key, n] for key, n in self.streaks.items()], "reported": [list(k) for k in self.reported],
+                "losses": list(self.losses)}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, list[Any]]) -> DetectorState:
+        return cls({(a, b): n for a, b, n in state["streaks"]}, {(a, b) for a, b in state["reported"]},
+                   list(state["losses"]))  # fmt: skip
 
 
 Record = dict[tuple[str, str], float]

@@ -37,6 +37,16 @@ class History:
         if self.steps and self.steps[-1] == step:
             self.records[-1].update(zip(names, values, strict=True))
 
+    def state_dict(self) -> dict[str, list[Any]]:
+        """The recorded steps in plain lists (``[layer, stat, value]`` per statistic), for a checkpoint."""
+        records = [[[layer, stat, value] for (layer, stat), value in r.items()] for r in self.records]
+        return {"steps": list(self.steps), "records": records}
+
+    def load_state_dict(self, state: dict[str, list[Any]]) -> None:
+        """Continue from a :meth:`state_dict`: its steps replace what was recorded."""
+        self.steps = list(state["steps"])
+        self.records = [{(layer, stat): value for layer, stat, value in r} for r in state["records"]]
+
     def __len__(self) -> int:
         return sum(len(r) for r in self.records)
 

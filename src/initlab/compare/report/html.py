@@ -168,10 +168,11 @@ def _cell(value: Any, digits: int = 4) -> dict[str, Any]:
 def _summary_row(run: _Run) -> list[dict[str, Any]]:
     c, last = run.config, (run.metrics[-1] if run.metrics else {})
     reach = epochs_to(run.accuracies, TARGET)
-    loss = last.get("train_loss")
+    loss, accuracy = last.get("train_loss"), last.get("test_accuracy")  # None: not measured (a fit without validation)
     return [_cell(run.id), _cell(c["data"]), _cell(c["activation"]), _cell(c["depth"]), _cell(c["scheme"]),
             _cell(remedy(c)), _cell(float(c["lr"])), _cell(c["seed"]),
-            _cell(float(loss) if loss is not None else math.nan), _cell(float(last.get("test_accuracy", math.nan))),
+            _cell(float(loss) if loss is not None else math.nan),
+            _cell(float(accuracy) if accuracy is not None else math.nan),
             _cell(run.score), _cell(float(reach) if reach != math.inf else math.inf),
             _cell("yes" if run.row["diverged"] else "no"),
             _cell(", ".join(sorted({f["kind"] for f in run.findings})) or "—")]  # fmt: skip

@@ -111,11 +111,11 @@ def curves_figure(curves: list[Curve], title: str, chance: float | None = None) 
     for label, loss, acc in curves:
         color, first = colors[label], label not in shown
         shown.add(label)
-        epochs = np.arange(1, len(acc) + 1)
         finite = np.array([v if v is not None and np.isfinite(v) and v > 0 else np.nan for v in loss], dtype=float)
-        marker = "." if len(acc) < 3 else ""
-        loss_ax.plot(epochs[: len(finite)], finite, color=color, marker=marker, linewidth=1.2)
-        acc_ax.plot(epochs, acc, color=color, marker=marker, linewidth=1.2, label=label if first else None)
+        marker = "." if len(loss) < 3 else ""
+        loss_ax.plot(np.arange(1, len(finite) + 1), finite, color=color, marker=marker, linewidth=1.2)
+        acc_ax.plot(np.arange(1, len(acc) + 1), acc, color=color, marker=marker, linewidth=1.2,  # none: no test set
+                    label=label if first else None)  # fmt: skip
     loss_ax.set_yscale("log")
     loss_ax.set(xlabel="epoch", ylabel="training loss (log)", title="training loss")
     acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy", ylim=(0, 1))
