@@ -241,3 +241,14 @@ def test_parameters_without_a_rule_are_named_in_a_note() -> None:
         report = il.initialize(model, "he_normal", generator=_gen())
     assert report.notes == ["1 parameter is in modules initialize has no rule for and left as they were: scale."]
     assert bool((model.scale == 3.0).all())
+
+
+@pytest.mark.parametrize(("scheme", "bias"), [("sparse", None), ("he_normal", "orthogonal")])
+def test_a_refused_initialize_leaves_the_model_as_it_was(scheme: str, bias: str | None) -> None:
+    # issue 30 (plan, then draw): sparse_ cannot fill the conv, orthogonal cannot fill a bias; the Linear before
+    # them was drawn before the refusal, now nothing is drawn until every plan has been checked
+    model = nn.Sequential(nn.Linear(6, 8), nn.Unflatten(1, (2, 4)), nn.Conv1d(2, 3, 3))
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    with pytest.raises(il.InitlabError, match="needs a"):
+        il.initialize(model, scheme, bias=bias, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(before[name], t) for name, t in model.state_dict().items())

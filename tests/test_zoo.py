@@ -165,8 +165,15 @@ def test_parametrized_weights_are_initialized_through_their_parametrization(make
         nn.utils.parametrizations.orthogonal(layer)
     model = nn.Sequential(layer, nn.ReLU(), nn.Linear(64, 4))
     report = il.initialize(model, "he_normal", generator=torch.Generator().manual_seed(0))
-    assert "0.weight" in {r.name for r in report.rows}
     assert torch.isfinite(model[0].weight).all()
+    # issue 30: the report states the std of the weight the layer really uses, not the std that was drawn
+    row = report["0.weight"]
+    used = float(model[0].weight.detach().std())  # spectral norm: one more power iteration on each read (train mode)
+    assert row.std == pytest.approx(used, rel=0.03) and "parametrization" in row.source  # drawn: 0.177
+    # orthogonal 64×64: every entry's variance 1/64; spectral norm: w/σ_max with σ_max ≈ 2√64·std (the edge of the
+    # Marchenko–Pastur law for a square Gaussian matrix), so std ≈ 1/16 whatever was drawn
+    expected = 1 / 8 if make == "orthogonal" else 1 / 16
+    assert row.std == pytest.approx(expected, rel=0.2)
 
 
 def test_structure_on_gpt2_smalls_shape_needs_no_memory() -> None:

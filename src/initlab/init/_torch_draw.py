@@ -61,7 +61,22 @@ def _buffer(tensor: Tensor, dist: Dist) -> Tensor:
     return tensor
 
 
+def check_shape(dist: Dist, shape: tuple[int, ...]) -> None:
+    """Refuse a shape the distribution cannot fill. ``initialize`` calls it for every plan before anything is drawn,
+    so that a refusal leaves the model as it was."""
+    match dist:
+        case Orthogonal() if len(shape) < 2:
+            raise fail("orthogonal_ needs a tensor of rank 2 or more", received=shape,
+                       fix="Use it on a weight matrix or conv kernel, not on a bias.")  # fmt: skip
+        case DeltaOrthogonal() if len(shape) < 3:
+            raise fail("delta_orthogonal_ needs a conv weight (out, in, k...) of rank 3 to 5", received=shape,
+                       fix="For a Linear weight use orthogonal_.")  # fmt: skip
+        case Sparse() if len(shape) != 2:
+            raise fail("sparse_ needs a 2-D weight", received=shape)
+
+
 def _fill(t: Tensor, dist: Dist, gen: torch.Generator | None) -> None:
+    check_shape(dist, tuple(t.shape))
     match dist:
         case Constant(value):
             t.fill_(value)
@@ -97,17 +112,6 @@ def _truncated(t: Tensor, d: TruncatedNormal, gen: torch.Generator | None) -> No
         t.add_(d.mean)
 
 
-def _as_matrix(t: Tensor, what: str) -> tuple[int, int]:
-    if t.ndim < 2:
-        raise fail(
-            f"{what} needs a tensor of rank 2 or more",
-            received=tuple(t.shape),
-            fix="Use it on a weight matrix or conv kernel, not on a bias.",
-        )
-    rows = t.shape[0]
-    return rows, t.numel() // rows
-
-
 def orthogonal_matrix(
     rows: int,
     cols: int,
@@ -126,17 +130,12 @@ def orthogonal_matrix(
 
 
 def _orthogonal(t: Tensor, gain: float, gen: torch.Generator | None) -> None:
-    rows, cols = _as_matrix(t, "orthogonal_")
+    rows = t.shape[0]
+    cols = t.numel() // rows
     t.copy_(orthogonal_matrix(rows, cols, gain, gen, t.dtype, t.device).reshape(t.shape))
 
 
 def _delta_orthogonal(t: Tensor, gain: float, gen: torch.Generator | None) -> None:
-    if t.ndim < 3:
-        raise fail(
-            "delta_orthogonal_ needs a conv weight (out, in, k...) of rank 3 to 5",
-            received=tuple(t.shape),
-            fix="For a Linear weight use orthogonal_.",
-        )
     t.zero_()
     index: tuple[slice | int, ...] = (slice(None), slice(None), *center_tap(tuple(t.shape)))
     t[index] = orthogonal_matrix(t.shape[0], t.shape[1], gain, gen, t.dtype, t.device)
@@ -149,8 +148,6 @@ def _dirac(t: Tensor, groups: int) -> None:
 
 
 def _sparse(t: Tensor, sparsity: float, std: float, gen: torch.Generator | None) -> None:
-    if t.ndim != 2:
-        raise fail("sparse_ needs a 2-D weight", received=tuple(t.shape))
     rows = t.shape[0]
     zeros = math.ceil(sparsity * rows)
     t.normal_(0.0, std, generator=gen)

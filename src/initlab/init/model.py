@@ -17,9 +17,10 @@
 * RNN/LSTM/GRU: input weights per gate block with the scheme, recurrent weights orthogonal per gate block
   (Saxe et al. 2014; ``recurrent=`` to change), biases zero, LSTM forget-gate bias 1 (Jozefowicz et al. 2015).
 * BatchNorm/LayerNorm/GroupNorm/RMSNorm: γ = 1, β = 0. MultiheadAttention: q/k/v blocks like Linear layers.
-* ``residual="zero_last"``: the last parametric layer of each residual branch is zeroed (its norm's γ if it
-  ends in a norm: Goyal et al. 2017; its weight otherwise), so every block starts as the identity.
-  ``residual="fixup"`` also scales the branch's other layers by ``L^(-1/(2m-2))`` (Zhang et al. 2019, Fixup).
+* ``residual=``: the residual rules (:mod:`initlab.init._residual`).
+
+Every rule first makes plans (:mod:`initlab.init._plan`); the residual and role rules change them; then each tensor
+is drawn once, and the report is read off the plans.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from initlab._errors import fail, unknown_name
 from initlab.init import GAIN_SOURCES, RESIDUAL_RULES
 from initlab.init import _formulas as f
 from initlab.init._keras_model import initialize_keras, is_keras_model
+from initlab.init._plan import Plan, draw
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
-from initlab.init._torch_draw import draw_
+from initlab.init._residual import deepnorm_constants, residual_rule, zero_roles
+from initlab.init._torch_draw import check_shape, draw_
 from initlab.init._walk import NORM_LAYERS, Found, from_modules
 from initlab.init.activations import Activation, activation
 from initlab.init.fans import Fans, fans
@@ -50,7 +52,7 @@ from initlab.init.lsuv import LsuvReport, calibrate, first_batch, prior_bias
 from initlab.init.registry import Initializer, get
 from initlab.init.structure import Structure, capture_or_why
 
-__all__ = ["GAIN_SOURCES", "InitReport", "LayerInit", "initialize", "lsuv"]
+__all__ = ["GAIN_SOURCES", "InitReport", "LayerInit", "deepnorm_constants", "initialize", "lsuv"]
 
 ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
 
@@ -69,6 +71,7 @@ class _Context:
     mismatches: dict[tuple[str, str], list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)  # said by the rules, for the report
     seed: int | None = None  # keyed mode: each parameter's stream from the seed and its name alone
+    plans: list[Plan] = dataclasses.field(default_factory=list)  # every draw, in order (drawn once all rules ran)
 
     def stream(self, key: str, like: Tensor) -> torch.Generator | None:
         """The generator a parameter (or one block of it) is drawn from: the one sequential ``generator``, or, in
@@ -185,9 +188,11 @@ def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | f
             _apply(rule, name, module, ctx)
     _by_use(model, structure, ctx)
     if residual is not None:
-        _residual(model, structure, branches, residual, ctx)
+        note = residual_rule(model, structure, branches, residual, ctx.plans)
+        ctx.notes += [note] if note else []
     if init.scheme.zero:
-        _zero_roles(model, init.scheme.zero, ctx, structure)
+        zero_roles(init.scheme.zero, structure, ctx.plans)
+    draw([p for p in ctx.plans if frozen or (p.parameter is None or p.parameter.requires_grad)], ctx.stream)
     notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx) + ctx.notes
     if structure.why:
         notes.append(f"the model's structure came from {structure.source}: {structure.why}")
@@ -274,15 +279,12 @@ def _check_model(model: nn.Module) -> None:
 
 def _apply(rule: Callable[[str, Any, _Context], None], name: str, module: nn.Module, ctx: _Context) -> None:
     """Run one module's rule. A parameter shared with a module met before (tied weights: an Embedding and the output
-    Linear) keeps the first initialization and is reported once, on the first row, with every name it has."""
+    Linear) keeps the first plan and is reported once, on the first row, with every name it has."""
     own = dict(module.named_parameters(recurse=False))
     shared = {pname: p for pname, p in own.items() if id(p) in ctx.owner}
-    saved = {pname: p.detach().clone() for pname, p in shared.items()}
-    first = len(ctx.rows)
+    first, planned = len(ctx.rows), len(ctx.plans)
     rule(name, module, ctx)
-    with torch.no_grad():
-        for pname, value in saved.items():
-            shared[pname].copy_(value)
+    ctx.plans[planned:] = [p for p in ctx.plans[planned:] if not (p.module is module and p.pname in shared)]
     kept = []
     for row in ctx.rows[first:]:
         pname = row.name[len(name) + 1 :] if name else row.name
@@ -368,17 +370,6 @@ def _weight_scheme(init: Initializer, rank: int) -> Initializer:
     return init if name is None else get(name)
 
 
-def _fill(module: nn.Module, pname: str, tensor_fill: Callable[[Tensor], Tensor]) -> None:
-    """Fill ``module.<pname>``, also when a parametrization (weight norm) computes it."""
-    with torch.no_grad():
-        if parametrize.is_parametrized(module, pname):
-            value = getattr(module, pname).detach().clone()
-            tensor_fill(value)
-            setattr(module, pname, value)
-        else:
-            tensor_fill(getattr(module, pname))
-
-
 def _init_weight(
     name: str,
     module: nn.Module,
@@ -388,34 +379,38 @@ def _init_weight(
     found: Found,
     init: Initializer | None = None,
     gain: float | None = None,
-    key: str | None = None,
+    block: tuple[int, int] | None = None,
 ) -> None:
-    init = _weight_scheme(init or ctx.init, getattr(module, pname).ndim)
+    """Plan ``module.<pname>`` (or its row block ``block`` = (index, blocks)) with the scheme, and its row."""
+    param = getattr(module, pname)
+    target = param if block is None else param.chunk(block[1])[block[0]]
+    init = _weight_scheme(init or ctx.init, target.ndim)
     act: Activation | None = found.activation
     gain, source = weight_gain(init, act, found.source, ctx.gain_from, gain)
     dist = init.dist(layer_fans, gain)
-    stream = ctx.stream(key or _join(name, pname), getattr(module, pname))
-    _fill(module, pname, lambda t: init(t, gain=gain, fans=layer_fans, generator=stream))
-    shape = tuple(getattr(module, pname).shape)
+    shape = tuple(target.shape)
+    check_shape(dist, shape)  # a refusal now, before any tensor is drawn
     std = target_std(dist, shape)
     if source == "published" and act is not None and act.name in HOMOGENEOUS and std and layer_fans.fan_in:
         needed = gain_of(act)
         ctx.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(layer_fans.fan_in), needed))
     reported = gain if gain is not None else init.scheme.default_gain
-    ctx.rows.append(
-        LayerInit(
-            _join(name, pname),
-            type(module).__name__,
-            shape,
-            layer_fans.fan_in,
-            layer_fans.fan_out,
-            init.name,
-            std,
-            reported if init.scheme.gain_param else None,
-            act.name if act is not None else "linear",
-            source,
-        )
-    )
+    row = LayerInit(_join(name, pname), type(module).__name__, shape, layer_fans.fan_in, layer_fans.fan_out, init.name,
+                    std, reported if init.scheme.gain_param else None, act.name if act is not None else "linear",
+                    source)  # fmt: skip
+    ctx.rows.append(row)
+    key = _join(name, pname) if block is None else f"{_join(name, pname)}[{block[0]}]"
+    fill = functools.partial(_scheme_fill, init, gain, layer_fans)
+    ctx.plans.append(Plan(module, pname, fill, key, row, block))
+
+
+def _scheme_fill(init: Initializer, gain: float | None, layer_fans: Fans, tensor: Tensor,
+                 generator: torch.Generator | None) -> None:  # fmt: skip
+    init(tensor, gain=gain, fans=layer_fans, generator=generator)
+
+
+def _dist_fill(dist: f.Dist, tensor: Tensor, generator: torch.Generator | None) -> None:
+    draw_(tensor, dist, generator)
 
 
 def _init_bias(
@@ -438,8 +433,9 @@ def _init_bias(
         dist, label = rule.dist(layer_fans), rule.name
     else:
         dist, label = f.Constant(rule or 0.0), "constant" if rule else "zeros"
-    draw_(tensor, dist, ctx.stream(_join(name, pname), tensor))
+    check_shape(dist, tuple(tensor.shape))
     _plain_row(ctx, name, module, pname, label, target_std(dist, tuple(tensor.shape)), "bias")
+    ctx.plans.append(Plan(module, pname, functools.partial(_dist_fill, dist), _join(name, pname), ctx.rows[-1]))
 
 
 def _plain_row(
@@ -470,24 +466,24 @@ def _embedding(name: str, module: Any, ctx: _Context) -> None:
         _init_weight(name, module, "weight", ctx, layer_fans, Found(None, "lookup"), gain=1.0)
     else:  # a scheme with its own rule for lookup tables (small_embedding)
         dist = rule(layer_fans, ctx.init.params)
-        draw_(module.weight, dist, ctx.stream(_join(name, "weight"), module.weight))
         ctx.rows.append(LayerInit(_join(name, "weight"), type(module).__name__, tuple(module.weight.shape),
                                   layer_fans.fan_in, layer_fans.fan_out, f"{ctx.init.name} (embedding)",
                                   target_std(dist, tuple(module.weight.shape)), None, "linear", "lookup"))  # fmt: skip
-    if getattr(module, "padding_idx", None) is not None:
-        with torch.no_grad():
-            module.weight[module.padding_idx].zero_()
+        ctx.plans.append(Plan(module, "weight", functools.partial(_dist_fill, dist), _join(name, "weight"),
+                              ctx.rows[-1]))  # fmt: skip
+    padding = getattr(module, "padding_idx", None)
+    if padding is not None:
+        ctx.plans[-1].fixed.append(lambda table: table[padding].zero_())
 
 
 def _recurrent(name: str, module: Any, ctx: _Context) -> None:
     gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
     found = ctx.found.get(name, Found(None, "recurrent cell"))
-    for pname, param in module.named_parameters(recurse=False):
+    for pname, _ in module.named_parameters(recurse=False):
         if pname.startswith("bias"):
             _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
-            if module.mode == "LSTM" and pname.startswith("bias_ih"):
-                with torch.no_grad():  # forget gate (torch order i, f, g, o) starts open
-                    param.chunk(4)[1].fill_(1.0)
+            if module.mode == "LSTM" and pname.startswith("bias_ih"):  # the forget gate (order i, f, g, o) open
+                ctx.plans[-1].fixed.append(lambda bias: bias.chunk(4)[1].fill_(1.0))
                 ctx.rows[-1].scheme = "zeros, forget gate 1"
         elif pname.startswith("weight_hh"):
             _init_blocks(name, module, pname, gates, ctx, found, init=ctx.recurrent, gain=1.0)
@@ -505,34 +501,28 @@ def _init_blocks(
     init: Initializer | None = None,
     gain: float | None = None,
 ) -> None:
-    """Initialize each of ``blocks`` row blocks (gates, q/k/v) as its own layer; report them as one row."""
+    """Plan each of ``blocks`` row blocks (gates, q/k/v) as its own layer, with a stream of its own in keyed mode;
+    report them as one row."""
     param = getattr(module, pname)
-    rows_before = len(ctx.rows)
-    for i, block in enumerate(param.chunk(blocks)):  # each block a stream of its own in keyed mode
-        key = _join(name, pname) if blocks == 1 else f"{_join(name, pname)}[{i}]"
-        _init_weight(name, _Holder(block), "weight", ctx, fans(block), found, init=init, gain=gain, key=key)
+    rows_before, plans_before = len(ctx.rows), len(ctx.plans)
+    for i, block in enumerate(param.chunk(blocks)):
+        _init_weight(name, module, pname, ctx, fans(block), found, init=init, gain=gain,
+                     block=None if blocks == 1 else (i, blocks))  # fmt: skip
     first = ctx.rows[rows_before]
     del ctx.rows[rows_before:]
-    ctx.rows.append(
-        dataclasses.replace(first, name=_join(name, pname), kind=type(module).__name__, shape=tuple(param.shape))
-    )
-
-
-class _Holder(nn.Module):
-    """Presents a view (one gate block) as a module's ``weight`` so the weight rule can fill it."""
-
-    def __init__(self, tensor: Tensor) -> None:
-        super().__init__()
-        self.weight = tensor
+    row = dataclasses.replace(first, name=_join(name, pname), kind=type(module).__name__, shape=tuple(param.shape))
+    ctx.rows.append(row)
+    for i, plan in enumerate(ctx.plans[plans_before:]):
+        plan.row = row if i == 0 else None
 
 
 def _norm(name: str, module: Any, ctx: _Context) -> None:
     for pname, value in (("weight", 1.0), ("bias", 0.0)):
         tensor = getattr(module, pname, None)
         if isinstance(tensor, Tensor):
-            with torch.no_grad():
-                tensor.fill_(value)
             _plain_row(ctx, name, module, pname, "ones" if value else "zeros", 0.0, "norm")
+            dist = f.Constant(value)
+            ctx.plans.append(Plan(module, pname, functools.partial(_dist_fill, dist), _join(name, pname), ctx.rows[-1]))
 
 
 def _attention(name: str, module: Any, ctx: _Context) -> None:
@@ -619,126 +609,9 @@ def _keep_frozen(model: nn.Module, kept: dict[str, Tensor], ctx: _Context) -> li
             "initialize them too)."]  # fmt: skip
 
 
-def _residual(model: nn.Module, structure: Structure, branches: list[list[str]], rule: str, ctx: _Context) -> None:
-    if not branches:  # a plain MLP or CNN: the rule has nothing to act on (it raised ZeroDivisionError: issue 30)
-        ctx.notes.append(f"residual rule {rule!r}: the model has no residual addition, so it changed nothing")
-        return
-    if rule == "scaled":
-        _scale_last(model, branches, ctx)
-        return
-    if rule == "deepnorm":
-        _deepnorm(model, branches, set().union(*structure.queries_and_keys()), ctx)
-        return
-    for branch in branches:
-        _zero_last(model.get_submodule(branch[-1]))
-        layers = [model.get_submodule(b) for b in branch[:-1]]
-        layers = [m for m in layers if not isinstance(m, NORM_LAYERS)]
-        if rule == "fixup" and layers:
-            # Fixup: m layers per branch, L branches -> scale the inner layers by L^(-1/(2m-2)).
-            scale = len(branches) ** (-1.0 / (2 * (len(layers) + 1) - 2))
-            for inner in layers:
-                _fill(inner, "weight", functools.partial(Tensor.mul_, other=scale))
-        for row in ctx.rows:
-            if row.name.startswith(f"{branch[-1]}."):
-                row.scheme, row.std = f"{row.scheme} → zero ({rule})", 0.0
-
-
-def _scale_last(model: nn.Module, branches: list[list[str]], ctx: _Context) -> None:
-    """GPT-2's rule (Radford et al. 2019): the last layer of each of the L residual branches (attention's and the
-    MLP's output projections: L = 2N for N blocks) scaled by 1/√L, so the stream's variance grows by O(1) over
-    the depth instead of by L."""
-    factor = len(branches) ** -0.5
-    for branch in branches:
-        last = model.get_submodule(branch[-1])
-        owner, pname = (
-            (last.out_proj, "out_proj.weight") if isinstance(last, nn.MultiheadAttention) else (last, "weight")
-        )
-        _fill(owner, "weight", functools.partial(Tensor.mul_, other=factor))
-        for row in ctx.rows:
-            if row.name == f"{branch[-1]}.{pname}":
-                row.scheme = f"{row.scheme} ×1/√{len(branches)}"
-                row.std = None if row.std is None else row.std * factor
-
-
-def deepnorm_constants(blocks: int) -> tuple[float, float]:
-    """DeepNet's (α, β) for a decoder-only stack of ``blocks`` blocks (Wang et al. 2022): the residual
-    x ← LN(α·x + f(x)) with α = (2N)^¼, and the value, output and MLP projections initialized ×β = (8N)^-¼.
-
-    >>> deepnorm_constants(6)
-    (1.8612097182041991, 0.37991784282579627)
-    """
-    return (2 * blocks) ** 0.25, (8 * blocks) ** -0.25
-
-
-def _deepnorm(model: nn.Module, branches: list[list[str]], query_key: set[str], ctx: _Context) -> None:
-    """β-scale every residual branch's value/output projections (attention) and weights (MLP), leaving query and
-    key projections (``query_key``: found by the structure layer, where their outputs meet) as they are; N = the
-    number of attention branches (the blocks), or half the branches in a net without attention (two per block)."""
-
-    def is_attention(name: str) -> bool:
-        return isinstance(model.get_submodule(name), nn.MultiheadAttention)
-
-    attention = [b for b in branches if any(is_attention(n) or n in query_key for n in b)]
-    _, beta = deepnorm_constants(max(1, len(attention) or len(branches) // 2))
-    scaled: set[str] = set()
-    for branch in branches:
-        for name in branch:
-            module = model.get_submodule(name)
-            if isinstance(module, nn.MultiheadAttention):
-                with torch.no_grad():
-                    _value_projection(module).mul_(beta)
-                    module.out_proj.weight.mul_(beta)
-                scaled |= {f"{name}.in_proj_weight", f"{name}.v_proj_weight", f"{name}.out_proj.weight"}
-            elif isinstance(module, nn.Linear | nn.modules.conv._ConvNd) and name not in query_key and not any(
-                    is_attention(n) for n in branch):  # fmt: skip
-                _fill(module, "weight", functools.partial(Tensor.mul_, other=beta))
-                scaled.add(f"{name}.weight")
-    for row in ctx.rows:
-        if row.name in scaled:
-            whole = not row.name.endswith("in_proj_weight")  # a packed q/k/v weight: only its v third
-            row.scheme = f"{row.scheme} ×β={beta:.3g}" + ("" if whole else " on v")
-            row.std = row.std * beta if whole and row.std is not None else row.std
-
-
-def _zero_roles(model: nn.Module, roles: tuple[str, ...], ctx: _Context, structure: Structure) -> None:
-    """Zero the scheme's ``zero`` layers: ``"readout"`` (the layer that produces the output, unless its weight is an
-    embedding's: a tied readout) and ``"query"`` projections."""
-    names = sorted(structure.queries_and_keys()[0]) if "query" in roles else []
-    if "readout" in roles:
-        readout = _readout(structure)
-        if readout is not None:
-            names.append(readout)
-    for name in names:
-        _zero_last(model.get_submodule(name))
-        for row in ctx.rows:
-            if row.name.startswith(f"{name}.") or row.name == name:
-                row.scheme, row.std = f"{row.scheme} → zero", 0.0
-
-
 def _readout(structure: Structure) -> str | None:
     """The module of the readout weight, None where it is an embedding table (tied)."""
     layer = structure.layers.get(structure.output) if structure.output else None
     if layer is None or layer.use.op == "embedding":
         return None
     return structure.owner(layer.name)
-
-
-def _value_projection(attention: nn.MultiheadAttention) -> Tensor:
-    """The value projection's weight (a view into a packed in_proj_weight)."""
-    packed = getattr(attention, "in_proj_weight", None)
-    if isinstance(packed, Tensor):
-        return packed[2 * (packed.shape[0] // 3) :]
-    return attention.v_proj_weight
-
-
-def _zero_last(module: nn.Module) -> None:
-    for pname in ("weight", "bias"):
-        if not isinstance(getattr(module, pname, None), Tensor):
-            continue
-        magnitude = getattr(getattr(getattr(module, "parametrizations", None), pname, None), "original0", None)
-        if parametrize.is_parametrized(module, pname) and isinstance(magnitude, Tensor):
-            # weight norm w = g·v/‖v‖: zero g and keep v (setting w = 0 would make v = 0 and w = 0/0 = NaN)
-            with torch.no_grad():
-                magnitude.zero_()
-        else:
-            _fill(module, pname, lambda t: t.zero_())

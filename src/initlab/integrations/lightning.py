@@ -3,10 +3,11 @@
     trainer = lightning.Trainer(max_epochs=3, callbacks=[Monitor(store="runs.db")])
 
 It attaches to the LightningModule when fitting starts and records the same per-layer statistics and findings as
-:class:`initlab.Monitor` on the Trainer's logging steps (``log_every_n_steps``, or ``every=``): the last
-micro-batch of each such optimizer step, read right after its backward pass (``on_after_backward``), before
-clipping and the optimizer. The Monitor needs no forward pass of the module itself, so a ``training_step`` that
-calls submodules is watched too. Each record goes to the Trainer's loggers (``initlab/<stat>/<layer>`` at the
+:class:`initlab.Monitor` on the Trainer's logging steps (``log_every_n_steps``, or ``every=``): the last micro-batch
+of each such optimizer step, read right after its backward pass (``on_after_backward``), before clipping and the
+optimizer. The Monitor's steps count backward passes: with gradient accumulation, optimizer step k ends at backward
+pass k × ``accumulate_grad_batches``. The Monitor needs no forward pass of the module itself, so a ``training_step``
+that calls submodules is watched too. Each record goes to the Trainer's loggers (``initlab/<stat>/<layer>`` at the
 Trainer's global step, and ``initlab/findings``); each finding to the ``lightning.pytorch`` logger and, for
 TensorBoard, as text. With ``stop_on`` a finding of those kinds stops training (``trainer.should_stop``).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
@@ -127,6 +129,10 @@ class Monitor(Watching, pl.Callback):
         loss = metric(_TRAIN_LOSS, statistics.fmean(recorded) if recorded else math.nan)
         self._fit.end_epoch(loss, metric(_TRAIN_ACCURACY), metric(_VAL_LOSS), metric(_VAL_ACCURACY))
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self._monitor is not None:
+            self._monitor.close()  # no hooks left on the module
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         monitor = self._monitor
         if monitor is None:
@@ -135,7 +141,9 @@ class Monitor(Watching, pl.Callback):
         if self.store is not None and trainer.is_global_zero:
             config = {
                 "framework": "lightning", **torch_config(pl_module, monitor.structure), "data": "lightning fit",
-                "scheme": self.scheme or "torch default", "seed": 0, "optimizer": _optimizer(trainer),
+                "scheme": self.scheme or "torch default",
+                "seed": int(os.environ.get("PL_GLOBAL_SEED", 0)),  # what seed_everything set
+                "optimizer": _optimizer(trainer),
                 "lr": _learning_rate(trainer), "epochs": trainer.max_epochs,
                 "accumulate_grad_batches": trainer.accumulate_grad_batches,
             }  # fmt: skip

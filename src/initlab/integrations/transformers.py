@@ -5,11 +5,12 @@
 
 On train begin it attaches to the model the Trainer trains (unwrapped from DDP and ``torch.compile``) and records
 the same per-layer statistics and findings as :class:`initlab.Monitor`, on the Trainer's logging steps (or
-``every=``): the last micro-batch of each such optimizer step, whose gradients are the step's, before clipping
-and the optimizer. The findings go out through the Trainer's own logging: each new one is added to the next log
-(``initlab/<kind>/<layer>``, its text, and ``initlab/findings``, how many so far), so that TensorBoard, W&B or
-whatever ``report_to`` names receive it, and to the ``transformers`` logger. With ``stop_on`` a finding of
-those kinds stops training (``control.should_training_stop``) and says why.
+``every=``): the last micro-batch of each such optimizer step, whose gradients are the step's, before clipping and
+the optimizer. The Monitor's steps count backward passes: with gradient accumulation, optimizer step k ends at
+backward pass k × ``gradient_accumulation_steps``. The findings go out through the Trainer's own logging: each new
+one is added to the next log (``initlab/<kind>/<layer>``, its text, and ``initlab/findings``, how many so far), so
+that TensorBoard, W&B or whatever ``report_to`` names receive it, and to the ``transformers`` logger. With
+``stop_on`` a finding of those kinds stops training (``control.should_training_stop``) and says why.
 
 With ``store=``, the fit is written to an initlab run store when training ends (config from the
 ``TrainingArguments`` and the model's config, loss per epoch, the evaluations' loss and accuracy, the layer
@@ -79,6 +80,7 @@ class Monitor(Watching, transformers.TrainerCallback):
         inner = unwrap(model) if model is not None else None
         if inner is None:
             return
+        self._fit, self._new, self._stop, self._logged = FitRecord(), [], None, 0  # a new train() is a new run
         accumulation = args.gradient_accumulation_steps
         every = self.every or _logging_steps(state.logging_steps)
         self._monitor = TorchMonitor(inner, every_optimizer_step(every, accumulation), thresholds=self.thresholds,

@@ -1,0 +1,108 @@
+"""Plan, then draw (issue 30). ``initialize`` first says how every parameter will be drawn: one :class:`Plan` per
+parameter, or per row block of one (an LSTM's gates, a packed q/k/v), holding the fill, the stream's key and the
+report's row. The residual and role rules then change plans (a multiplier, a zeroed layer), and only when every
+rule has run and every check has passed is each tensor drawn, once, in plan order (:func:`draw`). The report is
+read off the plans' rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from initlab.init._report import LayerInit
+
+__all__ = ["Plan", "Stream", "draw"]
+
+Fill = Callable[[Tensor, torch.Generator | None], Any]  # draws a tensor in place from a generator
+Stream = Callable[[str, Tensor], torch.Generator | None]  # the generator a plan's key draws from
+
+
+@dataclasses.dataclass
+class Plan:
+    """How one parameter (or one row block of it) is drawn, and what the report says of it."""
+
+    module: nn.Module
+    pname: str
+    fill: Fill
+    key: str  # its name, from which keyed mode derives its stream
+    row: LayerInit | None  # None: a later block of a parameter whose first block's row reports it
+    block: tuple[int, int] | None = None  # (index, blocks): this row block of the parameter
+    scale: float = 1.0  # the product of the multipliers rules set
+    zero: bool = False  # a rule zeroed it
+    fixed: list[Callable[[Tensor], Any]] = dataclasses.field(default_factory=list)  # set after drawing (forget gate)
+
+    @property
+    def parameter(self) -> Tensor | None:
+        """The parameter itself (None where a parametrization computes it: there is no one tensor to name)."""
+        return None if parametrize.is_parametrized(self.module, self.pname) else getattr(self.module, self.pname)
+
+    def multiply(self, factor: float, label: str) -> None:
+        self.scale *= factor
+        if self.row is not None:
+            self.row.scheme = f"{self.row.scheme} {label}"
+            self.row.std = None if self.row.std is None else self.row.std * factor
+
+    def zeroed(self, label: str) -> None:
+        self.zero = True
+        if self.row is not None:
+            self.row.scheme, self.row.std = f"{self.row.scheme} → zero{label}", 0.0
+
+    def view(self, tensor: Tensor) -> Tensor:
+        return tensor if self.block is None else tensor.chunk(self.block[1])[self.block[0]]
+
+
+def draw(plans: list[Plan], stream: Stream) -> None:
+    """Draw every planned tensor once, in plan order: its fill (or zeros), its multiplier, its fixed entries. A
+    parameter a parametrization computes (weight or spectral norm) is drawn as the weight it computes and written
+    back through the parametrization; zeroing a weight-normed layer zeroes its magnitude g and keeps the direction v
+    (w = 0 would make v = 0 and w = 0/0). Such a row reports the std of the weight the parametrization computes."""
+    with torch.no_grad():
+        for plan in plans:
+            magnitude = _magnitude(plan.module, plan.pname) if plan.zero else None
+            if parametrize.is_parametrized(plan.module, plan.pname):
+                value = getattr(plan.module, plan.pname).detach().clone()
+                _draw_into(plan, value, stream, keep_direction=magnitude is not None)
+                setattr(plan.module, plan.pname, value)
+                _report_computed(plan)
+            else:
+                _draw_into(plan, getattr(plan.module, plan.pname), stream, keep_direction=False)
+            if magnitude is not None:
+                magnitude.zero_()
+
+
+def _report_computed(plan: Plan) -> None:
+    """The std of the weight a parametrization computes from what was drawn (spectral norm divides by the largest
+    singular value, orthogonal keeps only the directions): the weight the layer really uses. Spectral norm's
+    singular vectors are brought to the new weight first, as torch does when the parametrization is registered
+    (left stale, the weight a layer used would drift over its first forward passes)."""
+    parametrization = getattr(plan.module, "parametrizations")[plan.pname]  # noqa: B009  (a ModuleDict)
+    for step in parametrization:
+        if hasattr(step, "_power_method"):  # spectral norm: its u, v were the old weight's; torch runs 15 at setup
+            step._power_method(step._reshape_weight_to_matrix(parametrization.original), 15)
+    if plan.row is not None and plan.block is None:
+        used = getattr(plan.module, plan.pname)
+        plan.row.std = float(used.std()) if used.numel() > 1 else plan.row.std
+        plan.row.source = f"{plan.row.source}, through its parametrization (std of the weight it computes)"
+
+
+def _draw_into(plan: Plan, tensor: Tensor, stream: Stream, keep_direction: bool) -> None:
+    target = plan.view(tensor)
+    if plan.zero and not keep_direction:
+        target.zero_()
+    else:
+        plan.fill(target, stream(plan.key, target))
+        if plan.scale != 1.0:
+            target.mul_(plan.scale)
+    for fix in plan.fixed:
+        fix(target)
+
+
+def _magnitude(module: nn.Module, pname: str) -> Tensor | None:
+    """Weight norm's magnitude g (``parametrizations.<pname>.original0``), where the parameter has one."""
+    found = getattr(getattr(getattr(module, "parametrizations", None), pname, None), "original0", None)
+    return found if parametrize.is_parametrized(module, pname) and isinstance(found, Tensor) else None
