@@ -359,3 +359,15 @@ def test_monitor_callback_writes_the_run_store_and_the_report_shows_it(tmp_path:
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "r.html").read_text()
     assert "keras fit" in html and "gradients vanish" in html
+
+
+def test_a_refused_keras_initialize_leaves_the_model_as_it_was() -> None:
+    # issue 30 (plan, then draw): sparse cannot fill the Conv1D's kernel; the Dense before it was assigned before
+    # the refusal, now every value is drawn and checked before the first is assigned
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Reshape((4, 4))(keras.layers.Dense(16)(inputs))
+    model = keras.Model(inputs, keras.layers.Conv1D(2, 3)(hidden))
+    before = [_np(v).copy() for v in model.weights]
+    with pytest.raises(il.InitlabError, match="needs a 2-D"):
+        il.initialize(model, "sparse", generator=torch.Generator().manual_seed(0))
+    assert all(np.array_equal(b, _np(v)) for b, v in zip(before, model.weights, strict=True))

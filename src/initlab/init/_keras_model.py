@@ -87,10 +87,17 @@ class _Walk:
         self.rng = np.random.default_rng(seed)
         self.rows: list[LayerInit] = []
         self.notes: list[str] = []
+        self.pending: list[tuple[Any, np.ndarray]] = []
         self.mismatches: dict[tuple[str, str], list[tuple[float, float]]] = {}
 
     def assign(self, variable: Any, value: np.ndarray) -> None:
-        variable.assign(value.astype(np.dtype(str(variable.dtype).replace("torch.", ""))))
+        """Plan a variable's new value; :meth:`write` assigns every one once the whole walk has drawn and checked
+        them (a refusal midway leaves the model as it was, as torch's plans do)."""
+        self.pending.append((variable, value))
+
+    def write(self) -> None:
+        for variable, value in self.pending:
+            variable.assign(value.astype(np.dtype(str(variable.dtype).replace("torch.", ""))))
 
     def weight(self, layer: Any, variable: Any, layer_fans: Fans, act: Activation | None, source: str,
                init: Initializer | None = None, fixed_gain: float | None = None) -> None:  # fmt: skip
@@ -178,6 +185,7 @@ def initialize_keras(
     for i, layer in enumerate(layers):
         after = layers[i + 1] if i + 1 < len(layers) else None
         _one(walk, layer, after)
+    walk.write()
     return InitReport(walk.rows, init.name, notes_on_gains(walk.mismatches) + walk.notes)
 
 
