@@ -7,6 +7,8 @@ read off the plans' rows."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -60,19 +62,54 @@ def draw(plans: list[Plan], stream: Stream) -> None:
     """Draw every planned tensor once, in plan order: its fill (or zeros), its multiplier, its fixed entries. A
     parameter a parametrization computes (weight or spectral norm) is drawn as the weight it computes and written
     back through the parametrization; zeroing a weight-normed layer zeroes its magnitude g and keeps the direction v
-    (w = 0 would make v = 0 and w = 0/0). Such a row reports the std of the weight the parametrization computes."""
+    (w = 0 would make v = 0 and w = 0/0). Such a row reports the std of the weight the parametrization computes.
+
+    A sharded parameter (a DTensor: FSDP2's ``fully_shard``, tensor parallelism) is drawn whole, one at a time, from
+    the same stream as in one process, and each rank keeps its own shard: the weights do not depend on the number
+    of ranks or the sharding, and a rank never holds more than its shards and the largest single parameter."""
     with torch.no_grad():
-        for plan in plans:
-            magnitude = _magnitude(plan.module, plan.pname) if plan.zero else None
-            if parametrize.is_parametrized(plan.module, plan.pname):
-                value = getattr(plan.module, plan.pname).detach().clone()
-                _draw_into(plan, value, stream, keep_direction=magnitude is not None)
-                setattr(plan.module, plan.pname, value)
-                _report_computed(plan)
-            else:
-                _draw_into(plan, getattr(plan.module, plan.pname), stream, keep_direction=False)
-            if magnitude is not None:
-                magnitude.zero_()
+        for _, same in itertools.groupby(plans, key=lambda plan: (id(plan.module), plan.pname)):
+            group = list(same)
+            module, pname = group[0].module, group[0].pname
+            if parametrize.is_parametrized(module, pname):
+                for plan in group:
+                    _draw_parametrized(plan, stream)
+                continue
+            param = getattr(module, pname)
+            if _is_sharded(param):
+                _draw_sharded(group, param, stream)
+                continue
+            for plan in group:
+                _draw_into(plan, param, stream, keep_direction=False)
+
+
+def _draw_parametrized(plan: Plan, stream: Stream) -> None:
+    magnitude = _magnitude(plan.module, plan.pname) if plan.zero else None
+    value = getattr(plan.module, plan.pname).detach().clone()
+    _draw_into(plan, value, stream, keep_direction=magnitude is not None)
+    setattr(plan.module, plan.pname, value)
+    if magnitude is not None:
+        magnitude.zero_()
+    _report_computed(plan)
+
+
+def _is_sharded(tensor: Tensor) -> bool:
+    """Whether a tensor is a DTensor (looked up only where torch.distributed.tensor was imported: none exists
+    otherwise, and importing it costs start-up time)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
+
+
+def _draw_sharded(group: list[Plan], param: Any, stream: Stream) -> None:
+    """Draw a DTensor parameter whole on its local device (every rank the same values), then keep the local shard:
+    ``distribute_tensor`` with ``src_data_rank=None`` slices each rank's own copy, without communication."""
+    from torch.distributed.tensor import distribute_tensor
+
+    local = param.to_local()
+    whole = torch.empty(param.shape, dtype=param.dtype, device=local.device)
+    for plan in group:
+        _draw_into(plan, whole, stream, keep_direction=False)
+    local.copy_(distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None).to_local())
 
 
 def _report_computed(plan: Plan) -> None:

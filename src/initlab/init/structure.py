@@ -173,7 +173,7 @@ OnResidual = Callable[[Residual, Tensor, Tensor], Tensor]  # (residual, skip, br
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, names: Mapping[int, str], module_stack: list[tuple[str, nn.Module]],
+    def __init__(self, names: dict[int, str], module_stack: list[tuple[str, nn.Module]],
                  on_residual: OnResidual | None = None) -> None:  # fmt: skip
         super().__init__()
         self.on_residual = on_residual
@@ -205,7 +205,7 @@ class _Recorder(TorchFunctionMode):
         flows = [f for a in inputs if (f := self.flows.get(id(a))) is not None]
         pending: frozenset[str] = frozenset().union(*(f.pending for f in flows)) if flows else frozenset()
         ancestry: frozenset[int] = frozenset().union(*(f.ancestry for f in flows)) if flows else frozenset()
-        weights = [(i, a) for i, a in enumerate(inputs) if id(a) in self.names]
+        weights = [(i, a) for i, a in enumerate(inputs) if id(a) in self.names or self._swapped_in(a)]
         if weights and not self.opaque:
             used = self._weights(name, args, kwargs, weights)
             if used:
@@ -216,6 +216,19 @@ class _Recorder(TorchFunctionMode):
             out, pending = self._no_weight(func, name, args, kwargs, inputs, pending, out)
         self._mark(out, pending, ancestry)
         return out
+
+    def _swapped_in(self, tensor: Tensor) -> bool:
+        """A parameter the running modules hold in place of a registered one (FSDP2 swaps each sharded parameter
+        for its gathered copy during the forward pass): named after the registered one, found by identity in the
+        modules being run, innermost first."""
+        if not isinstance(tensor, nn.Parameter):
+            return False
+        for module_name, module in reversed(self.stack):
+            for pname, param in module._parameters.items():
+                if param is tensor:
+                    self.names[id(tensor)] = f"{module_name}.{pname}" if module_name else pname
+                    return True
+        return False
 
     def _no_weight(self, func: Any, name: str, args: tuple[Any, ...], kwargs: Any, inputs: list[Tensor],
                    pending: frozenset[str], out: Any) -> tuple[Any, frozenset[str]]:  # fmt: skip

@@ -1,0 +1,143 @@
+"""Models that do not fit one process (issue 31): initialize on FSDP2-sharded models (DTensor parameters) with 2 and 4
+real gloo ranks on CPU gives, gathered, the weights of the same call in one process, bit for bit, for every scheme
+that needs no data; a model built on the meta device gives the weights of one built on the CPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import initlab as il
+from initlab.init.registry import get, scheme_names
+
+SEED = 1234
+SCHEMES = [name for name in scheme_names() if not get(name).scheme.needs_data]
+
+
+class _CNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 10, 3, padding=1), nn.Conv2d(10, 6, 3, stride=2)
+        self.head = nn.Linear(6 * 3 * 3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv2(torch.relu(self.conv1(x)))).flatten(1))
+
+
+def _build(kind: str) -> nn.Module:
+    """An MLP with widths no rank count divides, a CNN, or a transformer (packed q/k/v, residual branches)."""
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(16, 33), nn.ReLU(), nn.Linear(33, 33), nn.Tanh(), nn.Linear(33, 5))
+    if kind == "cnn":
+        return _CNN()
+    layer = nn.TransformerEncoderLayer(32, 4, 48, dropout=0.0, batch_first=True)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+
+EXAMPLES = {"mlp": (4, 16), "cnn": (2, 3, 8, 8), "transformer": (2, 5, 32)}
+
+
+def _on_meta(kind: str) -> tuple[nn.Module, torch.Tensor]:
+    """The model built on the meta device (a sharded model is then materialized shard by shard), and an input."""
+    with torch.device("meta"):
+        model = _build(kind)
+    return model, torch.randn(EXAMPLES[kind], generator=torch.Generator().manual_seed(0))
+
+
+def _single(kind: str, scheme: str, **how: object) -> dict[str, torch.Tensor]:
+    model, example = _on_meta(kind)
+    model.to_empty(device="cpu")
+    il.initialize(model, scheme, example=example, **how)  # type: ignore[arg-type]
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _units(model: nn.Module) -> list[nn.Module]:
+    """What each gets its own ``fully_shard``, inner first: the transformer's blocks (not the modules inside them:
+    attention reads its output projection's weight without calling it, so that weight must be gathered with the
+    block's), or each layer of the MLP and the CNN. The root gets one after them."""
+    blocks = [m for m in model.modules() if isinstance(m, nn.TransformerEncoderLayer)]
+    return blocks or [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+
+
+def _worker(rank: int, world: int, init_file: str, out: str) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        mesh = init_device_mesh("cpu", (world,))
+        gathered = {}
+        for kind in ("mlp", "cnn", "transformer"):
+            for scheme in SCHEMES:
+                model, example = _on_meta(kind)
+                for module in _units(model):
+                    fully_shard(module, mesh=mesh)
+                fully_shard(model, mesh=mesh)
+                model.to_empty(device="cpu")
+                try:
+                    il.initialize(model, scheme, example=example, seed=SEED)
+                except il.InitlabError as refused:  # sparse on a conv: refused alike in one process
+                    gathered[(kind, scheme)] = str(refused)
+                    continue
+                gathered[(kind, scheme)] = {n: p.full_tensor().clone() for n, p in model.named_parameters()}
+        model, example = _on_meta("mlp")
+        fully_shard(model, mesh=mesh)
+        model.to_empty(device="cpu")
+        il.initialize(model, "orthogonal", example=example, generator=torch.Generator().manual_seed(7))
+        gathered[("mlp", "sequential orthogonal")] = {n: p.full_tensor().clone() for n, p in model.named_parameters()}
+        if rank == 0:
+            torch.save(gathered, Path(out))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # as in test_monitor_ddp: no finalization while gloo's threads may still be joinable
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_initialize_gives_the_single_process_weights_bit_for_bit(world: int, tmp_path: Path) -> None:
+    out = tmp_path / "gathered.pt"
+    mp.spawn(_worker, args=(world, str(tmp_path / "init"), str(out)), nprocs=world, join=True)
+    gathered = torch.load(out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks: QR (orthogonal) may round differently with more threads, in one process
+    try:
+        _compare(gathered, world)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare(gathered: dict, world: int) -> None:
+    assert len(gathered) == 3 * len(SCHEMES) + 1 and len(SCHEMES) >= 20
+    assert sum(isinstance(w, str) for w in gathered.values()) <= 3  # the schemes a model's shapes refuse
+    for (kind, scheme), weights in gathered.items():
+        if isinstance(weights, str):
+            with pytest.raises(il.InitlabError) as refused:
+                _single(kind, scheme, seed=SEED)
+            assert str(refused.value) == weights
+            continue
+        if scheme == "sequential orthogonal":  # generator= draws in sequence, here too the whole of each parameter
+            expected = _single(kind, "orthogonal", generator=torch.Generator().manual_seed(7))
+        else:
+            expected = _single(kind, scheme, seed=SEED)
+        assert weights.keys() == expected.keys()
+        different = [name for name in expected if not torch.equal(weights[name], expected[name])]
+        assert not different, f"{kind}, {scheme}, {world} ranks: {different}"
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "transformer"])
+def test_meta_built_models_initialize_like_cpu_built_ones(kind: str) -> None:
+    on_meta = _single(kind, "he_normal", seed=SEED)
+    built = _build(kind)  # on the CPU, drawn by torch's own reset_parameters first
+    il.initialize(built, "he_normal", example=_on_meta(kind)[1], seed=SEED)
+    assert all(torch.equal(p.detach(), on_meta[name]) for name, p in built.named_parameters())
