@@ -4,6 +4,7 @@ that needs no data; a model built on the meta device gives the weights of one bu
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -141,3 +142,58 @@ def test_meta_built_models_initialize_like_cpu_built_ones(kind: str) -> None:
     built = _build(kind)  # on the CPU, drawn by torch's own reset_parameters first
     il.initialize(built, "he_normal", example=_on_meta(kind)[1], seed=SEED)
     assert all(torch.equal(p.detach(), on_meta[name]) for name, p in built.named_parameters())
+
+
+def _batch(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(100 + rank)
+    return torch.randn(24, 16, generator=generator), torch.randint(0, 5, (24,), generator=generator)
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return _build("mlp")
+
+
+def _watch(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    with il.Monitor(model, every=2) as mon:  # every second step: exact statistics, no row samples
+        for x, y in batches:
+            nn.functional.cross_entropy(model(x), y).backward()
+            model.zero_grad()
+    return {f"{layer}|{stat}": value for (layer, stat), value in mon.history.records[-1].items()}
+
+
+def _monitor_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        mesh = init_device_mesh("cpu", (world,))
+        model = _mlp()
+        for module in _units(model):
+            fully_shard(module, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        record = _watch(model, [_batch(rank)] * 2)
+        Path(out, f"rank{rank}.json").write_text(json.dumps(record))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+@pytest.mark.slow
+def test_the_monitor_on_a_sharded_model_reads_what_it_reads_unsharded(tmp_path: Path) -> None:
+    # issue 31: each rank trains on its own batch; the activation statistics are reduced across ranks and the
+    # gradient norms of the sharded parameters summed over their shards, so they equal one process's on both
+    # batches together (FSDP averages the ranks' gradients: the mean loss over the concatenated batch)
+    mp.spawn(_monitor_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    xs, ys = zip(*(_batch(r) for r in (0, 1)), strict=True)
+    expected = _watch(_mlp(), [(torch.cat(xs), torch.cat(ys))] * 2)
+    assert ranks[0].keys() == expected.keys() and any(k.endswith("grad_norm") for k in expected)
+    for record in ranks:
+        for key, value in expected.items():
+            assert record[key] == pytest.approx(value, rel=1e-5, abs=1e-9), key

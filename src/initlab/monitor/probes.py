@@ -24,6 +24,7 @@ probe; the oracle tests apply the same samples, on both paths).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Protocol
@@ -586,7 +587,10 @@ class GradientNorms(Probe):
     def attach(self, monitor: Host) -> None:
         super().attach(monitor)
         self.params = monitor.named_parameters()
-        self._sample = _RowSample([p for _, p in self.params], resolve_rows(self.sample_rows, 64, monitor))
+        self._sharded = [replicas(p) for _, p in self.params] if any(map(is_sharded, (p for _, p in self.params))) \
+            else None  # fmt: skip
+        rows = None if self._sharded is not None else resolve_rows(self.sample_rows, 64, monitor)
+        self._sample = _RowSample([p for _, p in self.params], rows)
         self._names = [(n, stat) for (n, _), sampled in zip(self.params, self._sample.sampled, strict=True)
                        for stat in (("grad_norm", "grad_norm_err") if sampled else ("grad_norm",))
                        + ("grad_weight_ratio",)]  # fmt: skip
@@ -596,14 +600,45 @@ class GradientNorms(Probe):
         return self._names
 
     def compute(self, step: int) -> list[float]:
-        norms, errors = self._sample.estimate([p.grad for _, p in self.params])
+        estimate = self._sample.estimate if self._sharded is None else self._sharded_norms
+        norms, errors = estimate([p.grad for _, p in self.params])
         if self._weight_norms is None or self._records % self.weight_every == 0:  # sampled as the gradients
-            self._weight_norms = self._sample.estimate([p.detach() for _, p in self.params])[0]
+            self._weight_norms = estimate([p.detach() for _, p in self.params])[0]
         self._records += 1
         out: list[float] = []
         for n, e, w, sampled in zip(norms, errors, self._weight_norms, self._sample.sampled, strict=True):
             out += (n, e, _ratio(n, w)) if sampled else (n, _ratio(n, w))
         return out
+
+    def _sharded_norms(self, tensors: Sequence[Tensor | None]) -> tuple[list[float], list[float]]:
+        """Exact norms of sharded tensors (FSDP2's DTensors): each rank's sum of squares over its local shard, a
+        replicated tensor's divided by its copies, summed across ranks in one all-reduce."""
+        assert self._sharded is not None
+        sums = [0.0 if t is None else float(_local(t).double().square().sum()) / copies
+                for t, copies in zip(tensors, self._sharded, strict=True)]  # fmt: skip
+        total = self.monitor.all_reduce(torch.tensor(sums, dtype=torch.float64)).tolist()
+        return [math.sqrt(max(x, 0.0)) for x in total], [0.0] * len(total)
+
+
+def is_sharded(tensor: Tensor) -> bool:
+    """Whether a tensor is a DTensor (FSDP2, tensor parallelism); without torch.distributed.tensor imported none
+    can exist, and it is not imported for the question."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
+
+
+def replicas(tensor: Tensor) -> int:
+    """On how many ranks each element of a tensor lives: a plain tensor on every rank, a DTensor on the ranks of
+    its mesh's dimensions it is not sharded over (FSDP2's Shard(0): one)."""
+    if not is_sharded(tensor):
+        dist = torch.distributed
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    mesh, placements = tensor.device_mesh, tensor.placements  # type: ignore[attr-defined]
+    return math.prod(mesh.size(i) for i, placement in enumerate(placements) if not placement.is_shard())
+
+
+def _local(tensor: Tensor) -> Tensor:
+    return tensor.to_local() if is_sharded(tensor) else tensor  # type: ignore[attr-defined]
 
 
 def _ratio(a: float, b: float) -> float:
