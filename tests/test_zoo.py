@@ -458,6 +458,38 @@ def test_initialize_refuses_a_meta_model_and_says_how_to_materialize_it() -> Non
     with pytest.raises(il.InitlabError, match=re.escape(message)):
         il.initialize(model, "gpt2")
     assert all(p.is_meta for p in model.parameters())
-    model.to_empty(device="cpu")
-    report = il.initialize(model, "gpt2", generator=torch.Generator().manual_seed(0))
+    with pytest.raises(il.InitlabError, match=re.escape("Pass device='cpu' (or 'cuda') to materialize it here")):
+        il.initialize(model, "gpt2")
+    report = il.initialize(model, "gpt2", generator=torch.Generator().manual_seed(0), device="cpu")
     assert report["transformer.h.0.attn.c_proj.weight"].std == pytest.approx(0.02 / math.sqrt(2))
+    assert not any(p.is_meta for p in model.parameters())
+
+
+def test_device_materializes_a_meta_model_with_ties_and_buffers_as_built_on_cpu() -> None:
+    # issue 31: device= gives the meta tensors memory after every check; to_empty would untie GPT-2's table and
+    # readout and leave Llama's rotary frequencies undefined
+    with torch.device("meta"):
+        meta_gpt2, meta_llama = gpt2(2), llama()
+    il.initialize(meta_gpt2, "he_normal", seed=3, device="cpu")
+    assert meta_gpt2.lm_head.weight is meta_gpt2.transformer.wte.weight
+    cpu_gpt2 = gpt2(2)
+    il.initialize(cpu_gpt2, "he_normal", seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(meta_gpt2.parameters(), cpu_gpt2.parameters(), strict=True))
+    il.initialize(meta_llama, "gpt2", seed=3, device="cpu")
+    cpu_llama = llama()
+    assert torch.equal(meta_llama.model.rotary_emb.inv_freq, cpu_llama.model.rotary_emb.inv_freq)
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    il.initialize(cpu_llama, "gpt2", seed=3)
+    assert torch.equal(meta_llama(ids).logits, cpu_llama(ids).logits)
+
+
+def test_a_refused_meta_model_stays_on_meta() -> None:
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(il.InitlabError, match=re.escape("orthogonal_ needs a tensor of rank 2 or more")):
+        il.initialize(model, "he_normal", bias="orthogonal", device="cpu")
+    assert all(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    with pytest.raises(il.InitlabError, match=re.escape("device= must name a torch device")):
+        il.initialize(model, "he_normal", device="gpu0")
+    il.initialize(model, "he_normal", device="cpu")
+    assert torch.equal(model[1].running_var, torch.ones(8)) and int(model[1].num_batches_tracked) == 0

@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 
 from initlab.init._report import LayerInit
 
-__all__ = ["Plan", "Stream", "draw"]
+__all__ = ["Plan", "Stream", "draw", "is_sharded"]
 
 Fill = Callable[[Tensor, torch.Generator | None], Any]  # draws a tensor in place from a generator
 Stream = Callable[[str, Tensor], torch.Generator | None]  # the generator a plan's key draws from
@@ -76,7 +76,7 @@ def draw(plans: list[Plan], stream: Stream) -> None:
                     _draw_parametrized(plan, stream)
                 continue
             param = getattr(module, pname)
-            if _is_sharded(param):
+            if is_sharded(param):
                 _draw_sharded(group, param, stream)
                 continue
             for plan in group:
@@ -93,9 +93,9 @@ def _draw_parametrized(plan: Plan, stream: Stream) -> None:
     _report_computed(plan)
 
 
-def _is_sharded(tensor: Tensor) -> bool:
-    """Whether a tensor is a DTensor (looked up only where torch.distributed.tensor was imported: none exists
-    otherwise, and importing it costs start-up time)."""
+def is_sharded(tensor: Tensor) -> bool:
+    """Whether a tensor is a DTensor (FSDP2, tensor parallelism). Looked up only where torch.distributed.tensor was
+    imported: none can exist otherwise, and importing it costs start-up time."""
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(tensor, module.DTensor)
 

@@ -40,6 +40,7 @@ from initlab._errors import fail, unknown_name
 from initlab.init import GAIN_SOURCES, RESIDUAL_RULES
 from initlab.init import _formulas as f
 from initlab.init._keras_model import initialize_keras, is_keras_model
+from initlab.init._meta import check_meta, materialize
 from initlab.init._plan import Plan, draw
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
 from initlab.init._residual import deepnorm_constants, residual_rule, zero_roles
@@ -97,6 +98,7 @@ def initialize(
     example: Any = None,
     frozen: bool = False,
     seed: int | None = None,
+    device: str | torch.device | None = None,
 ) -> InitReport:
     """Initialize every parameter of ``model`` in place and report what was done.
 
@@ -129,6 +131,9 @@ def initialize(
             without one, torch.fx tracing or module order stands in (and the report says so).
         frozen: also initialize parameters with ``requires_grad=False`` (default: they are left as they were,
             and the report says so).
+        device: for a model built on the meta device: where its parameters and buffers get memory, once every
+            plan has been checked (parameter by parameter, tied weights kept tied; a sharded model's ``to_empty``).
+            Its structure is read on the meta device, at no memory cost. Without it such a model is refused.
         gain_from: ``"published"`` (default) keeps each scheme's own gain, so a name means what it means in the paper,
             torch or Keras; ``"activation"`` scales each layer by the gain of the activation that follows it
             (``initlab.gain``: √2 for ReLU, 5/3 for tanh, 1/√E[φ(z)²] otherwise) for schemes with a gain.
@@ -155,18 +160,21 @@ def initialize(
                    fix="Pass seed=1234 for weights that depend only on the seed and each parameter's "
                    "name.")  # fmt: skip
     if is_keras_model(model):
-        if init.scheme.needs_data or output_bias or residual is not None or activation is not None or seed is not None:
-            raise fail("lsuv, output_bias, residual=, activation= and seed= are for torch models",
-                       received=(init.name, output_bias, residual, activation, seed),
+        if (init.scheme.needs_data or output_bias or residual is not None or activation is not None or seed is not None
+                or device is not None):  # fmt: skip
+            raise fail("lsuv, output_bias, residual=, activation=, seed= and device= are for torch models",
+                       received=(init.name, output_bias, residual, activation, seed, device),
                        fix="A Keras layer's activation is read from the layer; leave the others out.")  # fmt: skip
         return initialize_keras(model, init, _bias_rule(bias), get(recurrent), generator, gain_from)
     _check_model(model)
+    meta = check_meta(model, device)
     if init.scheme.needs_data:
         options = {"bias": bias, "generator": generator, "residual": residual, "activation": activation,
-                   "recurrent": recurrent, "gain_from": gain_from, "seed": seed}  # fmt: skip
+                   "recurrent": recurrent, "gain_from": gain_from, "seed": seed, "device": device}  # fmt: skip
         return _lsuv(model, init, data, output_bias, options)
+    structure = _structure(model, _on_meta(example) if meta else example, data)
     report = _initialize_torch(model, init, _bias_rule(bias), get(recurrent), generator, residual, activation,
-                               gain_from, _structure(model, example, data), frozen, seed)  # fmt: skip
+                               gain_from, structure, frozen, seed, device if meta else None)  # fmt: skip
     if output_bias == "prior":
         report.notes.append(_prior_note(*prior_bias(model, data)))
     return report
@@ -174,14 +182,17 @@ def initialize(
 
 def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | float | None, recurrent: Initializer,
                       generator: torch.Generator | None, residual: str | None, activation: Any, gain_from: str,
-                      structure: Structure, frozen: bool, seed: int | None = None) -> InitReport:  # fmt: skip
+                      structure: Structure, frozen: bool, seed: int | None = None,
+                      device: Any = None) -> InitReport:  # fmt: skip
     """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles."""
     found = structure_activations(structure)
     ctx = _Context(init, bias, recurrent, generator, _with_overrides(structure, found, activation), gain_from,
                    seed=seed)  # fmt: skip
     residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
     branches = _branches(structure) if residual is not None else []  # refused before any tensor is touched
-    kept = {} if frozen else {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    empty = {n for n, p in model.named_parameters() if p.is_meta}  # no values to keep: drawn, frozen or not
+    kept = {} if frozen else {n: p.detach().clone() for n, p in model.named_parameters()
+                              if not p.requires_grad and n not in empty}  # fmt: skip
     for name, module in model.named_modules():
         rule = _rule_for(module)
         if rule is not None:
@@ -192,7 +203,10 @@ def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | f
         ctx.notes += [note] if note else []
     if init.scheme.zero:
         zero_roles(init.scheme.zero, structure, ctx.plans)
-    draw([p for p in ctx.plans if frozen or (p.parameter is None or p.parameter.requires_grad)], ctx.stream)
+    if device is not None:  # every plan made and checked: now the meta tensors get memory
+        ctx.notes += materialize(model, device)
+    draw([p for p in ctx.plans if frozen or p.key.split("[")[0] in empty or p.parameter is None
+          or p.parameter.requires_grad], ctx.stream)  # fmt: skip
     notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx) + ctx.notes
     if structure.why:
         notes.append(f"the model's structure came from {structure.source}: {structure.why}")
@@ -269,12 +283,6 @@ def _check_model(model: nn.Module) -> None:
     if next(model.parameters(), None) is None:
         raise fail("the model has no parameters to initialize", accepted="an nn.Module with parameters",
                    received=type(model).__name__, fix="Pass the model whose weights you want initialized.")  # fmt: skip
-    meta = [name for name, p in model.named_parameters() if p.is_meta]
-    if meta:  # it reported stds for weights that did not exist and left every one on meta (issue 31)
-        raise fail(f"{len(meta)} parameter(s) of the model are on the meta device ({meta[0]}, ...): there is no "
-                   "memory to draw the weights into", accepted="a model whose parameters hold memory (CPU or GPU)",
-                   fix="Materialize it first: model.to_empty(device='cpu'), then "
-                   "initlab.initialize(model, ...).")  # fmt: skip
 
 
 def _apply(rule: Callable[[str, Any, _Context], None], name: str, module: nn.Module, ctx: _Context) -> None:
@@ -532,6 +540,11 @@ def _attention(name: str, module: Any, ctx: _Context) -> None:
             _init_blocks(name, module, pname, 3 if pname == "in_proj_weight" else 1, ctx, found)
         else:
             _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
+
+
+def _on_meta(example: Any) -> Any:
+    """An example's tensors on the meta device, where a model built there runs (no memory, no values needed)."""
+    return torch.utils._pytree.tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, example)
 
 
 def _structure(model: nn.Module, example: Any, data: Any) -> Structure:

@@ -24,7 +24,6 @@ probe; the oracle tests apply the same samples, on both paths).
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Protocol
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from initlab._errors import fail
+from initlab.init._plan import is_sharded
 from initlab.init.structure import Structure
 
 
@@ -618,13 +618,6 @@ class GradientNorms(Probe):
                 for t, copies in zip(tensors, self._sharded, strict=True)]  # fmt: skip
         total = self.monitor.all_reduce(torch.tensor(sums, dtype=torch.float64)).tolist()
         return [math.sqrt(max(x, 0.0)) for x in total], [0.0] * len(total)
-
-
-def is_sharded(tensor: Tensor) -> bool:
-    """Whether a tensor is a DTensor (FSDP2, tensor parallelism); without torch.distributed.tensor imported none
-    can exist, and it is not imported for the question."""
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(tensor, module.DTensor)
 
 
 def replicas(tensor: Tensor) -> int:

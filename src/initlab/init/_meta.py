@@ -1,0 +1,87 @@
+"""Models built on the meta device (issue 31): ``initialize(model, scheme, device="cpu")`` gives each parameter and
+buffer memory on ``device`` once every plan has been made and checked, parameter by parameter, so the host never
+holds a second copy of the model, and tied weights stay tied (``Module.to_empty`` unties them: Hugging Face's
+embedding and readout become two tensors). Buffers have values computed at construction, which the meta device
+did not keep: a norm layer's running statistics are reset, a Hugging Face model's buffers (rotary frequencies) are
+recomputed by its own ``_init_weights``; any other buffer is named in a note and a warning."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from initlab._errors import fail
+from initlab.init._plan import is_sharded
+
+__all__ = ["check_meta", "materialize"]
+
+
+def check_meta(model: nn.Module, device: Any) -> bool:
+    """Whether the model has tensors on the meta device; refused without ``device=`` (issue 31: initialize reported
+    stds for weights that did not exist and left every one on meta)."""
+    meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if meta and device is None:
+        raise fail(f"{len(meta)} parameter(s) of the model are on the meta device ({meta[0]}, ...): there is no "
+                   "memory to draw the weights into", accepted="a model whose parameters hold memory, or device=",
+                   fix="Pass device='cpu' (or 'cuda') to materialize it here, tied weights kept tied: "
+                   "initlab.initialize(model, scheme, device='cpu').")  # fmt: skip
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise fail("device= must name a torch device", accepted="'cpu', 'cuda', 'cuda:1', a torch.device",
+                       received=device, fix="Pass device='cpu'.") from error  # fmt: skip
+    return bool(meta)
+
+
+def materialize(model: nn.Module, device: Any) -> list[str]:
+    """Give every meta parameter and buffer memory on ``device`` (contents undefined until drawn), keeping shared
+    parameters shared; returns the notes. A sharded model (FSDP2's DTensors) is materialized by its own
+    ``to_empty``, which keeps each rank to its shards."""
+    module_of = [m for m in model.modules() if any(p.is_meta for p in m.parameters(recurse=False))]
+    if any(is_sharded(p) for m in module_of for p in m.parameters(recurse=False)):
+        fresh = [(m, n) for m in model.modules() for n, b in m._buffers.items() if b is not None and b.is_meta]
+        model.to_empty(device=device)
+        return _fill_buffers(model, fresh)
+    made: dict[int, nn.Parameter] = {}
+    fresh = []
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None and param.is_meta:
+                if id(param) not in made:
+                    made[id(param)] = nn.Parameter(torch.empty_like(param, device=device),
+                                                   requires_grad=param.requires_grad)  # fmt: skip
+                module._parameters[name] = made[id(param)]
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_meta:
+                module._buffers[name] = torch.empty_like(buffer, device=device)
+                fresh.append((module, name))
+    return _fill_buffers(model, fresh)
+
+
+def _fill_buffers(model: nn.Module, fresh: list[tuple[nn.Module, str]]) -> list[str]:
+    """Give the buffers that were on meta their values: reset a norm's running statistics, or let a Hugging Face
+    model compute its own (its ``_init_weights`` sets them; the parameters it also sets are drawn again after)."""
+    left = []
+    own_init = getattr(model, "_init_weights", None)
+    done: set[int] = set()
+    for module, name in fresh:
+        if id(module) in done:
+            continue
+        done.add(id(module))
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            module.reset_running_stats()
+        elif callable(own_init):
+            with torch.no_grad():
+                own_init(module)
+        else:
+            left.append(name)
+    if not left:
+        return []
+    message = (f"{len(left)} buffer(s) were on the meta device and have no rule to compute them ({left[0]}, ...): "
+               "they hold no defined values; set them yourself before training.")  # fmt: skip
+    warnings.warn(f"initlab.initialize: {message}", UserWarning, stacklevel=4)
+    return [message]
