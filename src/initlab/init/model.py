@@ -41,7 +41,7 @@ from initlab.init import GAIN_SOURCES, RESIDUAL_RULES
 from initlab.init import _formulas as f
 from initlab.init._keras_model import initialize_keras, is_keras_model
 from initlab.init._meta import check_meta, materialize
-from initlab.init._plan import Plan, draw
+from initlab.init._plan import Plan, draw, is_sharded
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
 from initlab.init._residual import deepnorm_constants, residual_rule, zero_roles
 from initlab.init._torch_draw import check_shape, draw_
@@ -132,8 +132,9 @@ def initialize(
         frozen: also initialize parameters with ``requires_grad=False`` (default: they are left as they were,
             and the report says so).
         device: for a model built on the meta device: where its parameters and buffers get memory, once every
-            plan has been checked (parameter by parameter, tied weights kept tied; a sharded model's ``to_empty``).
-            Its structure is read on the meta device, at no memory cost. Without it such a model is refused.
+            plan has been checked (parameter by parameter, tied weights kept tied). Its structure is read on the
+            meta device, at no memory cost. A sharded model (FSDP2) cannot run on meta: each rank's shards get
+            memory first (its ``to_empty``). Without ``device=`` such a model is refused.
         gain_from: ``"published"`` (default) keeps each scheme's own gain, so a name means what it means in the paper,
             torch or Keras; ``"activation"`` scales each layer by the gain of the activation that follows it
             (``initlab.gain``: √2 for ReLU, 5/3 for tanh, 1/√E[φ(z)²] otherwise) for schemes with a gain.
@@ -172,9 +173,13 @@ def initialize(
         options = {"bias": bias, "generator": generator, "residual": residual, "activation": activation,
                    "recurrent": recurrent, "gain_from": gain_from, "seed": seed, "device": device}  # fmt: skip
         return _lsuv(model, init, data, output_bias, options)
+    early = []
+    if meta and any(is_sharded(p) for p in model.parameters()):  # FSDP2 runs no forward pass on meta: each rank's
+        early, meta = materialize(model, device), False  # shards get memory first, before the structure pass
     structure = _structure(model, _on_meta(example) if meta else example, data)
     report = _initialize_torch(model, init, _bias_rule(bias), get(recurrent), generator, residual, activation,
                                gain_from, structure, frozen, seed, device if meta else None)  # fmt: skip
+    report.notes[:0] = early
     if output_bias == "prior":
         report.notes.append(_prior_note(*prior_bias(model, data)))
     return report
