@@ -68,3 +68,24 @@ def test_a_model_built_on_meta_gets_the_same_weights_as_one_built_on_cpu() -> No
 def test_seed_and_generator_together_are_refused() -> None:
     with pytest.raises(il.InitlabError, match=r"either seed= \(keyed by parameter name\) or generator="):
         il.initialize(Net(), "he_normal", seed=1, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize(("begin", "end"), [(0, 45), (7, 14), (3, 30), (20, 45), (44, 45), (13, 13)])
+def test_any_run_of_entries_is_drawn_as_the_whole_tensor_holds_it(monkeypatch: pytest.MonkeyPatch, begin: int,
+                                                                   end: int) -> None:  # fmt: skip
+    # what lets a rank draw only its shard: keyed mode draws runs of CHUNK entries, each from a stream of its own;
+    # a slice that starts or ends inside a run (a shard's edge) must hold what the whole tensor holds there
+    from initlab.init import _formulas as f
+    from initlab.init import _plan
+
+    monkeypatch.setattr(_plan, "CHUNK", 7)  # 45 entries: six whole runs and a short last one
+
+    def stream(key: str, like: torch.Tensor) -> torch.Generator:
+        return torch.Generator().manual_seed(hash(key) % 2**31)
+
+    plan = _plan.Plan(nn.Linear(9, 5), "weight", lambda t, g: None, "w", None, dist=f.Normal(0.0, 1.0), scale=0.5)
+    whole = torch.empty(45)
+    _plan._entries(plan, whole, 0, 45, stream)
+    part = torch.empty(end - begin)
+    _plan._entries(plan, part, begin, 45, stream)
+    assert torch.equal(part, whole[begin:end]) and whole.std() > 0.2

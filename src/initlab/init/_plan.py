@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,12 +17,20 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from initlab.init import _formulas as f
 from initlab.init._report import LayerInit
+from initlab.init._torch_draw import draw_
 
 __all__ = ["Plan", "Stream", "draw", "is_sharded"]
 
 Fill = Callable[[Tensor, torch.Generator | None], Any]  # draws a tensor in place from a generator
 Stream = Callable[[str, Tensor], torch.Generator | None]  # the generator a plan's key draws from
+
+# Keyed mode draws a tensor of independent entries in runs of CHUNK entries (in row-major order), each run from a
+# stream of its own (the plan's key and the run's index), so that any slice of the tensor (a rank's shard) can be
+# drawn without the rest, and the values do not depend on how the tensor is sharded.
+CHUNK = 1 << 20
+ELEMENTWISE = (f.Constant, f.Uniform, f.Normal, f.TruncatedNormal)
 
 
 @dataclasses.dataclass
@@ -37,6 +46,7 @@ class Plan:
     scale: float = 1.0  # the product of the multipliers rules set
     zero: bool = False  # a rule zeroed it
     fixed: list[Callable[[Tensor], Any]] = dataclasses.field(default_factory=list)  # set after drawing (forget gate)
+    dist: f.Dist | None = None  # what ``fill`` draws, where it is one distribution of independent entries
 
     @property
     def parameter(self) -> Tensor | None:
@@ -58,7 +68,7 @@ class Plan:
         return tensor if self.block is None else tensor.chunk(self.block[1])[self.block[0]]
 
 
-def draw(plans: list[Plan], stream: Stream) -> None:
+def draw(plans: list[Plan], stream: Stream, keyed: bool = False) -> None:
     """Draw every planned tensor once, in plan order: its fill (or zeros), its multiplier, its fixed entries. A
     parameter a parametrization computes (weight or spectral norm) is drawn as the weight it computes and written
     back through the parametrization; zeroing a weight-normed layer zeroes its magnitude g and keeps the direction v
@@ -73,20 +83,20 @@ def draw(plans: list[Plan], stream: Stream) -> None:
             module, pname = group[0].module, group[0].pname
             if parametrize.is_parametrized(module, pname):
                 for plan in group:
-                    _draw_parametrized(plan, stream)
+                    _draw_parametrized(plan, stream, keyed)
                 continue
             param = getattr(module, pname)
             if is_sharded(param):
-                _draw_sharded(group, param, stream)
+                _draw_sharded(group, param, stream, keyed)
                 continue
             for plan in group:
-                _draw_into(plan, param, stream, keep_direction=False)
+                _draw_into(plan, param, stream, keyed)
 
 
-def _draw_parametrized(plan: Plan, stream: Stream) -> None:
+def _draw_parametrized(plan: Plan, stream: Stream, keyed: bool) -> None:
     magnitude = _magnitude(plan.module, plan.pname) if plan.zero else None
     value = getattr(plan.module, plan.pname).detach().clone()
-    _draw_into(plan, value, stream, keep_direction=magnitude is not None)
+    _draw_into(plan, value, stream, keyed, keep_direction=magnitude is not None)
     setattr(plan.module, plan.pname, value)
     if magnitude is not None:
         magnitude.zero_()
@@ -100,16 +110,55 @@ def is_sharded(tensor: Tensor) -> bool:
     return module is not None and isinstance(tensor, module.DTensor)
 
 
-def _draw_sharded(group: list[Plan], param: Any, stream: Stream) -> None:
-    """Draw a DTensor parameter whole on its local device (every rank the same values), then keep the local shard:
-    ``distribute_tensor`` with ``src_data_rank=None`` slices each rank's own copy, without communication."""
+def _draw_sharded(group: list[Plan], param: Any, stream: Stream, keyed: bool) -> None:
+    """Fill a DTensor parameter's local shard with what the whole parameter holds in one process; no communication.
+    In keyed mode a tensor of independent entries sharded by rows (FSDP2's Shard(0)) is a run of its flat entries:
+    only the runs of :data:`CHUNK` entries that meet the shard are drawn. Otherwise the whole parameter is drawn on
+    every rank (every rank the same values) and the local block copied out of it (by DTensor's own shape and offset
+    arithmetic, the one distributed checkpoints use; else sliced by ``distribute_tensor(src_data_rank=None)``)."""
     from torch.distributed.tensor import distribute_tensor
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
     local = param.to_local()
+    shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+    plan = group[0]
+    rows = tuple(shape[1:]) == tuple(param.shape[1:]) and all(o == 0 for o in offset[1:])
+    if keyed and len(group) == 1 and plan.block is None and not plan.fixed and rows and local.is_contiguous():
+        if plan.zero:
+            local.zero_()
+            return
+        if isinstance(plan.dist, ELEMENTWISE):
+            width = math.prod(param.shape[1:])
+            _entries(plan, local.view(-1), offset[0] * width if param.ndim else 0, param.numel(), stream)
+            return
     whole = torch.empty(param.shape, dtype=param.dtype, device=local.device)
-    for plan in group:
-        _draw_into(plan, whole, stream, keep_direction=False)
-    local.copy_(distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None).to_local())
+    for each in group:
+        _draw_into(each, whole, stream, keyed)
+    block = whole[tuple(slice(start, start + size) for start, size in zip(offset, shape, strict=True))]
+    if tuple(block.shape) == tuple(local.shape):
+        local.copy_(block)
+    else:  # a placement that is not one block per rank
+        local.copy_(distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None).to_local())
+
+
+def _entries(plan: Plan, out: Tensor, begin: int, total: int, stream: Stream) -> None:
+    """Entries ``begin .. begin + len(out)`` of the plan's tensor (``total`` entries, row-major) into ``out``, drawn
+    run by run as keyed mode draws the whole tensor, times the plan's multiplier."""
+    assert plan.dist is not None
+    end = begin + out.numel()
+    if end <= begin:
+        return
+    for run in range(begin // CHUNK, (end - 1) // CHUNK + 1):
+        lo, hi = run * CHUNK, min((run + 1) * CHUNK, total)
+        generator = stream(f"{plan.key}#{run}", out)
+        if lo >= begin and hi <= end:
+            draw_(out[lo - begin : hi - begin], plan.dist, generator)
+        else:  # a run the slice only partly covers: drawn whole, the overlap kept
+            values = draw_(torch.empty(hi - lo, dtype=out.dtype, device=out.device), plan.dist, generator)
+            start, stop = max(lo, begin), min(hi, end)
+            out[start - begin : stop - begin] = values[start - lo : stop - lo]
+    if plan.scale != 1.0:
+        out.mul_(plan.scale)
 
 
 def _report_computed(plan: Plan) -> None:
@@ -127,10 +176,12 @@ def _report_computed(plan: Plan) -> None:
         plan.row.source = f"{plan.row.source}, through its parametrization (std of the weight it computes)"
 
 
-def _draw_into(plan: Plan, tensor: Tensor, stream: Stream, keep_direction: bool) -> None:
+def _draw_into(plan: Plan, tensor: Tensor, stream: Stream, keyed: bool, keep_direction: bool = False) -> None:
     target = plan.view(tensor)
     if plan.zero and not keep_direction:
         target.zero_()
+    elif keyed and isinstance(plan.dist, ELEMENTWISE) and target.is_contiguous():
+        _entries(dataclasses.replace(plan, zero=False), target.view(-1), 0, target.numel(), stream)
     else:
         plan.fill(target, stream(plan.key, target))
         if plan.scale != 1.0:

@@ -40,7 +40,7 @@ from initlab._errors import fail, unknown_name
 from initlab.init import GAIN_SOURCES, RESIDUAL_RULES
 from initlab.init import _formulas as f
 from initlab.init._keras_model import initialize_keras, is_keras_model
-from initlab.init._meta import check_meta, materialize
+from initlab.init._meta import check_meta, materialize, to_meta
 from initlab.init._plan import Plan, draw, is_sharded
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
 from initlab.init._residual import deepnorm_constants, residual_rule, zero_roles
@@ -176,7 +176,7 @@ def initialize(
     early = []
     if meta and any(is_sharded(p) for p in model.parameters()):  # FSDP2 runs no forward pass on meta: each rank's
         early, meta = materialize(model, device), False  # shards get memory first, before the structure pass
-    structure = _structure(model, _on_meta(example) if meta else example, data)
+    structure = _structure(model, to_meta(example) if meta else example, data)
     report = _initialize_torch(model, init, _bias_rule(bias), get(recurrent), generator, residual, activation,
                                gain_from, structure, frozen, seed, device if meta else None)  # fmt: skip
     report.notes[:0] = early
@@ -211,7 +211,7 @@ def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | f
     if device is not None:  # every plan made and checked: now the meta tensors get memory
         ctx.notes += materialize(model, device)
     draw([p for p in ctx.plans if frozen or p.key.split("[")[0] in empty or p.parameter is None
-          or p.parameter.requires_grad], ctx.stream)  # fmt: skip
+          or p.parameter.requires_grad], ctx.stream, keyed=seed is not None)  # fmt: skip
     notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx) + ctx.notes
     if structure.why:
         notes.append(f"the model's structure came from {structure.source}: {structure.why}")
@@ -414,7 +414,7 @@ def _init_weight(
     ctx.rows.append(row)
     key = _join(name, pname) if block is None else f"{_join(name, pname)}[{block[0]}]"
     fill = functools.partial(_scheme_fill, init, gain, layer_fans)
-    ctx.plans.append(Plan(module, pname, fill, key, row, block))
+    ctx.plans.append(Plan(module, pname, fill, key, row, block, dist=dist))
 
 
 def _scheme_fill(init: Initializer, gain: float | None, layer_fans: Fans, tensor: Tensor,
@@ -448,7 +448,9 @@ def _init_bias(
         dist, label = f.Constant(rule or 0.0), "constant" if rule else "zeros"
     check_shape(dist, tuple(tensor.shape))
     _plain_row(ctx, name, module, pname, label, target_std(dist, tuple(tensor.shape)), "bias")
-    ctx.plans.append(Plan(module, pname, functools.partial(_dist_fill, dist), _join(name, pname), ctx.rows[-1]))
+    ctx.plans.append(
+        Plan(module, pname, functools.partial(_dist_fill, dist), _join(name, pname), ctx.rows[-1], dist=dist)
+    )
 
 
 def _plain_row(
@@ -483,7 +485,7 @@ def _embedding(name: str, module: Any, ctx: _Context) -> None:
                                   layer_fans.fan_in, layer_fans.fan_out, f"{ctx.init.name} (embedding)",
                                   target_std(dist, tuple(module.weight.shape)), None, "linear", "lookup"))  # fmt: skip
         ctx.plans.append(Plan(module, "weight", functools.partial(_dist_fill, dist), _join(name, "weight"),
-                              ctx.rows[-1]))  # fmt: skip
+                              ctx.rows[-1], dist=dist))  # fmt: skip
     padding = getattr(module, "padding_idx", None)
     if padding is not None:
         ctx.plans[-1].fixed.append(lambda table: table[padding].zero_())
@@ -535,7 +537,9 @@ def _norm(name: str, module: Any, ctx: _Context) -> None:
         if isinstance(tensor, Tensor):
             _plain_row(ctx, name, module, pname, "ones" if value else "zeros", 0.0, "norm")
             dist = f.Constant(value)
-            ctx.plans.append(Plan(module, pname, functools.partial(_dist_fill, dist), _join(name, pname), ctx.rows[-1]))
+            ctx.plans.append(
+                Plan(module, pname, functools.partial(_dist_fill, dist), _join(name, pname), ctx.rows[-1], dist=dist)
+            )
 
 
 def _attention(name: str, module: Any, ctx: _Context) -> None:
@@ -545,11 +549,6 @@ def _attention(name: str, module: Any, ctx: _Context) -> None:
             _init_blocks(name, module, pname, 3 if pname == "in_proj_weight" else 1, ctx, found)
         else:
             _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
-
-
-def _on_meta(example: Any) -> Any:
-    """An example's tensors on the meta device, where a model built there runs (no memory, no values needed)."""
-    return torch.utils._pytree.tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, example)
 
 
 def _structure(model: nn.Module, example: Any, data: Any) -> Structure:
