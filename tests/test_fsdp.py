@@ -102,6 +102,10 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         model, example = _on_meta("mlp")
         fully_shard(model, mesh=mesh)
         model.to_empty(device="cpu")  # FSDP2's own way; device= does the same for a sharded model
+        try:
+            il.initialize(model, "lsuv", data=example)
+        except il.InitlabError as refused:
+            gathered[("mlp", "lsuv refused")] = str(refused)
         il.initialize(model, "orthogonal", example=example, generator=torch.Generator().manual_seed(7))
         gathered[("mlp", "sequential orthogonal")] = {n: p.full_tensor().clone() for n, p in model.named_parameters()}
         if rank == 0:
@@ -129,14 +133,16 @@ def test_sharded_initialize_gives_the_single_process_weights_bit_for_bit(world: 
 
 
 def _compare(gathered: dict, world: int) -> None:
-    assert len(gathered) == len(KINDS) * len(SCHEMES) + 1 and len(SCHEMES) >= 20
+    assert len(gathered) == len(KINDS) * len(SCHEMES) + 2 and len(SCHEMES) >= 20
+    # lsuv re-runs each layer on its own input: refused on a sharded model, with the way round it
+    assert "which a sharded model (FSDP2, DTensor parameters) cannot do" in gathered.pop(("mlp", "lsuv refused"))
     refused = {key for key, weights in gathered.items() if isinstance(weights, str)}
     assert refused <= {("cnn", "sparse"), ("gpt2", "critical")}  # a conv kernel; gelu_tanh has no critical point
     for (kind, scheme), weights in gathered.items():
         if isinstance(weights, str):
-            with pytest.raises(il.InitlabError) as refused:
+            with pytest.raises(il.InitlabError) as refusal:
                 _single(kind, scheme, seed=SEED)
-            assert str(refused.value) == weights
+            assert str(refusal.value) == weights
             continue
         if scheme == "sequential orthogonal":  # generator= draws in sequence, here too the whole of each parameter
             expected = _single(kind, "orthogonal", generator=torch.Generator().manual_seed(7))

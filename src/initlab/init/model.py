@@ -170,6 +170,7 @@ def initialize(
     _check_model(model)
     meta = check_meta(model, device)
     if init.scheme.needs_data:
+        _check_unsharded(model, init.name)
         options = {"bias": bias, "generator": generator, "residual": residual, "activation": activation,
                    "recurrent": recurrent, "gain_from": gain_from, "seed": seed, "device": device}  # fmt: skip
         return _lsuv(model, init, data, output_bias, options)
@@ -277,6 +278,18 @@ def lsuv(model: nn.Module, data: Any, *, base: str = "orthogonal", target_std: f
     report = initialize(model, get("lsuv", **config), data=data, generator=generator)
     assert report.calibration is not None
     return report.calibration
+
+
+def _check_unsharded(model: nn.Module, scheme: str) -> None:
+    """LSUV runs each weight layer again and again on its own input: on an FSDP2-sharded model that calls the layer
+    past the hooks that gather its shards (or would gather it on every pass), so it is refused, before anything is
+    drawn."""
+    if any(is_sharded(p) for p in model.parameters()):
+        raise fail(f"{scheme} measures each layer's output while it rescales it, which a sharded model (FSDP2, "
+                   "DTensor parameters) cannot do without gathering the layer for every pass",
+                   accepted="an unsharded model", received="a model with DTensor parameters",
+                   fix="Run initlab.lsuv(model, batch) before fully_shard (on each rank, with the same batch and "
+                   "generator), then shard it; or use a scheme that needs no data.")  # fmt: skip
 
 
 def _check_model(model: nn.Module) -> None:
