@@ -81,7 +81,7 @@ def _shell_kind(block: Block) -> str:
         return "make"
     if any(re.search(r"\[[^\]]*\|", line) for line in block.lines):
         return "synopsis"  # alternatives a|b|c: a usage line, checked against the command's own help
-    return "shell" if all(line.startswith("initlab ") for line in block.lines) else "unknown"
+    return "shell" if all(line.startswith(("initlab ", "torchrun ")) for line in block.lines) else "unknown"
 
 
 BLOCKS = _blocks()
@@ -238,6 +238,12 @@ def test_shell_blocks_run_as_written(tmp_path: Path, demo: tuple[Path, str]) -> 
 
 
 def _run_line(line: str, cwd: Path, where: str) -> None:
+    if line.startswith("torchrun "):  # a distributed recipe of the repository, on real gloo ranks
+        code = line.partition("  #")[0]
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", *shlex.split(code)[1:]],
+                              capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)  # fmt: skip
+        assert proc.returncode == 0 and " ranks: " in proc.stdout, f"{where}: {line}\n{proc.stderr[-2000:]}"
+        return
     argv, comment = _command(line)
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=_env(), timeout=600)
     assert proc.returncode == 0, f"{where}: {line}\n{proc.stderr}"
