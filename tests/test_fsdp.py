@@ -7,17 +7,15 @@ Monitor on a sharded model reads what it reads on one process."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
 import initlab as il
+from _gloo import rank_of
 from initlab.init.registry import get, scheme_names
 
 SEED = 1234
@@ -82,9 +80,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with rank_of(rank, world, init_file):
         mesh = init_device_mesh("cpu", (world,))
         gathered = {}
         for kind in KINDS:
@@ -110,12 +106,6 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         gathered[("mlp", "sequential orthogonal")] = {n: p.full_tensor().clone() for n, p in model.named_parameters()}
         if rank == 0:
             torch.save(gathered, Path(out))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # as in test_monitor_ddp: no finalization while gloo's threads may still be joinable
 
 
 @pytest.mark.slow
@@ -183,9 +173,7 @@ def _monitor_worker(rank: int, world: int, init_file: str, out: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with rank_of(rank, world, init_file):
         mesh = init_device_mesh("cpu", (world,))
         model = _mlp()
         for module in _units(model):
@@ -193,12 +181,6 @@ def _monitor_worker(rank: int, world: int, init_file: str, out: str) -> None:
         fully_shard(model, mesh=mesh)
         record = _watch(model, [_batch(rank)] * 2)
         Path(out, f"rank{rank}.json").write_text(json.dumps(record))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 @pytest.mark.slow
