@@ -89,3 +89,14 @@ def test_any_run_of_entries_is_drawn_as_the_whole_tensor_holds_it(monkeypatch: p
     part = torch.empty(end - begin)
     _plan._entries(plan, part, begin, 45, stream)
     assert torch.equal(part, whole[begin:end]) and whole.std() > 0.2
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # torch.compile's own imports
+@pytest.mark.parametrize("wrap", [nn.DataParallel, torch.compile])
+def test_a_wrapped_model_gets_the_weights_and_names_of_the_model_itself(wrap: object) -> None:
+    # issue 31: DataParallel (and DDP) named every parameter "module.…", so keyed mode drew other weights than on the
+    # model itself, and the report said "module.0.weight"
+    plain, inner = (nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)) for _ in range(2))
+    il.initialize(plain, "he_normal", seed=1)
+    report = il.initialize(wrap(inner), "he_normal", seed=1)  # type: ignore[operator]
+    assert [r.name for r in report.rows][:2] == ["0.weight", "0.bias"] and _same(plain, inner)

@@ -51,7 +51,7 @@ from initlab.init.fans import Fans, fans
 from initlab.init.gains import gain as gain_of
 from initlab.init.lsuv import LsuvReport, calibrate, first_batch, prior_bias
 from initlab.init.registry import Initializer, get
-from initlab.init.structure import Structure, capture_or_why
+from initlab.init.structure import Structure, capture_or_why, unwrap
 
 __all__ = ["GAIN_SOURCES", "InitReport", "LayerInit", "deepnorm_constants", "initialize", "lsuv"]
 
@@ -167,6 +167,7 @@ def initialize(
                        received=(init.name, output_bias, residual, activation, seed, device),
                        fix="A Keras layer's activation is read from the layer; leave the others out.")  # fmt: skip
         return initialize_keras(model, init, _bias_rule(bias), get(recurrent), generator, gain_from)
+    model = unwrap(model)  # DDP, DataParallel, torch.compile: the names (and keyed streams) of the model itself
     _check_model(model)
     meta = check_meta(model, device)
     if init.scheme.needs_data:
