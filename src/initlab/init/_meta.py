@@ -15,9 +15,8 @@ import torch
 from torch import nn
 
 from initlab._errors import fail
-from initlab.init._plan import is_sharded
 
-__all__ = ["check_meta", "materialize", "meta_ghost", "to_meta"]
+__all__ = ["check_meta", "is_sharded", "materialize", "meta_ghost", "to_meta"]
 
 
 def check_meta(model: nn.Module, device: Any) -> bool:
@@ -133,3 +132,10 @@ def to_meta(example: Any) -> Any:
     """An example's tensors on the meta device, where a model built there (or a stand-in) runs: no memory, and no
     values are needed to read a structure."""
     return torch.utils._pytree.tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, example)
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """Whether a tensor is a DTensor (FSDP2, tensor parallelism). Looked up only where torch.distributed.tensor was
+    imported: none can exist otherwise, and importing it costs start-up time."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.Dtorch.Tensor)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,10 +17,11 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from initlab.init import _formulas as f
+from initlab.init._meta import is_sharded
 from initlab.init._report import LayerInit
 from initlab.init._torch_draw import draw_
 
-__all__ = ["Plan", "Stream", "draw", "is_sharded"]
+__all__ = ["Plan", "Stream", "draw"]
 
 Fill = Callable[[Tensor, torch.Generator | None], Any]  # draws a tensor in place from a generator
 Stream = Callable[[str, Tensor], torch.Generator | None]  # the generator a plan's key draws from
@@ -101,13 +101,6 @@ def _draw_parametrized(plan: Plan, stream: Stream, keyed: bool) -> None:
     if magnitude is not None:
         magnitude.zero_()
     _report_computed(plan)
-
-
-def is_sharded(tensor: Tensor) -> bool:
-    """Whether a tensor is a DTensor (FSDP2, tensor parallelism). Looked up only where torch.distributed.tensor was
-    imported: none can exist otherwise, and importing it costs start-up time."""
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(tensor, module.DTensor)
 
 
 def _draw_sharded(group: list[Plan], param: Any, stream: Stream, keyed: bool) -> None:

@@ -40,8 +40,8 @@ from initlab._errors import fail, unknown_name
 from initlab.init import GAIN_SOURCES, RESIDUAL_RULES
 from initlab.init import _formulas as f
 from initlab.init._keras_model import initialize_keras, is_keras_model
-from initlab.init._meta import check_meta, materialize, to_meta
-from initlab.init._plan import Plan, draw, is_sharded
+from initlab.init._meta import check_meta, is_sharded, materialize, to_meta
+from initlab.init._plan import Plan, draw
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
 from initlab.init._residual import deepnorm_constants, residual_rule, zero_roles
 from initlab.init._torch_draw import check_shape, draw_

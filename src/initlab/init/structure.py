@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 
 from initlab.init._examples import example_input
-from initlab.init._meta import meta_ghost, to_meta
+from initlab.init._meta import is_sharded, meta_ghost, to_meta
 from initlab.init._operators import uses
 from initlab.init._pass import (
     acts_as_activation,
@@ -47,7 +47,6 @@ from initlab.init._pass import (
     restored,
     unwrap,
 )
-from initlab.init._plan import is_sharded
 from initlab.init.activations import Activation
 
 __all__ = [

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from initlab._errors import fail
-from initlab.init._plan import is_sharded
+from initlab.init._meta import is_sharded
 from initlab.init.structure import Structure
 
 
