@@ -74,9 +74,10 @@ def draw(plans: list[Plan], stream: Stream, keyed: bool = False) -> None:
     back through the parametrization; zeroing a weight-normed layer zeroes its magnitude g and keeps the direction v
     (w = 0 would make v = 0 and w = 0/0). Such a row reports the std of the weight the parametrization computes.
 
-    A sharded parameter (a DTensor: FSDP2's ``fully_shard``, tensor parallelism) is drawn whole, one at a time, from
-    the same stream as in one process, and each rank keeps its own shard: the weights do not depend on the number
-    of ranks or the sharding, and a rank never holds more than its shards and the largest single parameter."""
+    A sharded parameter (a DTensor: FSDP2's ``fully_shard``, tensor parallelism) is filled with what it holds in one
+    process: in keyed mode a rank draws only the runs of entries its shard holds, otherwise the whole parameter, one
+    at a time (:func:`_draw_sharded`), so the weights do not depend on the number of ranks or the sharding, and a
+    rank never holds more than its shards and the largest single parameter."""
     with torch.no_grad():
         for _, same in itertools.groupby(plans, key=lambda plan: (id(plan.module), plan.pname)):
             group = list(same)
