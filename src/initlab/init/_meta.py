@@ -138,4 +138,4 @@ def is_sharded(tensor: torch.Tensor) -> bool:
     """Whether a tensor is a DTensor (FSDP2, tensor parallelism). Looked up only where torch.distributed.tensor was
     imported: none can exist otherwise, and importing it costs start-up time."""
     module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(tensor, module.Dtorch.Tensor)
+    return module is not None and isinstance(tensor, module.DTensor)
