@@ -96,6 +96,11 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
                     continue
                 gathered[(kind, scheme)] = {n: p.full_tensor().clone() for n, p in model.named_parameters()}
         model, example = _on_meta("mlp")
+        model[0].weight.requires_grad_(False)  # frozen, but built on meta: no values to keep, so drawn all the same
+        fully_shard(model, mesh=mesh)
+        il.initialize(model, "he_normal", example=example, seed=SEED, device="cpu")
+        gathered[("mlp", "frozen on meta")] = {n: p.full_tensor().clone() for n, p in model.named_parameters()}
+        model, example = _on_meta("mlp")
         fully_shard(model, mesh=mesh)
         model.to_empty(device="cpu")  # FSDP2's own way; device= does the same for a sharded model
         try:
@@ -123,7 +128,7 @@ def test_sharded_initialize_gives_the_single_process_weights_bit_for_bit(world: 
 
 
 def _compare(gathered: dict, world: int) -> None:
-    assert len(gathered) == len(KINDS) * len(SCHEMES) + 2 and len(SCHEMES) >= 20
+    assert len(gathered) == len(KINDS) * len(SCHEMES) + 3 and len(SCHEMES) >= 20
     # lsuv re-runs each layer on its own input: refused on a sharded model, with the way round it
     assert "which a sharded model (FSDP2, DTensor parameters) cannot do" in gathered.pop(("mlp", "lsuv refused"))
     refused = {key for key, weights in gathered.items() if isinstance(weights, str)}
@@ -134,7 +139,9 @@ def _compare(gathered: dict, world: int) -> None:
                 _single(kind, scheme, seed=SEED)
             assert str(refusal.value) == weights
             continue
-        if scheme == "sequential orthogonal":  # generator= draws in sequence, here too the whole of each parameter
+        if scheme == "frozen on meta":
+            expected = _single(kind, "he_normal", seed=SEED)
+        elif scheme == "sequential orthogonal":  # generator= draws in sequence, here too the whole of each parameter
             expected = _single(kind, "orthogonal", generator=torch.Generator().manual_seed(7))
         else:
             expected = _single(kind, scheme, seed=SEED)

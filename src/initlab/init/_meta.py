@@ -16,7 +16,7 @@ from torch import nn
 
 from initlab._errors import fail
 
-__all__ = ["check_meta", "is_sharded", "materialize", "meta_ghost", "to_meta"]
+__all__ = ["check_meta", "is_sharded", "materialize", "meta_ghost", "sharded", "to_meta"]
 
 
 def check_meta(model: nn.Module, device: Any) -> bool:
@@ -41,8 +41,7 @@ def materialize(model: nn.Module, device: Any) -> list[str]:
     """Give every meta parameter and buffer memory on ``device`` (contents undefined until drawn), keeping shared
     parameters shared; returns the notes. A sharded model (FSDP2's DTensors) is materialized by its own
     ``to_empty``, which keeps each rank to its shards."""
-    module_of = [m for m in model.modules() if any(p.is_meta for p in m.parameters(recurse=False))]
-    if any(is_sharded(p) for m in module_of for p in m.parameters(recurse=False)):
+    if sharded(model):
         fresh = [(m, n) for m in model.modules() for n, b in m._buffers.items() if b is not None and b.is_meta]
         model.to_empty(device=device)
         return _fill_buffers(model, fresh)
@@ -139,3 +138,8 @@ def is_sharded(tensor: torch.Tensor) -> bool:
     imported: none can exist otherwise, and importing it costs start-up time."""
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(tensor, module.DTensor)
+
+
+def sharded(model: nn.Module) -> bool:
+    """Whether any of the model's parameters is sharded (FSDP2's ``fully_shard``)."""
+    return any(is_sharded(p) for p in model.parameters())

@@ -40,7 +40,7 @@ from initlab._errors import fail, unknown_name
 from initlab.init import GAIN_SOURCES, RESIDUAL_RULES
 from initlab.init import _formulas as f
 from initlab.init._keras_model import initialize_keras, is_keras_model
-from initlab.init._meta import check_meta, is_sharded, materialize, to_meta
+from initlab.init._meta import check_meta, materialize, sharded, to_meta
 from initlab.init._plan import Plan, draw
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
 from initlab.init._residual import deepnorm_constants, residual_rule, zero_roles
@@ -175,12 +175,13 @@ def initialize(
         options = {"bias": bias, "generator": generator, "residual": residual, "activation": activation,
                    "recurrent": recurrent, "gain_from": gain_from, "seed": seed, "device": device}  # fmt: skip
         return _lsuv(model, init, data, output_bias, options)
+    empty = {n for n, p in model.named_parameters() if p.is_meta}  # no values to keep: drawn, frozen or not
     early = []
-    if meta and any(is_sharded(p) for p in model.parameters()):  # FSDP2 runs no forward pass on meta: each rank's
-        early, meta = materialize(model, device), False  # shards get memory first, before the structure pass
+    if meta and sharded(model):  # FSDP2 runs no forward pass on meta: each rank's shards get memory first, before
+        early, meta = materialize(model, device), False  # the structure pass
     structure = _structure(model, to_meta(example) if meta else example, data)
     report = _initialize_torch(model, init, _bias_rule(bias), get(recurrent), generator, residual, activation,
-                               gain_from, structure, frozen, seed, device if meta else None)  # fmt: skip
+                               gain_from, structure, frozen, seed, device if meta else None, empty)  # fmt: skip
     report.notes[:0] = early
     if output_bias == "prior":
         report.notes.append(_prior_note(*prior_bias(model, data)))
@@ -189,15 +190,16 @@ def initialize(
 
 def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | float | None, recurrent: Initializer,
                       generator: torch.Generator | None, residual: str | None, activation: Any, gain_from: str,
-                      structure: Structure, frozen: bool, seed: int | None = None,
-                      device: Any = None) -> InitReport:  # fmt: skip
-    """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles."""
+                      structure: Structure, frozen: bool, seed: int | None = None, device: Any = None,
+                      empty: frozenset[str] | set[str] = frozenset()) -> InitReport:  # fmt: skip
+    """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles; the
+    plans are drawn once all of them ran. ``empty``: parameters built on the meta device (no values to keep: drawn
+    even when frozen); ``device``: where they get memory, once every plan is checked."""
     found = structure_activations(structure)
     ctx = _Context(init, bias, recurrent, generator, _with_overrides(structure, found, activation), gain_from,
                    seed=seed)  # fmt: skip
     residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
     branches = _branches(structure) if residual is not None else []  # refused before any tensor is touched
-    empty = {n for n, p in model.named_parameters() if p.is_meta}  # no values to keep: drawn, frozen or not
     kept = {} if frozen else {n: p.detach().clone() for n, p in model.named_parameters()
                               if not p.requires_grad and n not in empty}  # fmt: skip
     for name, module in model.named_modules():
@@ -285,7 +287,7 @@ def _check_unsharded(model: nn.Module, scheme: str) -> None:
     """LSUV runs each weight layer again and again on its own input: on an FSDP2-sharded model that calls the layer
     past the hooks that gather its shards (or would gather it on every pass), so it is refused, before anything is
     drawn."""
-    if any(is_sharded(p) for p in model.parameters()):
+    if sharded(model):
         raise fail(f"{scheme} measures each layer's output while it rescales it, which a sharded model (FSDP2, "
                    "DTensor parameters) cannot do without gathering the layer for every pass",
                    accepted="an unsharded model", received="a model with DTensor parameters",

@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 
 from initlab.init._examples import example_input
-from initlab.init._meta import is_sharded, meta_ghost, to_meta
+from initlab.init._meta import meta_ghost, sharded, to_meta
 from initlab.init._operators import uses
 from initlab.init._pass import (
     acts_as_activation,
@@ -466,7 +466,7 @@ def capture_or_why(model: nn.Module, example: Any = None) -> Structure | str:
     example = example_input(model) if example is None else example
     if example is None:
         return "no example input could be read off the model (pass example=)"
-    if any(is_sharded(p) for p in model.parameters()):  # read off a stand-in on meta: no gathering, no memory
+    if sharded(model):  # read off a stand-in on meta: no gathering, no memory
         model, example = meta_ghost(unwrap(model)), to_meta(example)
     try:
         return capture(model, example)
