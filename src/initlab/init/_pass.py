@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -110,8 +109,7 @@ def call(model: nn.Module, example: Any) -> Any:
 @contextlib.contextmanager
 def restored(model: nn.Module) -> Iterator[None]:
     """The model's buffers and torch's RNG state as they were, afterwards (a BatchNorm in train mode updates its
-    running statistics on a forward pass; Dropout draws from the RNG), and an FSDP2-sharded model's parameters
-    sharded again (its root keeps them gathered after a forward pass, waiting for the backward pass)."""
+    running statistics on a forward pass; Dropout draws from the RNG)."""
     buffers = {name: b.detach().clone() for name, b in model.named_buffers() if not b.is_meta}
     rng = torch.get_rng_state()
     try:
@@ -122,15 +120,3 @@ def restored(model: nn.Module) -> Iterator[None]:
                 if name in buffers:
                     b.copy_(buffers[name])
         torch.set_rng_state(rng)
-        _reshard(model)
-
-
-def _reshard(model: nn.Module) -> None:
-    """Put FSDP2 modules (``fully_shard``) back in their sharded state; nothing to do where FSDP was never
-    imported (no model can be sharded then)."""
-    fsdp = sys.modules.get("torch.distributed.fsdp")
-    sharded = getattr(fsdp, "FSDPModule", None)
-    if sharded is not None:
-        for module in model.modules():
-            if isinstance(module, sharded):
-                module.reshard()

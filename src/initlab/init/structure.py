@@ -174,7 +174,7 @@ OnResidual = Callable[[Residual, Tensor, Tensor], Tensor]  # (residual, skip, br
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, names: dict[int, str], module_stack: list[tuple[str, nn.Module]],
+    def __init__(self, names: Mapping[int, str], module_stack: list[tuple[str, nn.Module]],
                  on_residual: OnResidual | None = None) -> None:  # fmt: skip
         super().__init__()
         self.on_residual = on_residual
@@ -206,7 +206,7 @@ class _Recorder(TorchFunctionMode):
         flows = [f for a in inputs if (f := self.flows.get(id(a))) is not None]
         pending: frozenset[str] = frozenset().union(*(f.pending for f in flows)) if flows else frozenset()
         ancestry: frozenset[int] = frozenset().union(*(f.ancestry for f in flows)) if flows else frozenset()
-        weights = [(i, a) for i, a in enumerate(inputs) if id(a) in self.names or self._swapped_in(a)]
+        weights = [(i, a) for i, a in enumerate(inputs) if id(a) in self.names]
         if weights and not self.opaque:
             used = self._weights(name, args, kwargs, weights)
             if used:
@@ -217,19 +217,6 @@ class _Recorder(TorchFunctionMode):
             out, pending = self._no_weight(func, name, args, kwargs, inputs, pending, out)
         self._mark(out, pending, ancestry)
         return out
-
-    def _swapped_in(self, tensor: Tensor) -> bool:
-        """A parameter the running modules hold in place of a registered one (FSDP2 swaps each sharded parameter
-        for its gathered copy during the forward pass): named after the registered one, found by identity in the
-        modules being run, innermost first."""
-        if not isinstance(tensor, nn.Parameter):
-            return False
-        for module_name, module in reversed(self.stack):
-            for pname, param in module._parameters.items():
-                if param is tensor:
-                    self.names[id(tensor)] = f"{module_name}.{pname}" if module_name else pname
-                    return True
-        return False
 
     def _no_weight(self, func: Any, name: str, args: tuple[Any, ...], kwargs: Any, inputs: list[Tensor],
                    pending: frozenset[str], out: Any) -> tuple[Any, frozenset[str]]:  # fmt: skip
@@ -377,8 +364,11 @@ def capture(model: nn.Module, example: Any, on_residual: OnResidual | None = Non
     return its :class:`Structure`. The model's modes, buffers and torch's RNG state are restored; no gradient is
     taken. On a model whose parameters are on the meta device the pass allocates nothing. ``on_residual(residual,
     skip, branch)``, where given, is called at each residual addition and returns the sum the pass goes on with
-    (LSUV's stream mode scales each branch there)."""
+    (LSUV's stream mode scales each branch there). A sharded model (FSDP2) is read off a stand-in on the meta device
+    (:func:`~initlab.init._meta.meta_ghost`): running it would gather every layer across the ranks."""
     model = unwrap(model)
+    if sharded(model):
+        model, example = meta_ghost(model), to_meta(example)
     ids, aliases = _parameter_names(model)
     stack: list[tuple[str, nn.Module]] = []
     names = {m: n for n, m in model.named_modules()}
@@ -466,8 +456,6 @@ def capture_or_why(model: nn.Module, example: Any = None) -> Structure | str:
     example = example_input(model) if example is None else example
     if example is None:
         return "no example input could be read off the model (pass example=)"
-    if sharded(model):  # read off a stand-in on meta: no gathering, no memory
-        model, example = meta_ghost(unwrap(model)), to_meta(example)
     try:
         return capture(model, example)
     except Exception as error:  # a model that does not take the guessed input
