@@ -13,7 +13,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml constraints.txt setup.py src/initlab/monitor/_fused.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# constraints.txt holds torch at the pinned CPU wheel while extras (transformers, lightning) resolve their dependencies
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,keras,jax,tensorboard,ray,mnist1d,transformers,lightning]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,keras,jax,tensorboard,ray,mnist1d,transformers,lightning,verify]"
 	# mup 1.0.0, the reference tests/test_mup.py compares initlab's µP with. Without its declared dependencies:
 	# it asks for torchvision (which fails to import beside the torch wheel) and pandas/seaborn for plots only.
 	$(BIN)/python -m pip install --quiet --no-deps mup==1.0.0

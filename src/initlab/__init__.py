@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
     from initlab.init.activations import Activation, activation, activation_names
     from initlab.init.fans import Fans, fans
     from initlab.init.gains import gain
+    from initlab.init.identify import IdentifyReport, identify
     from initlab.init.lsuv import LsuvReport
     from initlab.init.model import InitReport, LayerInit, initialize, lsuv
     from initlab.init.mup import Mup, mup
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
     )
     from initlab.monitor import Monitor
     from initlab.theory.audit import AuditReport, audit
+    from initlab.init.verify import VerifyReport, verify
     from initlab.theory.propagate import Prediction, predict
 
 __version__ = "0.1.0"
@@ -71,6 +73,8 @@ _WHERE = {
     "Store": "initlab.compare.store",
     **dict.fromkeys(("Prediction", "predict"), "initlab.theory.propagate"),
     **dict.fromkeys(("RunResult", "TrainConfig", "train"), "initlab.compare.train"),
+    **dict.fromkeys(("VerifyReport", "verify"), "initlab.init.verify"),
+    **dict.fromkeys(("IdentifyReport", "identify"), "initlab.init.identify"),
 }
 
 
@@ -93,6 +97,7 @@ __all__ = [
     "Activation",
     "AuditReport",
     "Fans",
+    "IdentifyReport",
     "InitReport",
     "Initializer",
     "InitlabError",
@@ -106,6 +111,7 @@ __all__ = [
     "TrainConfig",
     "TrainingDiverged",
     "TransformerLM",
+    "VerifyReport",
     "__version__",
     "activation",
     "activation_names",
@@ -116,6 +122,7 @@ __all__ = [
     "fans",
     "gain",
     "get",
+    "identify",
     "glorot_normal_",
     "glorot_uniform_",
     "he_normal_",
@@ -144,6 +151,7 @@ __all__ = [
     "truncated_normal_",
     "uniform_",
     "variance_scaling_",
+    "verify",
     "xavier_normal_",
     "xavier_uniform_",
     "zeros_",

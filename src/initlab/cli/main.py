@@ -14,6 +14,7 @@ from initlab.cli.run_cmd import HELP as RUN_HELP
 from initlab.cli.run_cmd import run_command
 from initlab.cli.schemes_cmd import schemes_command
 from initlab.cli.sweep_cmd import sweep_command
+from initlab.cli.verify_cmd import verify_command
 
 app = typer.Typer(
     name="initlab",
@@ -33,6 +34,7 @@ app.command("run", help=RUN_HELP, context_settings={"allow_extra_args": True, "i
 )
 app.command("sweep")(sweep_command)
 app.command("report")(report_command)
+app.command("verify")(verify_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,10 +21,18 @@ from initlab.init.activations import (
     is_activation_module,
 )
 
-__all__ = ["acts_as_activation", "call", "function_activation", "identify", "module_hooks", "restored", "unwrap"]
+__all__ = [
+    "acts_as_activation",
+    "call",
+    "function_activation",
+    "identify_activation",
+    "module_hooks",
+    "restored",
+    "unwrap",
+]
 
 
-def identify(module: nn.Module) -> Activation:
+def identify_activation(module: nn.Module) -> Activation:
     """The activation a parameter-free module computes, by its values: the named activation whose values on
     [-6, 6] it matches within 1e-6 (Hugging Face's ``NewGELUActivation`` is gelu_tanh, its ``SiLUActivation``
     silu), else the module itself as a callable activation (its gain then comes from quadrature)."""
@@ -43,7 +51,7 @@ def identify(module: nn.Module) -> Activation:
 
 @functools.cache
 def _reference_values() -> tuple[Tensor, dict[str, Tensor]]:
-    """The points :func:`identify` compares on, and every named activation's values there (computed once)."""
+    """The points :func:`identify_activation` compares on, and every named activation's values there (computed once)."""
     z = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
     with torch.no_grad():
         return z, {name: activation(name)(z) for name in activation_names()}

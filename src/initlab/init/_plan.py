@@ -47,6 +47,7 @@ class Plan:
     zero: bool = False  # a rule zeroed it
     fixed: list[Callable[[Tensor], Any]] = dataclasses.field(default_factory=list)  # set after drawing (forget gate)
     dist: f.Dist | None = None  # what ``fill`` draws, where it is one distribution of independent entries
+    rules: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # (label, factor) of each rule: 0 zeroes
 
     @property
     def parameter(self) -> Tensor | None:
@@ -55,12 +56,14 @@ class Plan:
 
     def multiply(self, factor: float, label: str) -> None:
         self.scale *= factor
+        self.rules.append((label, factor))
         if self.row is not None:
             self.row.scheme = f"{self.row.scheme} {label}"
             self.row.std = None if self.row.std is None else self.row.std * factor
 
     def zeroed(self, label: str) -> None:
         self.zero = True
+        self.rules.append((f"zero{label}", 0.0))
         if self.row is not None:
             self.row.scheme, self.row.std = f"{self.row.scheme} → zero{label}", 0.0
 
@@ -95,12 +98,12 @@ def draw(plans: list[Plan], stream: Stream, keyed: bool = False) -> None:
 
 
 def _draw_parametrized(plan: Plan, stream: Stream, keyed: bool) -> None:
-    magnitude = _magnitude(plan.module, plan.pname) if plan.zero else None
+    g = magnitude(plan.module, plan.pname) if plan.zero else None
     value = getattr(plan.module, plan.pname).detach().clone()
-    _draw_into(plan, value, stream, keyed, keep_direction=magnitude is not None)
+    _draw_into(plan, value, stream, keyed, keep_direction=g is not None)
     setattr(plan.module, plan.pname, value)
-    if magnitude is not None:
-        magnitude.zero_()
+    if g is not None:
+        g.zero_()
     _report_computed(plan)
 
 
@@ -184,7 +187,7 @@ def _draw_into(plan: Plan, tensor: Tensor, stream: Stream, keyed: bool, keep_dir
         fix(target)
 
 
-def _magnitude(module: nn.Module, pname: str) -> Tensor | None:
+def magnitude(module: nn.Module, pname: str) -> Tensor | None:
     """Weight norm's magnitude g (``parametrizations.<pname>.original0``), where the parameter has one."""
     found = getattr(getattr(getattr(module, "parametrizations", None), pname, None), "original0", None)
     return found if parametrize.is_parametrized(module, pname) and isinstance(found, Tensor) else None

@@ -115,7 +115,7 @@ def _deepnorm(model: nn.Module, branches: list[list[str]], query_key: set[str], 
                 _multiply(plans, f"{name}.out_proj.weight", beta, label)
                 for plan in plans:
                     if plan.key == f"{name}.in_proj_weight[2]":
-                        plan.scale *= beta
+                        plan.multiply(beta, label)
                     elif plan.key == f"{name}.in_proj_weight[0]" and plan.row is not None:
                         plan.row.scheme = f"{plan.row.scheme} {label} on v"
             elif isinstance(module, nn.Linear | nn.modules.conv._ConvNd) and name not in query_key and not any(

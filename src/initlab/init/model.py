@@ -59,7 +59,7 @@ ActivationSpec = str | nn.Module | Callable[[Tensor], Tensor]
 
 
 @dataclasses.dataclass
-class _Context:
+class Planning:
     init: Initializer
     bias: Initializer | float | None
     recurrent: Initializer
@@ -73,6 +73,7 @@ class _Context:
     notes: list[str] = dataclasses.field(default_factory=list)  # said by the rules, for the report
     seed: int | None = None  # keyed mode: each parameter's stream from the seed and its name alone
     plans: list[Plan] = dataclasses.field(default_factory=list)  # every draw, in order (drawn once all rules ran)
+    shadowed: list[Plan] = dataclasses.field(default_factory=list)  # a tied parameter's plans under its later names
 
     def stream(self, key: str, like: Tensor) -> torch.Generator | None:
         """The generator a parameter (or one block of it) is drawn from: the one sequential ``generator``, or, in
@@ -166,7 +167,7 @@ def initialize(
             raise fail("lsuv, output_bias, residual=, activation=, seed= and device= are for torch models",
                        received=(init.name, output_bias, residual, activation, seed, device),
                        fix="A Keras layer's activation is read from the layer; leave the others out.")  # fmt: skip
-        return initialize_keras(model, init, _bias_rule(bias), get(recurrent), generator, gain_from)
+        return initialize_keras(model, init, bias_rule(bias), get(recurrent), generator, gain_from)
     model = unwrap(model)  # DDP, DataParallel, torch.compile: the names (and keyed streams) of the model itself
     _check_model(model)
     meta = check_meta(model, device)
@@ -179,8 +180,8 @@ def initialize(
     early = []
     if meta and sharded(model):  # FSDP2 runs no forward pass on meta: each rank's shards get memory first, before
         early, meta = materialize(model, device), False  # the structure pass
-    structure = _structure(model, to_meta(example) if meta else example, data)
-    report = _initialize_torch(model, init, _bias_rule(bias), get(recurrent), generator, residual, activation,
+    structure = read_structure(model, to_meta(example) if meta else example, data)
+    report = _initialize_torch(model, init, bias_rule(bias), get(recurrent), generator, residual, activation,
                                gain_from, structure, frozen, seed, device if meta else None, empty)  # fmt: skip
     report.notes[:0] = early
     if output_bias == "prior":
@@ -192,16 +193,32 @@ def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | f
                       generator: torch.Generator | None, residual: str | None, activation: Any, gain_from: str,
                       structure: Structure, frozen: bool, seed: int | None = None, device: Any = None,
                       empty: frozenset[str] | set[str] = frozenset()) -> InitReport:  # fmt: skip
-    """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles; the
-    plans are drawn once all of them ran. ``empty``: parameters built on the meta device (no values to keep: drawn
-    even when frozen); ``device``: where they get memory, once every plan is checked."""
+    """Plan every parameter, then draw the plans. ``empty``: parameters built on the meta device (no values to keep:
+    drawn even when frozen); ``device``: where they get memory, once every plan is checked."""
+    ctx = plan_model(model, init, bias, recurrent, generator, residual, activation, gain_from, structure, seed)
+    kept = {} if frozen else {n: p.detach().clone() for n, p in model.named_parameters()
+                              if not p.requires_grad and n not in empty}  # fmt: skip
+    if device is not None:  # every plan made and checked: now the meta tensors get memory
+        ctx.notes += materialize(model, device)
+    draw([p for p in ctx.plans if frozen or p.key.split("[")[0] in empty or p.parameter is None
+          or p.parameter.requires_grad], ctx.stream, keyed=seed is not None)  # fmt: skip
+    notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx) + ctx.notes
+    if structure.why:
+        notes.append(f"the model's structure came from {structure.source}: {structure.why}")
+    return InitReport(ctx.rows, ctx.init.name, notes)
+
+
+def plan_model(model: nn.Module, init: Initializer, bias: Initializer | float | None, recurrent: Initializer,
+               generator: torch.Generator | None, residual: str | None, activation: Any, gain_from: str,
+               structure: Structure, seed: int | None = None) -> Planning:  # fmt: skip
+    """Every module rule, then the weights only their use explains, the residual rule and the zeroed roles: the
+    plans (and rows) of every parameter, checked, with nothing drawn (``initialize`` draws them, ``verify``
+    compares them with the tensors that are there)."""
     found = structure_activations(structure)
-    ctx = _Context(init, bias, recurrent, generator, _with_overrides(structure, found, activation), gain_from,
+    ctx = Planning(init, bias, recurrent, generator, _with_overrides(structure, found, activation), gain_from,
                    seed=seed)  # fmt: skip
     residual = residual or init.scheme.residual_rule  # gpt2 scales its residual projections by itself
     branches = _branches(structure) if residual is not None else []  # refused before any tensor is touched
-    kept = {} if frozen else {n: p.detach().clone() for n, p in model.named_parameters()
-                              if not p.requires_grad and n not in empty}  # fmt: skip
     for name, module in model.named_modules():
         rule = _rule_for(module)
         if rule is not None:
@@ -212,14 +229,7 @@ def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | f
         ctx.notes += [note] if note else []
     if init.scheme.zero:
         zero_roles(init.scheme.zero, structure, ctx.plans)
-    if device is not None:  # every plan made and checked: now the meta tensors get memory
-        ctx.notes += materialize(model, device)
-    draw([p for p in ctx.plans if frozen or p.key.split("[")[0] in empty or p.parameter is None
-          or p.parameter.requires_grad], ctx.stream, keyed=seed is not None)  # fmt: skip
-    notes = notes_on_gains(ctx.mismatches) + _untouched(model, ctx) + _keep_frozen(model, kept, ctx) + ctx.notes
-    if structure.why:
-        notes.append(f"the model's structure came from {structure.source}: {structure.why}")
-    return InitReport(ctx.rows, ctx.init.name, notes)
+    return ctx
 
 
 def _check_options(init: Initializer, residual: str | None, gain_from: str, output_bias: str | None,
@@ -306,13 +316,14 @@ def _check_model(model: nn.Module) -> None:
                    received=type(model).__name__, fix="Pass the model whose weights you want initialized.")  # fmt: skip
 
 
-def _apply(rule: Callable[[str, Any, _Context], None], name: str, module: nn.Module, ctx: _Context) -> None:
+def _apply(rule: Callable[[str, Any, Planning], None], name: str, module: nn.Module, ctx: Planning) -> None:
     """Run one module's rule. A parameter shared with a module met before (tied weights: an Embedding and the output
     Linear) keeps the first plan and is reported once, on the first row, with every name it has."""
     own = dict(module.named_parameters(recurse=False))
     shared = {pname: p for pname, p in own.items() if id(p) in ctx.owner}
     first, planned = len(ctx.rows), len(ctx.plans)
     rule(name, module, ctx)
+    ctx.shadowed += [p for p in ctx.plans[planned:] if p.module is module and p.pname in shared]
     ctx.plans[planned:] = [p for p in ctx.plans[planned:] if not (p.module is module and p.pname in shared)]
     kept = []
     for row in ctx.rows[first:]:
@@ -328,7 +339,7 @@ def _apply(rule: Callable[[str, Any, _Context], None], name: str, module: nn.Mod
             ctx.owner[id(p)] = index[_join(name, pname)]
 
 
-def _untouched(model: nn.Module, ctx: _Context) -> list[str]:
+def _untouched(model: nn.Module, ctx: Planning) -> list[str]:
     """A note naming the parameters no rule reached (a custom module's own nn.Parameter), left as they were."""
     reported = {name for row in ctx.rows for name in row.name.split(" = ")}
     names = [n for n, p in model.named_parameters() if id(p) not in ctx.owner and _logical(n) not in reported]
@@ -349,7 +360,7 @@ def _logical(name: str) -> str:
     return owner + rest.split(".", 1)[0] if sep else name
 
 
-def _bias_rule(bias: str | float | Mapping[str, Any] | Initializer | None) -> Initializer | float | None:
+def bias_rule(bias: str | float | Mapping[str, Any] | Initializer | None) -> Initializer | float | None:
     if bias is None or isinstance(bias, int | float):
         return None if bias is None else float(bias)
     return get(bias)
@@ -374,7 +385,7 @@ def _with_overrides(
     return found
 
 
-def _rule_for(module: nn.Module) -> Callable[[str, Any, _Context], None] | None:
+def _rule_for(module: nn.Module) -> Callable[[str, Any, Planning], None] | None:
     if isinstance(module, nn.RNNBase):
         return _recurrent
     if isinstance(module, nn.Embedding | nn.EmbeddingBag):
@@ -403,7 +414,7 @@ def _init_weight(
     name: str,
     module: nn.Module,
     pname: str,
-    ctx: _Context,
+    ctx: Planning,
     layer_fans: Fans,
     found: Found,
     init: Initializer | None = None,
@@ -446,7 +457,7 @@ def _init_bias(
     name: str,
     module: nn.Module,
     pname: str,
-    ctx: _Context,
+    ctx: Planning,
     layer_fans: Fans,
     found: Found,
     value: float | None = None,
@@ -470,7 +481,7 @@ def _init_bias(
 
 
 def _plain_row(
-    ctx: _Context, name: str, module: nn.Module, pname: str, scheme: str, std: float | None, source: str
+    ctx: Planning, name: str, module: nn.Module, pname: str, scheme: str, std: float | None, source: str
 ) -> None:
     """Report a parameter that has no fans or gain (a bias, a norm scale)."""
     shape = tuple(getattr(module, pname).shape)
@@ -483,14 +494,14 @@ def _join(prefix: str, pname: str) -> str:
     return f"{prefix}.{pname}" if prefix else pname
 
 
-def _dense(name: str, module: Any, ctx: _Context) -> None:
+def _dense(name: str, module: Any, ctx: Planning) -> None:
     found = ctx.found.get(name, Found(None, "none"))
     layer_fans = fans(module.weight, layer=module)
     _init_weight(name, module, "weight", ctx, layer_fans, found)
     _init_bias(name, module, "bias", ctx, layer_fans, found)
 
 
-def _embedding(name: str, module: Any, ctx: _Context) -> None:
+def _embedding(name: str, module: Any, ctx: Planning) -> None:
     layer_fans = fans(module.weight, layer=module)
     rule = ctx.init.scheme.embedding_rule
     if rule is None:
@@ -507,7 +518,7 @@ def _embedding(name: str, module: Any, ctx: _Context) -> None:
         ctx.plans[-1].fixed.append(lambda table: table[padding].zero_())
 
 
-def _recurrent(name: str, module: Any, ctx: _Context) -> None:
+def _recurrent(name: str, module: Any, ctx: Planning) -> None:
     gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
     found = ctx.found.get(name, Found(None, "recurrent cell"))
     for pname, _ in module.named_parameters(recurse=False):
@@ -527,7 +538,7 @@ def _init_blocks(
     module: nn.Module,
     pname: str,
     blocks: int,
-    ctx: _Context,
+    ctx: Planning,
     found: Found,
     init: Initializer | None = None,
     gain: float | None = None,
@@ -547,7 +558,7 @@ def _init_blocks(
         plan.row = row if i == 0 else None
 
 
-def _norm(name: str, module: Any, ctx: _Context) -> None:
+def _norm(name: str, module: Any, ctx: Planning) -> None:
     for pname, value in (("weight", 1.0), ("bias", 0.0)):
         tensor = getattr(module, pname, None)
         if isinstance(tensor, Tensor):
@@ -558,7 +569,7 @@ def _norm(name: str, module: Any, ctx: _Context) -> None:
             )
 
 
-def _attention(name: str, module: Any, ctx: _Context) -> None:
+def _attention(name: str, module: Any, ctx: Planning) -> None:
     found = Found(None, "attention")
     for pname, param in module.named_parameters(recurse=False):
         if param.ndim == 2:
@@ -567,7 +578,7 @@ def _attention(name: str, module: Any, ctx: _Context) -> None:
             _init_bias(name, module, pname, ctx, Fans(1, 1), found, value=0.0)
 
 
-def _structure(model: nn.Module, example: Any, data: Any) -> Structure:
+def read_structure(model: nn.Module, example: Any, data: Any) -> Structure:
     """The model's structure from one forward pass on ``example`` (or ``data``'s inputs, or an input read off the
     model), or from module types where there is none (:func:`~initlab.init._walk.from_modules`). An
     ``example=`` the model does not take is refused, before any tensor is touched: the user said what the input
@@ -589,7 +600,7 @@ def structure_activations(structure: Structure) -> dict[str, Found]:
     return out
 
 
-def _by_use(model: nn.Module, structure: Structure, ctx: _Context) -> None:
+def _by_use(model: nn.Module, structure: Structure, ctx: Planning) -> None:
     """Weights no module rule reached (GPT-2's Conv1D, a custom module's ``F.linear(x, self.w)``, an einsum
     projection): initialized by their use, with the fans of that use, and their module's bias with them."""
     params = dict(model.named_parameters())
@@ -625,7 +636,7 @@ def _branches(structure: Structure) -> list[list[str]]:
     return [list(dict.fromkeys(structure.owner(n) for n in r.branch)) for r in structure.residuals]
 
 
-def _keep_frozen(model: nn.Module, kept: dict[str, Tensor], ctx: _Context) -> list[str]:
+def _keep_frozen(model: nn.Module, kept: dict[str, Tensor], ctx: Planning) -> list[str]:
     """Put frozen parameters back as they were (``frozen=False``) and say so."""
     if not kept:
         return []

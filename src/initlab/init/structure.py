@@ -42,7 +42,7 @@ from initlab.init._pass import (
     acts_as_activation,
     call,
     function_activation,
-    identify,
+    identify_activation,
     module_hooks,
     restored,
     unwrap,
@@ -51,7 +51,7 @@ from initlab.init.activations import Activation
 
 __all__ = [
     "Layer", "Residual", "Structure", "Use", "acts_as_activation", "call", "capture", "capture_or_why",
-    "example_input", "function_activation", "identify", "module_hooks", "restored", "unwrap",
+    "example_input", "function_activation", "identify_activation", "module_hooks", "restored", "unwrap",
 ]  # fmt: skip
 
 _ADDS = {"add", "__add__", "__radd__", "add_", "__iadd__"}
@@ -313,7 +313,7 @@ class _Recorder(TorchFunctionMode):
         flow = next((self.flows[id(a)] for a in args if isinstance(a, Tensor) and id(a) in self.flows), None)
         if flow is None:
             return
-        for layer in flow.pending:  # resolved after the pass (identify runs the module on numbers)
+        for layer in flow.pending:  # resolved after the pass (identify_activation runs the module)
             if self.layers[layer].activation is None:
                 self.modules.append((layer, module, name))
         self._mark(output, frozenset(), flow.ancestry)
@@ -386,7 +386,7 @@ def capture(model: nn.Module, example: Any, on_residual: OnResidual | None = Non
         layer.role = {"embedding": "embedding", "recurrent": "recurrent"}.get(layer.use.op, "hidden")
     for name, module, where in recorder.modules:
         if layers[name].activation is None:
-            layers[name].activation, layers[name].activation_source = identify(module), "module"
+            layers[name].activation, layers[name].activation_source = identify_activation(module), "module"
             layers[name].activation_module = where
     readout = _mark_output(recorder, output)
     params = dict(model.named_parameters())

@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_leaves
 
 from initlab._errors import InitlabError, fail
 from initlab.init._operators import uses
-from initlab.init.structure import Structure, acts_as_activation, call, identify, module_hooks
+from initlab.init.structure import Structure, acts_as_activation, call, identify_activation, module_hooks
 from initlab.theory._maps import Back, Stat, Sub, elementwise, lookup, reduce_to, sampled
 from initlab.theory._rules import AUGMENTED, IGNORE, MOVE, RULES, Call, is_row, out_of_place
 
@@ -214,7 +214,7 @@ class _Recorder(TorchFunctionMode):
                 finally:
                     self.opaque -= 1
             else:
-                stat, back = elementwise(identify(module).fn, s)
+                stat, back = elementwise(identify_activation(module).fn, s)
         n = self._new(out, stat)
         if back is not None:
             self.tape.append(_Step([n], [n_in], back))
