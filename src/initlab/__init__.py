@@ -51,9 +51,9 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
         xavier_uniform_,
         zeros_,
     )
+    from initlab.init.verify import VerifyReport, verify
     from initlab.monitor import Monitor
     from initlab.theory.audit import AuditReport, audit
-    from initlab.init.verify import VerifyReport, verify
     from initlab.theory.propagate import Prediction, predict
 
 __version__ = "0.1.0"
@@ -122,11 +122,11 @@ __all__ = [
     "fans",
     "gain",
     "get",
-    "identify",
     "glorot_normal_",
     "glorot_uniform_",
     "he_normal_",
     "he_uniform_",
+    "identify",
     "identity_",
     "initialize",
     "kaiming_normal_",

@@ -4,6 +4,7 @@ does not, 2 on bad input."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,10 +74,11 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         return dict(load_file(str(path)))
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, ValueError, EOFError) as error:
-        raise fail(f"{path} is not a torch checkpoint ({str(error)[:120]})",
-                   accepted="a file torch.save wrote (a state dict) or a .safetensors file",
-                   fix="Save the weights with torch.save(model.state_dict(), path).") from error  # fmt: skip
+    except (RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        raise fail(f"{path} is not a torch checkpoint initlab can read ({str(error).splitlines()[0][:100]})",
+                   accepted="a file torch.save wrote holding tensors (read with weights_only=True: no code from the "
+                   "file is run), or a .safetensors file",
+                   fix="Save the weights alone with torch.save(model.state_dict(), path).") from error  # fmt: skip
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]

@@ -7,9 +7,9 @@ Each test gives a p-value under "these entries were drawn from that distribution
 * ``std``: the sample variance against the distribution's, z = (s²/σ² − 1) / √((κ − 1)/n), κ its kurtosis (the
   sampling variance of a variance, exact for any distribution of independent entries up to O(1/n²));
 * ``mean``: z = (x̄ − µ) / (σ/√n);
-* ``shape``: the Kolmogorov–Smirnov test (scipy's ``kstest``) of the sample, standardized by its own std, against
-  the distribution's standardized shape (so a wrong scale shows in ``std`` and a wrong shape here; estimating the
-  scale makes the test conservative);
+* ``shape``: the Kolmogorov–Smirnov test (scipy's ``kstest``, asymptotic p-value) of the sample, standardized by
+  its own std, against the distribution's standardized shape (so a wrong scale shows in ``std`` and a wrong shape
+  here; estimating the scale makes the test conservative);
 * ``tails``: the sample's kurtosis against the distribution's, with its delta-method standard error
   √((µ8 − 4µ6µ4 + 4µ4³ − µ4²)/m) (24/m for a normal): it tells a truncated normal from a normal of the same std,
   which the KS test on a sample of this size barely does;
@@ -149,7 +149,7 @@ def p_values(ev: Evidence, law: Law, until: float = 0.0) -> dict[str, float]:
         def cdf(x: np.ndarray) -> np.ndarray:
             return base.cdf(mean + x * std)  # type: ignore[attr-defined]
 
-        out["shape"] = float(stats.kstest(z, cdf).pvalue)
+        out["shape"] = float(stats.kstest(z, cdf, method="asymp").pvalue)
         out["tails"] = _two_sided((ev.kurtosis - kurt) / math.sqrt(kurt_var / len(ev.sample)))
     return out
 

@@ -97,6 +97,9 @@ def orthogonality(values: Tensor, gain: float, blocks: int = 1, spare: int = 0) 
         matrix = block.reshape(block.shape[0], -1).double()
         if matrix.shape[0] > matrix.shape[1]:
             matrix = matrix.T
+        norms = (matrix * matrix).sum(dim=1) / gain**2  # the Gram matrix's diagonal: a cheap first refusal
+        if not spare and float((norms - 1).abs().max()) > TOLERANCE_ORTHOGONAL:
+            return float((norms - 1).abs().max())
         squares = torch.linalg.eigvalsh(matrix @ matrix.T / gain**2)  # ascending: σ²/g²
         kept, low = squares[spare:], squares[:spare]
         off = float((kept - 1).abs().max()) if kept.numel() else 0.0
@@ -168,6 +171,8 @@ def _identify_one(name: str, values: Tensor, layer_fans: Fans, blocks: int, thre
         return row
     shape = tuple(values.shape)
     matched = [c for c in candidates(layer_fans, shape) if consistent(ev, c, values, threshold, blocks)]
+    if any(c.law is None for c in matched):  # exactly orthogonal: no draw of independent entries is
+        matched = [c for c in matched if c.law is None]
     if matched:
         row.verdict, row.matches = "fresh init", "; ".join(map(str, matched))
         return row

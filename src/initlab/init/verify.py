@@ -45,6 +45,8 @@ from initlab.init.structure import unwrap
 
 __all__ = ["ParamCheck", "VerifyReport", "verify"]
 
+FIXED = (f.Constant, f.Identity, f.Dirac, f.DeltaOrthogonal)  # plans with entries known before any draw
+
 
 @dataclasses.dataclass
 class ParamCheck:
@@ -166,13 +168,15 @@ def _measure(plan: Plan, frozen: bool) -> _Check:
         return check
     with torch.no_grad():
         view = plan.view(value.detach())
-        fixed = _fixed(plan, view)
-        known = ~fixed.isnan()
-        wrong = int((view[known].float() != fixed[known]).sum()) if known.any() else 0
-        if wrong:
-            check.exact = f"{wrong} of {int(known.sum())} entries differ from the plan's fixed values"
-        if bool(known.all()):
-            return check
+        known = None
+        if plan.zero or plan.fixed or isinstance(plan.dist, FIXED):
+            fixed = _fixed(plan, view)
+            known = ~fixed.isnan()
+            wrong = int((view[known].float() != fixed[known]).sum())
+            if wrong:
+                check.exact = f"{wrong} of {int(known.sum())} entries differ from the plan's fixed values"
+            if bool(known.all()):
+                return check
         _random(check, view, known)
     return check
 
@@ -195,14 +199,17 @@ def _fixed(plan: Plan, view: Tensor) -> Tensor:
     return probe
 
 
-def _random(check: _Check, view: Tensor, known: Tensor) -> None:
-    """The tests of a plan's random entries (``known``: the fixed ones, checked already)."""
+def _random(check: _Check, view: Tensor, known: Tensor | None) -> None:
+    """The tests of a plan's random entries (``known``: the fixed ones, checked already; None: there are none)."""
     dist, scale = check.plan.dist, check.plan.scale
-    values = view[~known] if known.any() else view
+    known = torch.zeros(view.shape, dtype=torch.bool, device=view.device) if known is None and isinstance(
+        dist, f.Orthogonal | f.Sparse) else known  # fmt: skip
+    values = view if known is None else view[~known]
     if isinstance(dist, f.Orthogonal | f.DeltaOrthogonal):
         tap: tuple[Any, ...] = (slice(None), slice(None), *f.center_tap(tuple(view.shape)))
         matrix = view if isinstance(dist, f.Orthogonal) else view[tap]
-        rows = known.reshape(known.shape[0], -1).all(dim=1) if isinstance(dist, f.Orthogonal) else None
+        rows = known.reshape(known.shape[0], -1).all(dim=1) if isinstance(dist, f.Orthogonal) and known is not None \
+            else None  # fmt: skip
         check.ev = evidence(matrix)
         deviation = orthogonality(matrix if rows is None else matrix[~rows], dist.gain * scale,
                                   spare=0 if rows is None else int(rows.sum()))  # fmt: skip
@@ -211,6 +218,7 @@ def _random(check: _Check, view: Tensor, known: Tensor) -> None:
         return
     if isinstance(dist, f.Sparse):  # the draw zeroes ceil(sparsity·rows) entries of each column (fixed ones apart)
         zeros, per_column = math.ceil(dist.sparsity * view.shape[0]), (view == 0).sum(dim=0)
+        assert known is not None
         off = (per_column < zeros) | (per_column > zeros + known.sum(dim=0))
         if bool(off.any()):
             check.exact = f"{int(off.sum())} column(s) with other than {zeros} zeros"
