@@ -270,3 +270,26 @@ def test_hf_checkpoint_without_its_model_says_how_its_structure_was_read(tmp_pat
     assert any("without --model the structure is read off the names and shapes" in n for n in data["notes"])
     verdicts = {r["name"]: (r["verdict"], r["matches"]) for r in data["rows"]}
     assert verdicts["model.layers.0.mlp.down_proj.weight"] == ("fresh init", "kaiming_normal")
+
+
+def test_the_monitor_and_a_runs_report_say_whether_the_layers_carry_the_scheme(tmp_path: Path) -> None:
+    from initlab.compare.report.html import build_report
+    from initlab.compare.train import TrainConfig, train
+
+    model = _mlp()
+    _quiet(il.initialize, model, "he_normal", seed=0, example=EXAMPLES["mlp"])
+    assert not il.Monitor(model, scheme="he_normal").findings
+    il.kaiming_uniform_(model[2].weight)  # a second init loop reaches one layer
+    findings = il.Monitor(model, scheme="he_normal").findings
+    assert [(f.step, f.layer, f.kind) for f in findings] == [(0, "2.weight", "init_mismatch")]
+    assert findings[0].message.startswith("2.weight does not carry the plan of initialize(model, 'he_normal'): not "
+                                          "truncated normal-shaped")  # the same std: only the shape tells
+    assert findings[0].message.endswith("consistent with he_uniform")
+    config = TrainConfig(depth=3, width=32, epochs=1, max_steps=3, scheme="he_normal")
+    result = train(config)
+    assert result.measures["init_mismatches"] == 0.0
+    with il.Store(tmp_path / "runs.db") as store:
+        store.add(result.run_id, config.to_dict())
+        store.write(result)
+    html = build_report(tmp_path / "runs.db", tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<th>init (verify)</th>" in html and ">as planned<" in html

@@ -25,8 +25,9 @@ from initlab.compare.models import MODEL_KINDS, NORMS, RNN_CELLS, ModelSpec, bui
 from initlab.init.activations import activation_module
 from initlab.init.model import initialize
 from initlab.init.mup import mup
-from initlab.init.registry import lookup
+from initlab.init.registry import get, lookup
 from initlab.monitor import Monitor
+from initlab.monitor.core import init_findings
 from initlab.monitor.detectors import Finding
 from initlab.monitor.snapshot import distinct_units, layer_histograms
 from initlab.theory.audit import audit
@@ -172,6 +173,7 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     init_report = initialize(model, config.scheme, generator=generator, gain_from=config.gain_from,
                              data=probe,  # lsuv's batch
                              residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
+    verified = _verified(model, config, probe[0])
     params: Any = model.parameters()
     if config.parametrization == "mup":  # µP relative to base_width: init rescaled, a learning rate per group
         base, delta = (build(dataclasses.replace(spec, width=w), in_shape, data.classes)
@@ -200,7 +202,7 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
             if loop.diverged or loop.done:
                 break
     steps, diverged = loop.steps, loop.diverged
-    findings = list(monitor.findings) if monitor is not None else []
+    findings = (verified or []) + (list(monitor.findings) if monitor is not None else [])
     if diverged and not any(f.kind == "nan" for f in findings):
         findings.append(
             Finding(
@@ -216,12 +218,28 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     result = RunResult(config.run_id, config, epochs, diverged, findings, stats, 0.0, steps)
     if snapshots is not None:
         snapshots.finish(result)
-    if config.model == "transformer" and result.final is not None:  # a language model's score: bits per character
-        result.measures["test_bits_per_char"] = result.final.test_loss / math.log(2)
-    if init_report.calibration is not None:  # a data-dependent scheme: what its calibration cost, for the report
-        result.measures["init_seconds"] = init_report.calibration.seconds
+    _measures(result, init_report.calibration, verified)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _measures(result: RunResult, calibration: Any, verified: list[Finding] | None) -> None:
+    """The run's measures beside its metrics (those of the snapshots are set already)."""
+    if result.config.model == "transformer" and result.final is not None:  # a language model's score: bits/char
+        result.measures["test_bits_per_char"] = result.final.test_loss / math.log(2)
+    if verified is not None:  # the parameters that do not carry the run's scheme: 0 where all of them do
+        result.measures["init_mismatches"] = float(len(verified))
+    if calibration is not None:  # a data-dependent scheme: what its calibration cost, for the report
+        result.measures["init_seconds"] = calibration.seconds
+
+
+def _verified(model: nn.Module, config: TrainConfig, x: Tensor) -> list[Finding] | None:
+    """verify's findings at step 0: every parameter that does not carry the plan of the run's scheme (None: a
+    scheme calibrated on data, which no plan fixes)."""
+    if get(config.scheme).scheme.needs_data:
+        return None
+    residual = None if config.residual_init == "none" else config.residual_init
+    return init_findings(model, config.scheme, {"gain_from": config.gain_from, "residual": residual, "example": x})
 
 
 class _Snapshots:

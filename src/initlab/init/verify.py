@@ -289,7 +289,7 @@ def _why(check: _Check, failed: list[str], threshold: float, shadowed: list[Plan
                      f"(tails p {check.p.get('tails', 1.0):.2g})")  # fmt: skip
     if not parts:
         parts.append(f"mean {ev.mean:.4g}, plan {law.mean:.4g} (std of the mean {law.std / math.sqrt(ev.n):.2g})")
-    return "; ".join(parts) + (_consistent_with(check, threshold) if "std" in failed else "")
+    return "; ".join(parts) + (_consistent_with(check, threshold) if set(failed) - {"mean"} else "")
 
 
 def _fits(ev: Evidence, law: Law, threshold: float) -> bool:

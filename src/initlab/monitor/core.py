@@ -84,6 +84,9 @@ class Monitor:
         stop_on: finding kinds that raise :class:`~initlab.TrainingDiverged` (e.g. ``("nan",)``).
         auto_step: count a step at the end of every backward pass through the model (pass the loss first
             with ``mon.observe_loss(loss)``); with ``False``, call ``mon.step(loss)`` after each step.
+        scheme: the scheme the model was initialized with (and ``options``: initialize's, such as ``residual=``):
+            :func:`initlab.verify` checks every parameter against its plan now, and each one that differs is a
+            finding at step 0 (kind ``init_mismatch``), before training has moved anything.
 
     Which places are watched comes from :mod:`initlab.init.structure`: the monitor runs the model once, without
     gradients, on an input read off the model (a Hugging Face model's own, or its first layer's size; modes,
@@ -101,7 +104,7 @@ class Monitor:
     def __init__(self, model: nn.Module, every: int | Schedule = 10, probes: str | Sequence[Probe] = "default",
                  optimizer: torch.optim.Optimizer | None = None, *, thresholds: Thresholds | None = None,
                  on_finding: Callable[[Finding], None] | None = None, stop_on: Iterable[str] = (),
-                 auto_step: bool = True) -> None:  # fmt: skip
+                 auto_step: bool = True, scheme: str | None = None, **options: Any) -> None:  # fmt: skip
         self.model = model
         self.schedule = linear_schedule(every) if isinstance(every, int) else every
         if isinstance(probes, str):
@@ -131,6 +134,8 @@ class Monitor:
                                      for stat in ("dead", "saturated") if stat not in unit_stats(act)}  # fmt: skip
         self._producers = _producers(inner_module(model), [name for name, _ in self.layers])
         self.weights = weight_names(model, structure)
+        if scheme is not None:
+            self.findings += init_findings(model, scheme, options)
         watched = any(p.needs_activations for p in self.probes)  # hooks made once, attached on recorded steps
         self._layer_hooks = [(module, self._layer_hook(name)) for name, module in self.layers] if watched else []
 
@@ -364,3 +369,18 @@ def _producers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
         if own:
             last = module
     return out
+
+
+def init_findings(model: nn.Module, scheme: str, options: dict[str, Any]) -> list[Finding]:
+    """A finding at step 0 for every parameter that does not carry ``scheme``'s plan (:func:`initlab.verify`)."""
+    from initlab.init.verify import verify
+
+    with warnings.catch_warnings():  # parameters no plan covers: verify's warning is initialize's, said already
+        warnings.simplefilter("ignore", UserWarning)
+        report = verify(model, scheme, **options)
+    call = ", ".join([repr(scheme), *(f"{k}={v!r}" for k, v in options.items())])
+    return [Finding(0, row.name.split(" = ")[0], "init_mismatch", f"{row.name} does not carry the plan of "
+                    f"initialize(model, {call}): {row.why}", {"step": 0.0},
+                    [f"initialize(model, {call}) again after building the model, and look for code that draws "
+                     f"{row.name.split(' = ')[0]} after it (a second init loop, a tied weight, a load)"])
+            for row in report.mismatches]  # fmt: skip

@@ -143,6 +143,7 @@ def build_report(store_path: str | Path, out: str | Path, *, detail_runs: int = 
             "score",
             f"epochs to {TARGET:.0%}",
             "diverged",
+            "init (verify)",
             "findings",
         ],
         "summary": [_summary_row(r) for r in runs],
@@ -174,8 +175,16 @@ def _summary_row(run: _Run) -> list[dict[str, Any]]:
             _cell(float(loss) if loss is not None else math.nan),
             _cell(float(accuracy) if accuracy is not None else math.nan),
             _cell(run.score), _cell(float(reach) if reach != math.inf else math.inf),
-            _cell("yes" if run.row["diverged"] else "no"),
+            _cell("yes" if run.row["diverged"] else "no"), _cell(_init_check(run.measures)),
             _cell(", ".join(sorted({f["kind"] for f in run.findings})) or "—")]  # fmt: skip
+
+
+def _init_check(measures: dict[str, float]) -> str:
+    """Whether every parameter carried the run's scheme at step 0 (verify), as the summary says it."""
+    off = measures.get("init_mismatches")
+    if off is None:
+        return "not checked"
+    return "as planned" if off == 0 else f"{int(off)} differ"
 
 
 def _curves(runs: list[_Run], label: Any) -> list[plots.Curve]:
