@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from initlab.cli._common import ExampleOption, Format, FormatOption, ModelArgOption, emit, user_errors
 from initlab.cli._user_model import is_user_model, load_example, load_model, model_args
+from initlab.cli.verify_cmd import write_state_dict
 
 
 @user_errors
@@ -31,6 +34,10 @@ def init_command(
         "none", help="Residual rule: none, zero_last, fixup, scaled (×1/√branches, GPT-2) or deepnorm."
     ),
     seed: int = typer.Option(0, help="Seed of the generator."),
+    save: Path | None = typer.Option(
+        None,
+        help="Write the initialized weights there: a state dict (.pt, or .safetensors), which `initlab verify` reads.",
+    ),
     fmt: Format = FormatOption,
 ) -> None:
     """Initialize a model (a built-in kind, or yours with --model) and show, per layer, its fans, scheme, std, gain
@@ -62,4 +69,6 @@ def init_command(
     if needs_data:
         report.notes.append(f"{scheme} was calibrated on 512 standard-normal inputs (initlab init has no data); "
                             f"initlab run and sweeps calibrate it on the training data.")  # fmt: skip
+    if save is not None:
+        write_state_dict(net, save)
     emit(report, fmt)
