@@ -137,5 +137,5 @@ def test_snapshots_land_in_the_store(tmp_path: Path) -> None:
         assert phases == {("init", "activation"), ("init", "gradient"), ("end", "activation"), ("end", "gradient")}
         for h in histograms:  # every example of the 256-row probe batch lands in a bin
             assert len(h["edges"]) == len(h["counts"]) + 1 and sum(h["counts"]) == 256 * 16
-        assert store.measures(result.run_id) == {"distinct_units": 1.0}
+        assert store.measures(result.run_id) == {"distinct_units": 1.0, "init_mismatches": 0.0}
     assert train(TrainConfig(depth=3, width=16, epochs=1)).histograms == []  # off by default

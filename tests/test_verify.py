@@ -213,7 +213,7 @@ def build(width=64):
 def test_cli_verifies_pt_and_safetensors_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from safetensors.torch import save_file
 
-    (tmp_path / "my_models.py").write_text(textwrap.dedent(FACTORY))
+    (tmp_path / "verify_models.py").write_text(textwrap.dedent(FACTORY))
     monkeypatch.syspath_prepend(str(tmp_path))
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
     _quiet(il.initialize, model, "he_uniform", seed=0)
@@ -226,7 +226,7 @@ def test_cli_verifies_pt_and_safetensors_checkpoints(tmp_path: Path, monkeypatch
     with torch.no_grad():
         model[2].weight.mul_(2.0)
     torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "bad.pt")  # as Lightning saves
-    args = ["verify", str(tmp_path / "bad.pt"), "--scheme", "he_uniform", "--model", "my_models:build"]
+    args = ["verify", str(tmp_path / "bad.pt"), "--scheme", "he_uniform", "--model", "verify_models:build"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "initlab.verify" in result.stdout and "differs" in result.stdout  # the table, for people
@@ -234,6 +234,10 @@ def test_cli_verifies_pt_and_safetensors_checkpoints(tmp_path: Path, monkeypatch
     assert data["ok"] is False
     assert [(r["name"], r["why"].split(";")[0]) for r in data["rows"] if r["status"] == "differs"] == [
         ("2.weight", "std 0.3555, plan 0.1768 (×2.01)")]  # fmt: skip
+    wrong = runner.invoke(app, [*args, "--model-arg", "width=32"])  # a model of other shapes
+    assert wrong.exit_code == 2 and wrong.stderr.startswith("Error: the checkpoint does not fit the --model: "), (
+        wrong.output
+    )
     identified = runner.invoke(app, ["verify", str(tmp_path / "good.pt"), "--format", "json"])
     assert identified.exit_code == 0, identified.output
     rows = json.loads(identified.stdout)["rows"]
@@ -282,8 +286,9 @@ def test_the_monitor_and_a_runs_report_say_whether_the_layers_carry_the_scheme(t
     il.kaiming_uniform_(model[2].weight)  # a second init loop reaches one layer
     findings = il.Monitor(model, scheme="he_normal").findings
     assert [(f.step, f.layer, f.kind) for f in findings] == [(0, "2.weight", "init_mismatch")]
-    assert findings[0].message.startswith("2.weight does not carry the plan of initialize(model, 'he_normal'): not "
-                                          "truncated normal-shaped")  # the same std: only the shape tells
+    assert findings[0].message.startswith(
+        "2.weight does not carry the plan of initialize(model, 'he_normal'): not truncated normal-shaped"
+    )  # the same std: only the shape tells
     assert findings[0].message.endswith("consistent with he_uniform")
     config = TrainConfig(depth=3, width=32, epochs=1, max_steps=3, scheme="he_normal")
     result = train(config)

@@ -107,12 +107,16 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _load(net: nn.Module, state: dict[str, Tensor]) -> None:
-    result = net.load_state_dict(state, strict=False)
+    fix = "Pass the factory (and --model-arg) that built the model the checkpoint was saved from."
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes that differ
+        raise fail(f"the checkpoint does not fit the --model: {str(error).splitlines()[-1].strip()[:200]}",
+                   fix=fix) from error  # fmt: skip
     if result.missing_keys or result.unexpected_keys:
         missing, unexpected = result.missing_keys[:5], result.unexpected_keys[:5]
         raise fail("the checkpoint does not fit the --model", received=f"missing {missing}, unexpected {unexpected}",
-                   fix="Pass the factory (and --model-arg) that built the model the checkpoint was saved "
-                   "from.")  # fmt: skip
+                   fix=fix)  # fmt: skip
 
 
 def stand_in(state: dict[str, Tensor]) -> nn.Module:

@@ -122,6 +122,8 @@ def verify(model: nn.Module, scheme: str | Mapping[str, Any] = "he_normal", *, b
     notes = _unplanned(model, planning.plans, planning.shadowed)
     if structure.why:
         notes.append(f"the model's structure came from {structure.source}: {structure.why}")
+    notes.append(f"{tests} statistical tests, each at p < {alpha:g}/{max(tests, 1)} = {threshold:.2g} (Bonferroni: a "
+                 f"correctly initialized model is reported as differing with probability ≤ {alpha:g})")  # fmt: skip
     ok = all(row.status != "differs" for row in rows)
     return VerifyReport(rows, init.name, ok, alpha, tests, notes)
 
@@ -278,7 +280,7 @@ def _why(check: _Check, failed: list[str], threshold: float, shadowed: list[Plan
                     return (f"std {ev.std:.4g}, plan {law.std:.4g}: it is {other.key}'s plan ({other_law}), so the "
                             f"tied parameter was drawn again under that name after its first draw")  # fmt: skip
     parts = [f"std {ev.std:.4g}, plan {law.std:.4g} (×{ev.std / law.std:.3g})"] if "std" in failed else []
-    if "bounds" in failed:
+    if "bounds" in failed and ("std" not in failed or law.family == "truncated normal"):  # else the scale says it
         outside = int(((ev.sample < law.low) | (ev.sample > law.high)).sum())
         advice = (" (torch's trunc_normal_ takes absolute bounds a, b: at std σ pass a=-2σ, b=2σ)"
                   if law.family == "truncated normal" else "")  # fmt: skip
