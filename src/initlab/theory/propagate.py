@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from initlab._errors import InitlabError, fail
+from initlab._errors import fail
 from initlab._tables import Rows
 from initlab.init._keras_model import is_keras_model
 from initlab.init.structure import Structure, capture_or_why, restored, unwrap
@@ -174,13 +174,15 @@ def predict(model: nn.Module, example: Any, input_var: float = 1.0) -> Predictio
 def predict_with(
     model: nn.Module, example: Any, source: Source, structure: Structure | str | None = None
 ) -> Prediction:
-    """Propagate on one example; where the model needs two (BatchNorm in train mode on (1, C)), on two.
-    ``structure``: the model's, if known (else captured here on one example)."""
-    one = first_examples(example)
-    structure = capture_or_why(model, one) if structure is None else structure
-    try:
-        return propagate(model, one, source, structure)
-    except InitlabError as error:
-        if "Expected more than 1 value per channel" not in str(error):
-            raise
-    return propagate(model, first_examples(example, 2), source, structure)
+    """Propagate on one example; on two where the model normalizes by batch statistics (a BatchNorm in train mode:
+    one example per channel has no variance to normalize by). ``structure``: the model's, if known (else captured
+    here on the same examples)."""
+    examples = first_examples(example, 2 if batch_statistics(model) else 1)
+    structure = capture_or_why(model, examples) if structure is None else structure
+    return propagate(model, examples, source, structure)
+
+
+def batch_statistics(model: nn.Module) -> bool:
+    """Whether a forward pass normalizes by the batch's statistics: a BatchNorm module (or SyncBatchNorm) in train
+    mode."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
