@@ -371,3 +371,21 @@ def test_a_refused_keras_initialize_leaves_the_model_as_it_was() -> None:
     with pytest.raises(il.InitlabError, match="needs a 2-D"):
         il.initialize(model, "sparse", generator=torch.Generator().manual_seed(0))
     assert all(np.array_equal(b, _np(v)) for b, v in zip(before, model.weights, strict=True))
+
+
+def test_keras_initialize_runs_the_role_rules_on_the_same_plans_as_torch() -> None:
+    """µP's readout zero on a Keras model (it was drawn like any layer), its hidden layers as torch's plans give;
+    a scheme's residual rule, which needs a torch forward pass, is named as not applied."""
+
+    def layers() -> list:
+        return [keras.layers.Dense(64, activation="relu"), keras.layers.Dense(4)]
+
+    model = keras.Sequential([keras.Input((32,)), *layers()])
+    report = il.initialize(model, "mup", generator=torch.Generator().manual_seed(0))
+    net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    torch_report = il.initialize(net, "mup", generator=torch.Generator().manual_seed(0))
+    assert [(r.scheme, r.std) for r in report] == [(r.scheme, r.std) for r in torch_report]
+    assert [r.scheme for r in report][-2:] == ["mup → zero", "zeros → zero"]
+    assert not _np(model.layers[-1].kernel).any() and _np(model.layers[0].kernel).std() > 0
+    gpt2 = il.initialize(keras.Sequential([keras.Input((32,)), *layers()]), "gpt2")
+    assert "gpt2's residual rule (scaled) was not applied" in gpt2.notes[-1]

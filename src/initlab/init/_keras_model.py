@@ -10,6 +10,7 @@ report's notes, never skipped in silence.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,9 @@ import numpy as np
 import torch
 
 from initlab._errors import fail
+from initlab.init import _formulas as f
 from initlab.init._numpy_draw import draw
+from initlab.init._plan import Fill, Plan
 from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
 from initlab.init.activations import Activation, activation
 from initlab.init.fans import Fans, fans
@@ -81,22 +84,40 @@ def keras_activation(layer: Any) -> Activation | None:
 
 
 class _Walk:
+    """The plans of a Keras model's variables (:class:`~initlab.init._plan.Plan`, as torch's: the layer, the
+    variable's attribute, a fill, the report's row), made in call order; :meth:`draw` fills them once every plan is
+    made and every rule has run, then assigns every variable (a refusal midway leaves the model as it was)."""
+
     def __init__(self, init: Initializer, bias: Initializer | float | None, recurrent: Initializer, seed: int | None,
                  policy: str) -> None:  # fmt: skip
         self.init, self.bias, self.recurrent, self.policy = init, bias, recurrent, policy
         self.rng = np.random.default_rng(seed)
-        self.rows: list[LayerInit] = []
+        self.plans: list[Plan] = []
         self.notes: list[str] = []
-        self.pending: list[tuple[Any, np.ndarray]] = []
         self.mismatches: dict[tuple[str, str], list[tuple[float, float]]] = {}
 
-    def assign(self, variable: Any, value: np.ndarray) -> None:
-        """Plan a variable's new value; :meth:`write` assigns every one once the whole walk has drawn and checked
-        them (a refusal midway leaves the model as it was, as torch's plans do)."""
-        self.pending.append((variable, value))
+    @property
+    def rows(self) -> list[LayerInit]:
+        return [plan.row for plan in self.plans if plan.row is not None]
 
-    def write(self) -> None:
-        for variable, value in self.pending:
+    def plan(self, layer: Any, variable: Any, fill: Fill, row: LayerInit, dist: f.Dist | None) -> Plan:
+        self.plans.append(Plan(*_holder(layer, variable), fill, variable.path, row, dist=dist))
+        return self.plans[-1]
+
+    def draw(self) -> None:
+        """Every plan's value, in plan order from the one generator (zeroed, multiplied, its fixed entries set), then
+        every variable assigned."""
+        values = []
+        for plan in self.plans:
+            variable = getattr(plan.module, plan.pname)
+            value = np.zeros(tuple(int(n) for n in variable.shape))
+            if not plan.zero:
+                plan.fill(value, self.rng)
+                value *= plan.scale
+            for fix in plan.fixed:
+                fix(value)
+            values.append((variable, value))
+        for variable, value in values:
             variable.assign(value.astype(np.dtype(str(variable.dtype).replace("torch.", ""))))
 
     def weight(self, layer: Any, variable: Any, layer_fans: Fans, act: Activation | None, source: str,
@@ -104,21 +125,21 @@ class _Walk:
         init = init or self.init
         gain, how = weight_gain(init, act, source, self.policy, fixed_gain)
         shape = tuple(int(n) for n in variable.shape)
-        value = init.numpy(shape, self.rng, layout="keras", fans=layer_fans, gain=gain, dtype=np.float64)
-        self.assign(variable, value)
-        std = target_std(init.dist(layer_fans, gain), shape[::-1])
+        dist = init.dist(layer_fans, gain)
+        std = target_std(dist, shape[::-1])
         if how == "published" and act is not None and act.name in HOMOGENEOUS and std and layer_fans.fan_in:
             needed = gain_of(act)
             self.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(layer_fans.fan_in), needed))
         shown = gain if gain is not None else init.scheme.default_gain
-        self.rows.append(LayerInit(variable.path, type(layer).__name__, shape, layer_fans.fan_in,
-                                   layer_fans.fan_out, init.name, std, shown if init.scheme.gain_param else None,
-                                   act.name if act else "linear", how))  # fmt: skip
+        row = LayerInit(variable.path, type(layer).__name__, shape, layer_fans.fan_in, layer_fans.fan_out, init.name,
+                        std, shown if init.scheme.gain_param else None, act.name if act else "linear", how)  # fmt: skip
+        self.plan(layer, variable, functools.partial(_scheme_fill, init, layer_fans, gain), row, dist)
 
-    def constant(self, layer: Any, variable: Any, value: float, label: str) -> None:
-        self.assign(variable, np.full(tuple(variable.shape), value))
-        self.rows.append(LayerInit(variable.path, type(layer).__name__, tuple(int(n) for n in variable.shape), None,
-                                   None, label, 0.0, None, "-", "bias" if label != "ones" else "norm"))  # fmt: skip
+    def constant(self, layer: Any, variable: Any, value: float, label: str) -> Plan:
+        row = LayerInit(variable.path, type(layer).__name__, tuple(int(n) for n in variable.shape), None, None, label,
+                        0.0, None, "-", "bias" if label != "ones" else "norm")  # fmt: skip
+        dist = f.Constant(value)
+        return self.plan(layer, variable, functools.partial(_dist_fill, dist), row, dist)
 
     def embedding(self, layer: Any, table: Any) -> None:
         """A lookup table as torch's ``initialize`` draws one: the scheme's own embedding rule (small_embedding),
@@ -130,31 +151,44 @@ class _Walk:
             return
         shape = tuple(int(n) for n in table.shape)
         dist = rule(table_fans, self.init.params)
-        self.assign(table, draw(shape, dist, self.rng, np.float64))
-        self.rows.append(LayerInit(table.path, type(layer).__name__, shape, table_fans.fan_in, table_fans.fan_out,
-                                   f"{self.init.name} (embedding)", target_std(dist, shape), None, "linear",
-                                   "lookup"))  # fmt: skip
+        row = LayerInit(table.path, type(layer).__name__, shape, table_fans.fan_in, table_fans.fan_out,
+                        f"{self.init.name} (embedding)", target_std(dist, shape), None, "linear", "lookup")  # fmt: skip
+        self.plan(layer, table, functools.partial(_dist_fill, dist), row, dist)
 
     def bias_of(self, layer: Any, variable: Any | None, layer_fans: Fans, act: Activation | None = None) -> None:
         """The bias as torch's ``initialize`` draws it: the ``bias=`` given, else the scheme's own bias rule
         (``critical``: σ_b² of its point on the edge of chaos, for the activation after the layer), else zeros."""
         if variable is None:
             return
+        shape = tuple(int(n) for n in variable.shape)
         if self.bias is None and self.init.scheme.bias_rule is not None:
-            shape = tuple(int(n) for n in variable.shape)
-            dist = self.init.scheme.bias_rule(act, layer_fans, self.init.params)
-            self.assign(variable, draw(shape, dist, self.rng, np.float64))
-            label = f"{self.init.name} bias"
-            self.rows.append(LayerInit(variable.path, type(layer).__name__, shape, None, None, label,
-                                       target_std(dist, shape), None, "-", "bias"))  # fmt: skip
+            dist, label = self.init.scheme.bias_rule(act, layer_fans, self.init.params), f"{self.init.name} bias"
         elif isinstance(self.bias, Initializer):
-            value = self.bias.numpy(tuple(variable.shape), self.rng, fans=layer_fans, dtype=np.float64)
-            self.assign(variable, value)
-            self.rows.append(LayerInit(variable.path, type(layer).__name__, tuple(variable.shape), None, None,
-                                       self.bias.name, target_std(self.bias.dist(layer_fans), tuple(variable.shape)),
-                                       None, "-", "bias"))  # fmt: skip
+            dist, label = self.bias.dist(layer_fans), self.bias.name
         else:
             self.constant(layer, variable, float(self.bias or 0.0), "constant" if self.bias else "zeros")
+            return
+        row = LayerInit(variable.path, type(layer).__name__, shape, None, None, label, target_std(dist, shape), None,
+                        "-", "bias")  # fmt: skip
+        self.plan(layer, variable, functools.partial(_dist_fill, dist), row, dist)
+
+
+def _holder(layer: Any, variable: Any) -> tuple[Any, str]:
+    """The layer (or its recurrent cell) and the attribute that hold ``variable``: a plan's module and name."""
+    for owner in (layer, getattr(layer, "cell", None)):
+        for name in ("kernel", "bias", "embeddings", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel",
+                     "gamma", "beta", "scale"):  # fmt: skip
+            if owner is not None and getattr(owner, name, None) is variable:
+                return owner, name
+    raise AssertionError(f"{variable.path} is no variable of {layer.name}")
+
+
+def _scheme_fill(init: Initializer, layer_fans: Fans, gain: float | None, out: np.ndarray, rng: Any) -> None:
+    out[...] = init.numpy(out.shape, rng, layout="keras", fans=layer_fans, gain=gain, dtype=np.float64)
+
+
+def _dist_fill(dist: f.Dist, out: np.ndarray, rng: Any) -> None:
+    out[...] = draw(out.shape, dist, rng, np.float64)
 
 
 def _activation_of(layer: Any, after: Any | None) -> tuple[Activation | None, str]:
@@ -185,8 +219,27 @@ def initialize_keras(
     for i, layer in enumerate(layers):
         after = layers[i + 1] if i + 1 < len(layers) else None
         _one(walk, layer, after)
-    walk.write()
+    _roles(walk, init)
+    walk.draw()
     return InitReport(walk.rows, init.name, notes_on_gains(walk.mismatches) + walk.notes)
+
+
+def _roles(walk: _Walk, init: Initializer) -> None:
+    """The scheme's role rules, on the plans as on torch's: µP's readout (the last layer with a kernel) zeroed.
+    Query projections (Keras' MultiHeadAttention keeps its own initialization) and the residual rules (initlab reads
+    residual branches from a torch forward pass) cannot be applied here, and the report says so."""
+    if "readout" in init.scheme.zero:
+        kernels = [p for p in walk.plans if p.pname in ("kernel", "pointwise_kernel") and p.module is not None]
+        readout = kernels[-1].module if kernels else None
+        for plan in walk.plans:
+            if plan.module is readout and plan.pname in ("kernel", "pointwise_kernel", "bias"):
+                plan.zeroed("")
+    if "query" in init.scheme.zero:
+        walk.notes.append(f"{init.name} zeroes attention's query projections; a Keras MultiHeadAttention keeps Keras' "
+                          "initialization")  # fmt: skip
+    if init.scheme.residual_rule:
+        walk.notes.append(f"{init.name}'s residual rule ({init.scheme.residual_rule}) was not applied: initlab reads "
+                          "residual branches from a torch model's forward pass, not from a Keras model")  # fmt: skip
 
 
 def _one(walk: _Walk, layer: Any, after: Any | None) -> None:
@@ -228,17 +281,25 @@ def _recurrent(walk: _Walk, layer: Any, cell: Any) -> None:
     act, _ = _activation_of(cell, None)
     walk.weight(layer, cell.kernel, fans(tuple(cell.kernel.shape), layer=kind, layout="keras"), act, "cell")
     units = int(cell.recurrent_kernel.shape[0])
-    blocks = [walk.recurrent.numpy((units, units), walk.rng, dtype=np.float64, layout="keras") for _ in range(gates)]
-    walk.assign(cell.recurrent_kernel, np.concatenate(blocks, axis=1))
-    walk.rows.append(LayerInit(cell.recurrent_kernel.path, type(layer).__name__, tuple(cell.recurrent_kernel.shape),
-                               units, units, f"{walk.recurrent.name} per gate", 1 / math.sqrt(units), 1.0,
-                               act.name if act else "linear", "recurrent"))  # fmt: skip
+    row = LayerInit(cell.recurrent_kernel.path, type(layer).__name__, tuple(cell.recurrent_kernel.shape), units, units,
+                    f"{walk.recurrent.name} per gate", 1 / math.sqrt(units), 1.0, act.name if act else "linear",
+                    "recurrent")  # fmt: skip
+    fill = functools.partial(_gates_fill, walk.recurrent, units, gates)
+    walk.plan(layer, cell.recurrent_kernel, fill, row, walk.recurrent.dist(Fans(units, units), 1.0))
     bias = getattr(cell, "bias", None)
     if bias is not None:
-        value = np.zeros(tuple(bias.shape))
+        plan = walk.constant(layer, bias, 0.0, "zeros")
         if kind == "lstm" and getattr(cell, "unit_forget_bias", True):
-            value[units : 2 * units] = 1.0  # Keras' gate order i, f, c, o: the forget gate's bias 1
-        walk.assign(bias, value)
-        label = "zeros, forget gate 1" if kind == "lstm" else "zeros"
-        walk.rows.append(LayerInit(bias.path, type(layer).__name__, tuple(bias.shape), None, None, label, None, None,
-                                   "-", "bias"))  # fmt: skip
+            plan.fixed.append(functools.partial(_forget_gate, units))  # Keras' gate order i, f, c, o
+            assert plan.row is not None
+            plan.row.scheme = "zeros, forget gate 1"
+
+
+def _gates_fill(init: Initializer, units: int, gates: int, out: np.ndarray, rng: Any) -> None:
+    """A recurrent kernel (units, gates·units): each gate's block drawn on its own (orthogonal per gate)."""
+    out[...] = np.concatenate([init.numpy((units, units), rng, dtype=np.float64, layout="keras")
+                               for _ in range(gates)], axis=1)  # fmt: skip
+
+
+def _forget_gate(units: int, bias: np.ndarray) -> None:
+    bias[units : 2 * units] = 1.0

@@ -21,9 +21,11 @@ from initlab.init._meta import is_sharded
 from initlab.init._report import LayerInit
 from initlab.init._torch_draw import draw_
 
-__all__ = ["Plan", "Stream", "draw"]
+__all__ = ["Fill", "Plan", "Stream", "draw"]
 
-Fill = Callable[[Tensor, torch.Generator | None], Any]  # draws a tensor in place from a generator
+# draws in place from a generator: a torch tensor from a torch.Generator, or (a Keras model's plan) a NumPy array
+# from a NumPy Generator
+Fill = Callable[[Any, Any], Any]
 Stream = Callable[[str, Tensor], torch.Generator | None]  # the generator a plan's key draws from
 
 # Keyed mode draws a tensor of independent entries in runs of CHUNK entries (in row-major order), each run from a
@@ -35,7 +37,8 @@ ELEMENTWISE = (f.Constant, f.Uniform, f.Normal, f.TruncatedNormal)
 
 @dataclasses.dataclass
 class Plan:
-    """How one parameter (or one row block of it) is drawn, and what the report says of it."""
+    """How one parameter (or one row block of it) is drawn, and what the report says of it. The same plans serve
+    Keras models: ``module`` is then the Keras layer (or its recurrent cell), ``pname`` its variable's attribute."""
 
     module: nn.Module
     pname: str
@@ -45,7 +48,7 @@ class Plan:
     block: tuple[int, int] | None = None  # (index, blocks): this row block of the parameter
     scale: float = 1.0  # the product of the multipliers rules set
     zero: bool = False  # a rule zeroed it
-    fixed: list[Callable[[Tensor], Any]] = dataclasses.field(default_factory=list)  # set after drawing (forget gate)
+    fixed: list[Callable[[Any], Any]] = dataclasses.field(default_factory=list)  # set after drawing (forget gate)
     dist: f.Dist | None = None  # what ``fill`` draws, where it is one distribution of independent entries
     rules: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # (label, factor) of each rule: 0 zeroes
 
