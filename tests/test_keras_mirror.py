@@ -389,3 +389,25 @@ def test_keras_initialize_runs_the_role_rules_on_the_same_plans_as_torch() -> No
     assert not _np(model.layers[-1].kernel).any() and _np(model.layers[0].kernel).std() > 0
     gpt2 = il.initialize(keras.Sequential([keras.Input((32,)), *layers()]), "gpt2")
     assert "gpt2's residual rule (scaled) was not applied" in gpt2.notes[-1]
+
+
+def test_verify_reads_a_keras_models_plans() -> None:
+    """The same plans verify a Keras model: as built, Keras' defaults where they are initlab's plan and the three
+    places they are not; initlab's schemes after initialize; a changed recurrent gate is named."""
+    model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(50, 8),
+                              keras.layers.LSTM(16), keras.layers.Dense(32, activation="tanh"),
+                              keras.layers.Dense(4)])  # fmt: skip
+    built = il.verify(model, "glorot_uniform", bias=0.0)
+    assert [r.name.split("/", 1)[1] for r in built.mismatches] == [  # where Keras' defaults are not initlab's plan:
+        "embedding/embeddings",  # U(±0.05), not glorot_uniform at fans (1, 8)
+        "lstm/lstm_cell/kernel",  # glorot_uniform at the whole kernel's fans (8, 64), not one gate's (8, 16)
+        "lstm/lstm_cell/recurrent_kernel",  # orthogonal over the whole (16, 64) kernel, not per gate
+    ], built
+    assert {r.name.rsplit("/", 1)[1]: r.status for r in built}["kernel"] == "ok"  # the Dense layers are Keras'
+    for scheme in ("he_normal", "mup", "critical"):
+        il.initialize(model, scheme, generator=torch.Generator().manual_seed(0))
+        assert il.verify(model, scheme).ok, scheme
+    recurrent = model.layers[1].cell.recurrent_kernel
+    recurrent.assign(recurrent.value.detach().cpu().numpy() * 1.01)
+    (row,) = il.verify(model, "critical").mismatches
+    assert row.name.endswith("lstm_cell/recurrent_kernel") and row.why.startswith("not orthogonal")

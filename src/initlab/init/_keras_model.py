@@ -28,7 +28,10 @@ from initlab.init.fans import Fans, fans
 from initlab.init.gains import gain as gain_of
 from initlab.init.registry import Initializer
 
-__all__ = ["initialize_keras", "is_keras_model", "keras_activation", "keras_kernels", "keras_layers"]
+__all__ = [
+    "initialize_keras", "is_keras_model", "keras_activation", "keras_kernels", "keras_layers", "keras_numpy",
+    "plan_keras",
+]  # fmt: skip
 
 _GATES = {"SimpleRNNCell": ("rnn", 1), "LSTMCell": ("lstm", 4), "GRUCell": ("gru", 3)}
 _NORMS = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
@@ -210,18 +213,25 @@ def initialize_keras(
     policy: str,
 ) -> InitReport:
     """Initialize a Keras model in place (see the module's docstring) and report every variable."""
+    seed = None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
+    walk = plan_keras(model, init, bias, recurrent, policy, seed)
+    walk.draw()
+    return InitReport(walk.rows, init.name, notes_on_gains(walk.mismatches) + walk.notes)
+
+
+def plan_keras(model: Any, init: Initializer, bias: Initializer | float | None, recurrent: Initializer, policy: str,
+               seed: int | None = None) -> _Walk:  # fmt: skip
+    """Every variable's plan, after the role rules; nothing drawn (``initialize`` draws them, ``verify`` compares)."""
     if not getattr(model, "built", True) or not model.weights:
         raise fail("the Keras model has no weights yet", accepted="a built Keras model",
                    fix="Build it first: give it an keras.Input(...) or call model.build(input_shape).")  # fmt: skip
-    seed = None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
     walk = _Walk(init, bias, recurrent, seed, policy)
     layers = list(keras_layers(model)) or [model]
     for i, layer in enumerate(layers):
         after = layers[i + 1] if i + 1 < len(layers) else None
         _one(walk, layer, after)
     _roles(walk, init)
-    walk.draw()
-    return InitReport(walk.rows, init.name, notes_on_gains(walk.mismatches) + walk.notes)
+    return walk
 
 
 def _roles(walk: _Walk, init: Initializer) -> None:

@@ -13,7 +13,9 @@ rule, residual scaling and zeroed role included) and compares each with the tens
 * a tied parameter is checked against the plan of the name that owns it; where another name's plan (the one a
   second rule would have drawn) explains the values, the report says so.
 
-A parameter that differs is named with how: ``std 0.02, plan 0.00707 = 0.02 ×1/√8: the ×1/√8 rule was not
+A Keras model is checked against the plans its own walk makes (:func:`~initlab.init._keras_model.plan_keras`: the
+same :class:`~initlab.init._plan.Plan` objects, Keras' channels-last fans, its recurrent kernels' gates along the
+columns). A parameter that differs is named with how: ``std 0.02, plan 0.00707 = 0.02 ×1/√8: the ×1/√8 rule was not
 applied``, ``1310 of 8192 sampled entries beyond the plan's bounds``... Frozen parameters are not checked unless
 ``frozen=True`` (initialize leaves them alone), and a parameter no plan covers is named in a warning.
 """
@@ -34,6 +36,7 @@ from initlab._errors import fail
 from initlab._tables import Rows
 from initlab.init import _formulas as f
 from initlab.init._evidence import Evidence, Law, evidence, law_of, p_values
+from initlab.init._keras_model import is_keras_model, keras_numpy, plan_keras
 from initlab.init._meta import sharded
 from initlab.init._plan import Plan, magnitude
 from initlab.init._torch_draw import draw_
@@ -90,6 +93,7 @@ class _Check:
     p: dict[str, float] = dataclasses.field(default_factory=dict)
     exact: str = ""  # an exact check that failed: how
     skipped: str = ""  # why it was not checked
+    values: Any = None  # the tensor (or row block) checked
 
 
 def verify(model: nn.Module, scheme: str | Mapping[str, Any] = "he_normal", *, bias: Any = None,
@@ -110,22 +114,37 @@ def verify(model: nn.Module, scheme: str | Mapping[str, Any] = "he_normal", *, b
     (False, '0.weight', 'std 0.1759, plan 0.125 (×1.41); consistent with he_uniform')
     """
     init = get(scheme)
+    if is_keras_model(model):
+        return _verify_keras(model, init, bias, recurrent, gain_from, frozen, alpha)
     model = unwrap(model)
     _refuse(model, init.name, init.scheme.needs_data)
     structure = read_structure(model, example, None)
     planning = plan_model(model, init, bias_rule(bias), get(recurrent), None, residual, activation, gain_from,
                           structure)  # fmt: skip
-    checks = [_measure(plan, frozen) for plan in planning.plans]
-    tests = sum(len(c.p) for c in checks)
-    threshold = alpha / max(tests, 1)
-    rows = [_judge(c, threshold, planning.shadowed) for c in checks]
     notes = _unplanned(model, planning.plans, planning.shadowed)
     if structure.why:
         notes.append(f"the model's structure came from {structure.source}: {structure.why}")
+    return _report([_measure(plan, frozen) for plan in planning.plans], init.name, alpha, planning.shadowed, notes)
+
+
+def _verify_keras(model: Any, init: Any, bias: Any, recurrent: str, gain_from: str, frozen: bool,
+                  alpha: float) -> VerifyReport:  # fmt: skip
+    """A Keras model against the plans its own walk makes (:func:`~initlab.init._keras_model.plan_keras`)."""
+    if init.scheme.needs_data:
+        _refuse(nn.Module(), init.name, True)
+    walk = plan_keras(model, init, bias_rule(bias), get(recurrent), gain_from)
+    return _report([_measure(plan, frozen) for plan in walk.plans], init.name, alpha, [], list(walk.notes))
+
+
+def _report(checks: list[_Check], scheme: str, alpha: float, shadowed: list[Plan], notes: list[str]) -> VerifyReport:
+    """Judge every check at α/T, T the tests made, and say so."""
+    tests = sum(len(c.p) for c in checks)
+    threshold = alpha / max(tests, 1)
+    rows = [_judge(c, threshold, shadowed) for c in checks]
     notes.append(f"{tests} statistical tests, each at p < {alpha:g}/{max(tests, 1)} = {threshold:.2g} (Bonferroni: a "
                  f"correctly initialized model is reported as differing with probability ≤ {alpha:g})")  # fmt: skip
     ok = all(row.status != "differs" for row in rows)
-    return VerifyReport(rows, init.name, ok, alpha, tests, notes)
+    return VerifyReport(rows, scheme, ok, alpha, tests, notes)
 
 
 def _refuse(model: nn.Module, scheme: str, needs_data: bool) -> None:
@@ -149,8 +168,12 @@ def _value(plan: Plan) -> tuple[Tensor | None, str]:
     ``original``; weight norm computes the weight that was drawn); None where a parametrization computes it from
     values of its own (orthogonal)."""
     module, pname = plan.module, plan.pname
+    held = getattr(module, pname)
+    if hasattr(held, "path") and not isinstance(held, Tensor):  # a Keras variable
+        value = torch.from_numpy(keras_numpy(held)).requires_grad_(bool(getattr(held, "trainable", True)))
+        return (value.T if pname == "recurrent_kernel" else value), ""  # gates along the rows, as torch's
     if not parametrize.is_parametrized(module, pname):
-        return getattr(module, pname), ""
+        return held, ""
     steps: Any = getattr(module, "parametrizations")[pname]  # noqa: B009  (a ModuleDict)
     if any(hasattr(step, "_power_method") for step in steps):
         return steps.original, ""
@@ -169,7 +192,7 @@ def _measure(plan: Plan, frozen: bool) -> _Check:
         check.skipped = "frozen (requires_grad=False): not checked (frozen=True checks it)"
         return check
     with torch.no_grad():
-        view = plan.view(value.detach())
+        view = check.values = plan.view(value.detach())
         known = None
         if plan.zero or plan.fixed or isinstance(plan.dist, FIXED):
             fixed = _fixed(plan, view)
@@ -213,7 +236,8 @@ def _random(check: _Check, view: Tensor, known: Tensor | None) -> None:
         rows = known.reshape(known.shape[0], -1).all(dim=1) if isinstance(dist, f.Orthogonal) and known is not None \
             else None  # fmt: skip
         check.ev = evidence(matrix)
-        deviation = orthogonality(matrix if rows is None else matrix[~rows], dist.gain * scale,
+        blocks = view.shape[0] // view.shape[1] if check.plan.pname == "recurrent_kernel" else 1  # Keras' gates
+        deviation = orthogonality(matrix if rows is None else matrix[~rows], dist.gain * scale, blocks,
                                   spare=0 if rows is None else int(rows.sum()))  # fmt: skip
         if deviation > TOLERANCE_ORTHOGONAL:
             check.exact = f"not orthogonal: max |W Wᵀ/g² − I| = {deviation:.3g} (g = {dist.gain * scale:.4g})"
@@ -303,7 +327,7 @@ def _consistent_with(check: _Check, threshold: float) -> str:
     row = check.plan.row
     if row is None or row.fan_in is None or row.fan_out is None or check.ev is None:
         return ""
-    values = check.plan.view(getattr(check.plan.module, check.plan.pname).detach())
+    values = check.values
     found = [c for c in candidates(Fans(row.fan_in, row.fan_out), tuple(values.shape))
              if consistent(check.ev, c, values, threshold)]  # fmt: skip
     return f"; consistent with {'; '.join(map(str, found))}" if found else ""
