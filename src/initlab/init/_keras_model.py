@@ -22,10 +22,9 @@ from initlab._errors import fail
 from initlab.init import _formulas as f
 from initlab.init._numpy_draw import draw
 from initlab.init._plan import Fill, Plan
-from initlab.init._report import HOMOGENEOUS, InitReport, LayerInit, notes_on_gains, target_std, weight_gain
+from initlab.init._report import InitReport, LayerInit, notes_on_gains, record_gain, target_std, weight_gain
 from initlab.init.activations import Activation, activation
 from initlab.init.fans import Fans, fans
-from initlab.init.gains import gain as gain_of
 from initlab.init.registry import Initializer
 
 __all__ = [
@@ -130,9 +129,7 @@ class _Walk:
         shape = tuple(int(n) for n in variable.shape)
         dist = init.dist(layer_fans, gain)
         std = target_std(dist, shape[::-1])
-        if how == "published" and act is not None and act.name in HOMOGENEOUS and std and layer_fans.fan_in:
-            needed = gain_of(act)
-            self.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(layer_fans.fan_in), needed))
+        record_gain(self.mismatches, init, act, how, std, layer_fans.fan_in)
         shown = gain if gain is not None else init.scheme.default_gain
         row = LayerInit(variable.path, type(layer).__name__, shape, layer_fans.fan_in, layer_fans.fan_out, init.name,
                         std, shown if init.scheme.gain_param else None, act.name if act else "linear", how)  # fmt: skip

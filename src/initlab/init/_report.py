@@ -13,7 +13,7 @@ from initlab.init.activations import Activation
 from initlab.init.gains import gain as gain_of
 from initlab.init.registry import Initializer, get
 
-__all__ = ["HOMOGENEOUS", "InitReport", "LayerInit", "notes_on_gains", "target_std", "weight_gain"]
+__all__ = ["HOMOGENEOUS", "InitReport", "LayerInit", "notes_on_gains", "record_gain", "target_std", "weight_gain"]
 
 HOMOGENEOUS = ("relu", "leaky_relu")  # φ(ax) = aφ(x): the variance factor per layer is exactly (gain/needed)²
 
@@ -77,6 +77,14 @@ def weight_gain(init: Initializer, act: Activation | None, source_of_activation:
     if policy == "activation" and init.scheme.gain_param is not None:
         return gain_of(act if act is not None else "linear"), f"activation ({source_of_activation})"
     return None, "published"
+
+
+def record_gain(mismatches: dict[tuple[str, str], list[tuple[float, float]]], init: Initializer,
+                act: Activation | None, source: str, std: float | None, fan_in: int | None) -> None:  # fmt: skip
+    """Remember a layer's forward gain (std·√fan_in) beside the gain its ReLU-like activation needs, where its gain is
+    the scheme's published one (for :func:`notes_on_gains`)."""
+    if source == "published" and act is not None and act.name in HOMOGENEOUS and std and fan_in:
+        mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(fan_in), gain_of(act)))
 
 
 def notes_on_gains(mismatches: dict[tuple[str, str], list[tuple[float, float]]]) -> list[str]:

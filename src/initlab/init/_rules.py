@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,13 +21,12 @@ from torch import Tensor, nn
 from initlab._errors import fail, unknown_name
 from initlab.init import _formulas as f
 from initlab.init._plan import Plan
-from initlab.init._report import HOMOGENEOUS, LayerInit, target_std, weight_gain
+from initlab.init._report import LayerInit, record_gain, target_std, weight_gain
 from initlab.init._residual import residual_rule, zero_roles
 from initlab.init._torch_draw import check_shape, draw_
 from initlab.init._walk import NORM_LAYERS, Found
 from initlab.init.activations import Activation, activation
 from initlab.init.fans import Fans, fans
-from initlab.init.gains import gain as gain_of
 from initlab.init.registry import Initializer, get
 from initlab.init.structure import Structure
 
@@ -188,9 +186,7 @@ def _init_weight(
     shape = tuple(target.shape)
     check_shape(dist, shape)  # a refusal now, before any tensor is drawn
     std = target_std(dist, shape)
-    if source == "published" and act is not None and act.name in HOMOGENEOUS and std and layer_fans.fan_in:
-        needed = gain_of(act)
-        ctx.mismatches.setdefault((init.name, act.name), []).append((std * math.sqrt(layer_fans.fan_in), needed))
+    record_gain(ctx.mismatches, init, act, source, std, layer_fans.fan_in)
     reported = gain if gain is not None else init.scheme.default_gain
     row = LayerInit(_join(name, pname), type(module).__name__, shape, layer_fans.fan_in, layer_fans.fan_out, init.name,
                     std, reported if init.scheme.gain_param else None, act.name if act is not None else "linear",
