@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
     from initlab.compare.transformer import TransformerLM
     from initlab.init import arrays as numpy
     from initlab.init.activations import Activation, activation, activation_names
+    from initlab.init.coord_check import CoordCheck, coord_check
     from initlab.init.fans import Fans, fans
     from initlab.init.gains import gain
     from initlab.init.identify import IdentifyReport, identify
@@ -63,6 +64,7 @@ _WHERE = {
     **dict.fromkeys(("Activation", "activation", "activation_names"), "initlab.init.activations"),
     **dict.fromkeys(("AuditReport", "audit"), "initlab.theory.audit"),
     **dict.fromkeys(("Fans", "fans"), "initlab.init.fans"),
+    **dict.fromkeys(("CoordCheck", "coord_check"), "initlab.init.coord_check"),
     "gain": "initlab.init.gains",
     **dict.fromkeys(("InitReport", "LayerInit", "initialize", "lsuv"), "initlab.init.model"),
     "LsuvReport": "initlab.init.lsuv",
@@ -96,6 +98,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Activation",
     "AuditReport",
+    "CoordCheck",
     "Fans",
     "IdentifyReport",
     "InitReport",
@@ -117,6 +120,7 @@ __all__ = [
     "activation_names",
     "audit",
     "constant_",
+    "coord_check",
     "delta_orthogonal_",
     "dirac_",
     "fans",
