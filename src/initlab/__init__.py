@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and readers
     from initlab.init import arrays as numpy
     from initlab.init.activations import Activation, activation, activation_names
     from initlab.init.coord_check import CoordCheck, coord_check
+    from initlab.init.depth import Depth, depth
     from initlab.init.fans import Fans, fans
     from initlab.init.gains import gain
     from initlab.init.identify import IdentifyReport, identify
@@ -65,6 +66,7 @@ _WHERE = {
     **dict.fromkeys(("AuditReport", "audit"), "initlab.theory.audit"),
     **dict.fromkeys(("Fans", "fans"), "initlab.init.fans"),
     **dict.fromkeys(("CoordCheck", "coord_check"), "initlab.init.coord_check"),
+    **dict.fromkeys(("Depth", "depth"), "initlab.init.depth"),
     "gain": "initlab.init.gains",
     **dict.fromkeys(("InitReport", "LayerInit", "initialize", "lsuv"), "initlab.init.model"),
     "LsuvReport": "initlab.init.lsuv",
@@ -99,6 +101,7 @@ __all__ = [
     "Activation",
     "AuditReport",
     "CoordCheck",
+    "Depth",
     "Fans",
     "IdentifyReport",
     "InitReport",
@@ -122,6 +125,7 @@ __all__ = [
     "constant_",
     "coord_check",
     "delta_orthogonal_",
+    "depth",
     "dirac_",
     "fans",
     "gain",

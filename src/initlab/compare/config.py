@@ -20,7 +20,7 @@ __all__ = ["NORM_POSITIONS", "OPTIMIZERS", "PARAMETRIZATIONS", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 NORM_POSITIONS = ("pre", "post", "deepnorm")  # the transformer's: x + f(LN(x)), LN(x + f(x)), LN(α·x + f(x))
-PARAMETRIZATIONS = ("standard", "mup")
+PARAMETRIZATIONS = ("standard", "mup", "completep", "depth_mup")
 _INT64 = 2**63 - 1
 
 RESIDUAL_INITS = ("none", *RESIDUAL_RULES)  # initialize(residual=...), and "none"
@@ -56,6 +56,7 @@ _RANGES: dict[str, _Range] = {
     "batch_size": _Range(1, 10**7), "clip_grad_norm": _Range(0, 1e12), "clip_grad_value": _Range(0, 1e12),
     "clip_weight": _Range(0, 1e12), "max_norm": _Range(0, 1e12), "seed": _Range(0, _INT64),
     "monitor_every": _Range(1, 10**12), "heads": _Range(1, 4096), "base_width": _Range(1, 65_536),
+    "base_depth": _Range(1, 10_000),
 }  # fmt: skip
 
 
@@ -83,8 +84,11 @@ class TrainConfig:
     scheme: str = "he_normal"  # any name `initlab schemes` lists
     gain_from: str = "published"  # published: the scheme's own gain; activation: the following activation's (opt-in)
     residual_init: str = "none"  # one of RESIDUAL_INITS
-    parametrization: str = "standard"  # or mup: µP (Yang et al. 2021) relative to base_width, lr per parameter
+    # or mup: µP (Yang et al. 2021) relative to base_width, lr per parameter; completep (Dey et al. 2025) or depth_mup
+    # (Yang et al. 2023): residual branches ×(depth/base_depth)^-α, Adam's lr and ε per parameter (initlab.depth)
+    parametrization: str = "standard"
     base_width: int = 64  # mup only: the width at which µP equals the standard parametrization
+    base_depth: int = 2  # completep and depth_mup only: the depth at which they equal the standard parametrization
     # optimization
     optimizer: str = "sgd"  # sgd, momentum, rmsprop, adam, adamw
     lr: float = 0.1

@@ -23,6 +23,7 @@ from initlab.compare.config import OPTIMIZERS, TrainConfig
 from initlab.compare.data import DATASETS, Dataset, batches, load
 from initlab.compare.models import MODEL_KINDS, NORMS, RNN_CELLS, ModelSpec, build
 from initlab.init.activations import activation_module
+from initlab.init.depth import ALPHAS, depth
 from initlab.init.model import initialize
 from initlab.init.mup import mup
 from initlab.init.registry import get, lookup
@@ -141,6 +142,12 @@ def check(config: TrainConfig) -> None:
     activation_module(config.activation)
     lookup(config.scheme)
     _check_device(config.device)
+    if config.parametrization in ALPHAS and (config.optimizer not in ("adam", "adamw")
+                                             or not (config.model == "transformer" or config.residual)):  # fmt: skip
+        raise fail(f"{config.parametrization} scales residual branches and sets Adam's learning rate and ε per "
+                   "parameter", accepted="optimizer adam or adamw, and model=transformer or residual=true",
+                   received=(config.optimizer, config.model, config.residual),
+                   fix="Pass optimizer=adam with model=transformer (or residual=true).")  # fmt: skip
 
 
 def _check_device(name: str) -> None:
@@ -179,6 +186,10 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
         base, delta = (build(dataclasses.replace(spec, width=w), in_shape, data.classes)
                        for w in (config.base_width, 2 * config.base_width))  # fmt: skip
         params = mup(model, base, delta).param_groups(config.optimizer, config.lr, config.weight_decay)
+    elif config.parametrization in ALPHAS:  # relative to base_depth: branches ×m^-α folded, Adam's lr and ε per group
+        base = build(dataclasses.replace(spec, depth=config.base_depth), in_shape, data.classes)
+        params = depth(model, base, alpha=ALPHAS[config.parametrization], example=probe[0][:2]).param_groups(
+            config.lr, config.weight_decay)  # fmt: skip
     snapshots = _Snapshots(model, probe) if config.snapshots else None
     optimizer = _optimizer(config, params)
     total_steps = config.epochs * math.ceil(train_x.shape[0] / config.batch_size)
