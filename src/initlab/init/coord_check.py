@@ -2,12 +2,15 @@
 
 Build the model at several widths (or depths), train each a few steps on the same batch, and record the typical size
 of every layer's output, mean |x| per coordinate, at each step, by role: ``embedding`` (lookup tables' outputs),
-``hidden`` (every other weight layer's output) and ``readout`` (the layer that produces the model's output; the
-model's output itself where that is not a weight layer's). Under a parametrization that transfers across size (µP
-for width), these do not grow or shrink with the size at any step: the slope of log mean|x| against log size stays
-near 0. Under the standard parametrization with Adam, the readout's (and the hidden layers') grow with width after
-the first update: slope ~1. ``coord_check`` fits that slope per role and step and passes a role where
-|slope| ≤ ``tolerance`` at every step; ``CoordCheck.figure()`` draws the curves (what the ``mup`` package plots).
+``hidden`` (weight layers inside the network), ``branch`` (the last layer of each residual branch: what the branch
+adds to the stream), ``stream`` (each residual block's output) and ``readout`` (the layer that produces the model's
+output; the model's output itself where that is not a weight layer's). Under a parametrization that transfers
+across size (µP for width, CompleteP for depth), these do not grow or shrink with the size at any step: the slope
+of log mean|x| against log size stays near 0. Under the standard parametrization with Adam, the readout's (and the
+hidden layers') grow with width after the first update (slope ~1), and the residual stream with depth.
+``coord_check`` fits that slope per role and step and passes a role where |slope| ≤ ``tolerance`` at every step
+(over depths the ``branch`` role is shown but not judged: a depth parametrization scales it as m^-α by design);
+``CoordCheck.figure()`` draws the curves (what the ``mup`` package plots).
 
 Roles come from the structure layer (:mod:`initlab.init.structure`), so any model works; attention logits are not
 measured yet (they are no module's output).
@@ -30,7 +33,7 @@ from initlab.init._walk import structure_of
 
 __all__ = ["CoordCheck", "CoordRecord", "CoordSlope", "coord_check"]
 
-ROLES = ("embedding", "hidden", "readout")
+ROLES = ("embedding", "hidden", "branch", "stream", "readout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +70,9 @@ class CoordCheck(Rows):
 
     @property
     def ok(self) -> bool:
-        return all(row.ok for row in self.rows)
+        """Every judged role passes (over depths the branch role is not judged: a depth parametrization scales
+        each branch's output as m^-α by design, and its last layer carries that multiplier)."""
+        return all(row.ok for row in self.rows if not (self.axis == "depth" and row.role == "branch"))
 
     def passed(self, role: str) -> bool:
         return all(row.ok for row in self.rows if row.role == role)
@@ -183,14 +188,18 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor], optimizer: Callable[[n
 
 
 def _roles(model: nn.Module, x: Tensor) -> list[tuple[nn.Module, str]]:
-    """Each weight layer's module and its role, from the structure layer."""
+    """Each weight layer's module and its role, and each residual block's, from the structure layer."""
     structure = structure_of(model, x[:2])
+    ends = set(structure.branch_ends())
     out: list[tuple[nn.Module, str]] = []
     for name, layer in structure.layers.items():
-        role = "embedding" if layer.use.op == "embedding" else "readout" if name == structure.output else "hidden"
+        role = ("embedding" if layer.use.op == "embedding" else "readout" if name == structure.output
+                else "branch" if name in ends else "hidden")  # fmt: skip
         module = model.get_submodule(structure.owner(name))
         if not any(m is module for m, _ in out):
             out.append((module, role))
+    for block in dict.fromkeys(r.module for r in structure.residuals if r.module):
+        out.append((model.get_submodule(block), "stream"))
     if not out:
         raise fail("coord_check found no weight layer in the model", fix="Pass a model with Linear, Conv or "
                    "Embedding layers (or any weight the structure layer reads).")  # fmt: skip
