@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from initlab._errors import InitlabError
 from initlab._tables import Rows
 from initlab.init import _formulas as f
 from initlab.init._evidence import Evidence, Law, evidence, law_of, p_values
@@ -67,7 +68,7 @@ def candidates(layer_fans: Fans, shape: tuple[int, ...]) -> list[Candidate]:
             continue
         try:
             dist = get(scheme.name).dist(layer_fans)
-        except Exception:  # a scheme with no value for these fans (e.g. a shape it does not fill)
+        except InitlabError:  # a scheme with no value for these fans
             continue
         law, gain = law_of(dist), dist.gain if isinstance(dist, f.Orthogonal) else 1.0
         if law is None and not (isinstance(dist, f.Orthogonal) and len(shape) >= 2):

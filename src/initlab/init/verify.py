@@ -117,7 +117,8 @@ def verify(model: nn.Module, scheme: str | Mapping[str, Any] = "he_normal", *, b
     if is_keras_model(model):
         return _verify_keras(model, init, bias, recurrent, gain_from, frozen, alpha)
     model = unwrap(model)
-    _refuse(model, init.name, init.scheme.needs_data)
+    _refuse_data(init.name, init.scheme.needs_data)
+    _refuse_values(model)
     structure = read_structure(model, example, None)
     planning = plan_model(model, init, bias_rule(bias), get(recurrent), None, residual, activation, gain_from,
                           structure)  # fmt: skip
@@ -130,8 +131,7 @@ def verify(model: nn.Module, scheme: str | Mapping[str, Any] = "he_normal", *, b
 def _verify_keras(model: Any, init: Any, bias: Any, recurrent: str, gain_from: str, frozen: bool,
                   alpha: float) -> VerifyReport:  # fmt: skip
     """A Keras model against the plans its own walk makes (:func:`~initlab.init._keras_model.plan_keras`)."""
-    if init.scheme.needs_data:
-        _refuse(nn.Module(), init.name, True)
+    _refuse_data(init.name, init.scheme.needs_data)
     walk = plan_keras(model, init, bias_rule(bias), get(recurrent), gain_from)
     return _report([_measure(plan, frozen) for plan in walk.plans], init.name, alpha, [], list(walk.notes))
 
@@ -147,11 +147,14 @@ def _report(checks: list[_Check], scheme: str, alpha: float, shadowed: list[Plan
     return VerifyReport(rows, scheme, ok, alpha, tests, notes)
 
 
-def _refuse(model: nn.Module, scheme: str, needs_data: bool) -> None:
+def _refuse_data(scheme: str, needs_data: bool) -> None:
     if needs_data:
         raise fail(f"{scheme} scales each layer by what it measures on a batch, so no plan says what its weights "
                    "should be", accepted="a scheme that needs no data", received=scheme,
                    fix="Verify the base scheme's shape with identify(model), or the base scheme itself.")  # fmt: skip
+
+
+def _refuse_values(model: nn.Module) -> None:
     if any(p.is_meta for p in model.parameters()):
         raise fail("the model is on the meta device: it has no values to verify", received="meta parameters",
                    fix="Initialize it first: initialize(model, scheme, device='cpu').")  # fmt: skip
