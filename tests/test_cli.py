@@ -109,7 +109,7 @@ def test_run_bad_field_and_value_are_exit_2(tmp_path) -> None:  # type: ignore[n
     result = runner.invoke(app, ["run", "--dpeth", "3", "--store", store])
     assert result.exit_code == 2
     assert "Error: unknown config field 'dpeth'. Did you mean 'depth'" in result.stderr
-    assert "Accepted: activation, base_width, batch_size," in result.stderr
+    assert "Accepted: activation, base_depth, base_width, batch_size," in result.stderr
     result = runner.invoke(app, ["run", "--depth", "three", "--store", store])
     assert result.exit_code == 2
     assert "config field 'depth' takes an int. Received: 'three'." in result.stderr

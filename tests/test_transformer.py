@@ -190,7 +190,10 @@ def test_unknown_parametrizations_and_demo_claims_are_clear_errors(tmp_path) -> 
     from initlab.cli.main import app
     from initlab.compare.demo import CLAIMS
 
-    with pytest.raises(il.InitlabError, match=r"unknown parametrization 'mu'\. Did you mean 'mup'\? Accepted: mup, "):
+    with pytest.raises(
+        il.InitlabError,
+        match=r"unknown parametrization 'mu'\. Did you mean 'mup'\? Accepted: completep, depth_mup, mup, standard\.",
+    ):
         TrainConfig(parametrization="mu")
     result = CliRunner().invoke(app, ["demo", "--claims", "depth,nope", "--out", str(tmp_path / "d")])
     assert result.exit_code == 2

@@ -114,7 +114,7 @@ class Sparse:
 Dist = Constant | Uniform | Normal | TruncatedNormal | Orthogonal | DeltaOrthogonal | Identity | Dirac | Sparse
 
 
-def _ndtr(x: float) -> float:
+def standard_normal_cdf(x: float) -> float:
     """The standard normal CDF, as ``scipy.special.ndtr`` computes it (erfc keeps the lower tail accurate); plain
     ``math``, so that listing the schemes does not import SciPy (issue 35: start-up)."""
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
@@ -126,7 +126,7 @@ def standard_truncated_std(a: float, b: float) -> float:
     >>> round(standard_truncated_std(-2.0, 2.0), 12) == round(TRUNCATED_STD_2, 12)
     True
     """
-    z = _ndtr(b) - _ndtr(a)
+    z = standard_normal_cdf(b) - standard_normal_cdf(a)
     pa, pb = math.exp(-a * a / 2) / math.sqrt(2 * math.pi), math.exp(-b * b / 2) / math.sqrt(2 * math.pi)
     a_pa = a * pa if math.isfinite(a) else 0.0
     b_pb = b * pb if math.isfinite(b) else 0.0
