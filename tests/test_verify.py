@@ -179,6 +179,10 @@ def test_verify_refuses_what_has_no_plan_or_no_values() -> None:
         il.verify(meta, "he_normal")
     with pytest.raises(il.InitlabError, match="unknown"):
         il.verify(model, "he_nromal")
+    with pytest.raises(il.InitlabError, match="unknown residual rule 'zero_lats'"):
+        il.verify(model, "he_normal", residual="zero_lats")
+    with pytest.raises(il.InitlabError, match="alpha is the chance"):
+        il.verify(model, "he_normal", alpha=5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

@@ -46,7 +46,15 @@ from initlab.init.registry import Initializer, get
 from initlab.init.structure import Structure, capture_or_why, unwrap
 
 __all__ = [
-    "GAIN_SOURCES", "InitReport", "LayerInit", "bias_rule", "deepnorm_constants", "initialize", "lsuv", "plan_model",
+    "GAIN_SOURCES",
+    "InitReport",
+    "LayerInit",
+    "bias_rule",
+    "check_options",
+    "deepnorm_constants",
+    "initialize",
+    "lsuv",
+    "plan_model",
     "read_structure",
 ]  # fmt: skip
 
@@ -122,7 +130,7 @@ def initialize(
     [('tanh', 1.667, 'activation (module)'), ('linear', 1.0, 'activation (none)')]
     """
     init = get(scheme)
-    _check_options(init, residual, gain_from, output_bias, data)
+    check_options(init, residual, gain_from, output_bias, data)
     if seed is not None and (generator is not None or isinstance(seed, bool) or not isinstance(seed, int)):
         raise fail("initialize takes either seed= (keyed by parameter name) or generator= (sequential), not both",
                    accepted="seed=an int, or generator=a torch.Generator", received=(seed, generator),
@@ -175,7 +183,7 @@ def _initialize_torch(model: nn.Module, init: Initializer, bias: Initializer | f
     return InitReport(ctx.rows, ctx.init.name, notes)
 
 
-def _check_options(init: Initializer, residual: str | None, gain_from: str, output_bias: str | None,
+def check_options(init: Initializer, residual: str | None, gain_from: str, output_bias: str | None,
                    data: Any) -> None:  # fmt: skip
     if residual is not None and residual not in RESIDUAL_RULES:
         raise unknown_name("residual rule", residual, RESIDUAL_RULES)

@@ -42,7 +42,7 @@ from initlab.init._plan import Plan, magnitude
 from initlab.init._torch_draw import draw_
 from initlab.init.fans import Fans
 from initlab.init.identify import ALPHA, TOLERANCE_ORTHOGONAL, candidates, consistent, orthogonality
-from initlab.init.model import bias_rule, plan_model, read_structure
+from initlab.init.model import bias_rule, check_options, plan_model, read_structure
 from initlab.init.registry import get
 from initlab.init.structure import unwrap
 
@@ -114,10 +114,14 @@ def verify(model: nn.Module, scheme: str | Mapping[str, Any] = "he_normal", *, b
     (False, '0.weight', 'std 0.1759, plan 0.125 (×1.41); consistent with he_uniform')
     """
     init = get(scheme)
+    _refuse_data(init.name, init.scheme.needs_data)
+    check_options(init, residual, gain_from, None, None)  # the names initialize accepts, refused as it refuses them
+    if not 0 < alpha < 1:
+        raise fail("alpha is the chance of reporting a correctly initialized model as differing",
+                   accepted="a number between 0 and 1 (exclusive)", received=alpha, fix="Pass alpha=1e-3.")  # fmt: skip
     if is_keras_model(model):
         return _verify_keras(model, init, bias, recurrent, gain_from, frozen, alpha)
     model = unwrap(model)
-    _refuse_data(init.name, init.scheme.needs_data)
     _refuse_values(model)
     structure = read_structure(model, example, None)
     planning = plan_model(model, init, bias_rule(bias), get(recurrent), None, residual, activation, gain_from,
@@ -131,7 +135,6 @@ def verify(model: nn.Module, scheme: str | Mapping[str, Any] = "he_normal", *, b
 def _verify_keras(model: Any, init: Any, bias: Any, recurrent: str, gain_from: str, frozen: bool,
                   alpha: float) -> VerifyReport:  # fmt: skip
     """A Keras model against the plans its own walk makes (:func:`~initlab.init._keras_model.plan_keras`)."""
-    _refuse_data(init.name, init.scheme.needs_data)
     walk = plan_keras(model, init, bias_rule(bias), get(recurrent), gain_from)
     return _report([_measure(plan, frozen) for plan in walk.plans], init.name, alpha, [], list(walk.notes))
 
