@@ -177,10 +177,17 @@ def train(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | Non
     in_shape = tuple(train_x.shape[1:])
     model = build(spec, in_shape, data.classes).to(config.device)
     probe = (train_x[:256].to(config.device), data.train_y[:256].to(config.device))
-    init_report = initialize(model, config.scheme, generator=generator, gain_from=config.gain_from,
-                             data=probe,  # lsuv's batch
-                             residual=None if config.residual_init == "none" else config.residual_init)  # fmt: skip
-    verified = _verified(model, config, probe[0])
+    residual = None if config.residual_init == "none" else config.residual_init
+    init_report = initialize(
+        model, config.scheme, generator=generator, gain_from=config.gain_from, data=probe, residual=residual
+    )  # fmt: skip  (data: lsuv's batch)
+    verified = (
+        None
+        if get(config.scheme).scheme.needs_data
+        else init_findings(  # lsuv: no plan says what it draws
+            model, config.scheme, {"gain_from": config.gain_from, "residual": residual, "example": probe[0][:2]}
+        )
+    )
     params: Any = model.parameters()
     if config.parametrization == "mup":  # µP relative to base_width: init rescaled, a learning rate per group
         base, delta = (build(dataclasses.replace(spec, width=w), in_shape, data.classes)
@@ -242,15 +249,6 @@ def _measures(result: RunResult, calibration: Any, verified: list[Finding] | Non
         result.measures["init_mismatches"] = float(len(verified))
     if calibration is not None:  # a data-dependent scheme: what its calibration cost, for the report
         result.measures["init_seconds"] = calibration.seconds
-
-
-def _verified(model: nn.Module, config: TrainConfig, x: Tensor) -> list[Finding] | None:
-    """verify's findings at step 0: every parameter that does not carry the plan of the run's scheme (None: a
-    scheme calibrated on data, which no plan fixes)."""
-    if get(config.scheme).scheme.needs_data:
-        return None
-    residual = None if config.residual_init == "none" else config.residual_init
-    return init_findings(model, config.scheme, {"gain_from": config.gain_from, "residual": residual, "example": x})
 
 
 class _Snapshots:

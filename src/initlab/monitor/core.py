@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -84,7 +84,8 @@ class Monitor:
         stop_on: finding kinds that raise :class:`~initlab.TrainingDiverged` (e.g. ``("nan",)``).
         auto_step: count a step at the end of every backward pass through the model (pass the loss first
             with ``mon.observe_loss(loss)``); with ``False``, call ``mon.step(loss)`` after each step.
-        scheme: the scheme the model was initialized with (and ``options``: initialize's, such as ``residual=``):
+        scheme: the scheme the model was initialized with (and ``scheme_options``: initialize's, such as
+            ``{"residual": "scaled"}``):
             :func:`initlab.verify` checks every parameter against its plan now, and each one that differs is a
             finding at step 0 (kind ``init_mismatch``), before training has moved anything.
 
@@ -104,7 +105,8 @@ class Monitor:
     def __init__(self, model: nn.Module, every: int | Schedule = 10, probes: str | Sequence[Probe] = "default",
                  optimizer: torch.optim.Optimizer | None = None, *, thresholds: Thresholds | None = None,
                  on_finding: Callable[[Finding], None] | None = None, stop_on: Iterable[str] = (),
-                 auto_step: bool = True, scheme: str | None = None, **options: Any) -> None:  # fmt: skip
+                 auto_step: bool = True, scheme: str | None = None,
+                 scheme_options: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         self.model = model
         self.schedule = linear_schedule(every) if isinstance(every, int) else every
         if isinstance(probes, str):
@@ -135,7 +137,7 @@ class Monitor:
         self._producers = _producers(inner_module(model), [name for name, _ in self.layers])
         self.weights = weight_names(model, structure)
         if scheme is not None:
-            self.findings += init_findings(model, scheme, options)
+            self.findings += init_findings(model, scheme, dict(scheme_options or {}))
         watched = any(p.needs_activations for p in self.probes)  # hooks made once, attached on recorded steps
         self._layer_hooks = [(module, self._layer_hook(name)) for name, module in self.layers] if watched else []
 
