@@ -233,8 +233,6 @@ def _fixed(plan: Plan, view: Tensor) -> Tensor:
 def _random(check: _Check, view: Tensor, known: Tensor | None) -> None:
     """The tests of a plan's random entries (``known``: the fixed ones, checked already; None: there are none)."""
     dist, scale = check.plan.dist, check.plan.scale
-    known = torch.zeros(view.shape, dtype=torch.bool, device=view.device) if known is None and isinstance(
-        dist, f.Orthogonal | f.Sparse) else known  # fmt: skip
     values = view if known is None else view[~known]
     if isinstance(dist, f.Orthogonal | f.DeltaOrthogonal):
         tap: tuple[Any, ...] = (slice(None), slice(None), *f.center_tap(tuple(view.shape)))
@@ -250,11 +248,10 @@ def _random(check: _Check, view: Tensor, known: Tensor | None) -> None:
         return
     if isinstance(dist, f.Sparse):  # the draw zeroes ceil(sparsity·rows) entries of each column (fixed ones apart)
         zeros, per_column = math.ceil(dist.sparsity * view.shape[0]), (view == 0).sum(dim=0)
-        assert known is not None
-        off = (per_column < zeros) | (per_column > zeros + known.sum(dim=0))
+        off = (per_column < zeros) | (per_column > zeros + (0 if known is None else known.sum(dim=0)))
         if bool(off.any()):
             check.exact = f"{int(off.sum())} column(s) with other than {zeros} zeros"
-        values = view[(view != 0) & ~known]
+        values = values[values != 0]
         dist = f.Normal(0.0, dist.std)
     law = law_of(dist) if dist is not None else None
     check.ev = evidence(values)
