@@ -305,16 +305,7 @@ def test_an_example_the_model_does_not_take_is_refused_and_nothing_changes() -> 
 # -- predict and audit on the structure (operator-level propagation) ------------------------------------------
 
 
-# Where attention outputs make up much of the residual stream, the stream is correlated across positions (each
-# position's attention output averages the same values), which per-element mean-field propagation takes as
-# independent, so a later attention's average is predicted smaller than it is. Measured block output variance
-# over predicted: Llama 0.98, 1.12, 1.36, 1.51 (2 of 4 within 25%); the pre-LN encoder 1.00, 1.09, 1.24 (3 of 3,
-# the last at the edge).
-_CORRELATED = {"llama": "Llama: 2 of 4 blocks within 25% (0.98, 1.12, 1.36, 1.51): positions correlated by attention"}
-
-
-@pytest.mark.parametrize("which", [pytest.param(w, marks=pytest.mark.xfail(strict=True, reason=_CORRELATED[w]))
-                                   if w in _CORRELATED else w for w in sorted(ZOO)])  # fmt: skip
+@pytest.mark.parametrize("which", sorted(ZOO))
 def test_predict_covers_the_weights_and_matches_audit_at_block_outputs(which: str) -> None:
     # regression: predict and audit refused every Hugging Face model (torch.fx cannot trace them) and marked every
     # Linear on a (B, T, D) input "unsupported". Coverage: the weight layers the structure layer finds (the

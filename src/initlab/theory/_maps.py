@@ -16,8 +16,9 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from initlab._quadrature import normal_nodes
 from initlab.init._operators import operand
+from initlab.theory._positions import Along, correlated, estimated, mixed, moved_along, multiplied, through
 
-__all__ = ["FILL_VALUE", "LINEAR", "Back", "Stat", "Sub"]
+__all__ = ["CONTRACTIONS", "FILL_VALUE", "LINEAR", "Back", "Stat", "Sub"]
 
 Back = Callable[[list[Tensor | None]], list[Tensor | None]]
 SAMPLES = 64  # Gaussians per sampled operator (forward); the backward uses half as many
@@ -25,6 +26,7 @@ FILL_VALUE = {"pad": (3, "value"), "masked_fill": (2, "value"), "masked_fill_": 
 LINEAR = {"linear": (2, "bias"), "conv1d": (2, "bias"), "conv2d": (2, "bias"), "conv3d": (2, "bias"),
            "conv_transpose1d": (2, "bias"), "conv_transpose2d": (2, "bias"), "conv_transpose3d": (2, "bias"),
            "addmm": (0, "input")}  # op -> its additive operand (dropped for the variance)  # fmt: skip
+CONTRACTIONS = {"matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "einsum"}
 
 
 @dataclasses.dataclass
@@ -33,6 +35,7 @@ class Stat:
 
     mean: Tensor
     var: Tensor
+    along: Along | None = None  # the correlation between positions, where attention made one (_positions)
 
     @property
     def population_var(self) -> float:
@@ -112,13 +115,19 @@ def moved(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub, ou
             k_v[key] = 0.0
     means, variances = _floats(func(*a_m, **k_m)), _floats(func(*a_v, **k_v))
     at = {n: s.var for n, s in sub.stat.items()}
-    return _aligned(outs, means, variances), _vjp(lambda leaves: _call_with(func, a_v, k_v, sub, leaves), at)
+    alongs = None
+    if any(s.along is not None for s in sub.stat.values()):
+        operands = {n: (s.mean, s.along) for n, s in sub.stat.items()}
+        alongs = moved_along(func, args, kwargs, operands, sub.map, len(outs))
+    return _aligned(outs, means, variances, alongs), _vjp(lambda leaves: _call_with(func, a_v, k_v, sub, leaves), at)
 
 
-def _aligned(outs: list[Tensor], means: list[Tensor], variances: list[Tensor]) -> list[Stat | None]:
-    """Statistics for each float output (``means`` and ``variances`` hold one entry per output tensor)."""
-    return [Stat(m, v.clamp_min(0)) if t.is_floating_point() else None
-            for t, m, v in zip(outs, means, variances, strict=False)]  # fmt: skip
+def _aligned(outs: list[Tensor], means: list[Tensor], variances: list[Tensor],
+             alongs: list[Along | None] | None = None) -> list[Stat | None]:  # fmt: skip
+    """Statistics for each float output (``means``, ``variances`` and ``alongs`` hold one entry per output)."""
+    alongs = alongs or [None] * len(outs)
+    return [Stat(m, v.clamp_min(0), a) if t.is_floating_point() else None
+            for t, m, v, a in zip(outs, means, variances, alongs, strict=False)]  # fmt: skip
 
 
 def linear_map(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
@@ -135,7 +144,9 @@ def linear_map(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Su
     if "alpha" in k_v:
         k_v["alpha"] = k_v["alpha"] ** 2
     mean, var = _floats(func(*a_m, **k_m))[0], _floats(func(*a_v, **k_v))[0]
-    return [Stat(mean, var)], _vjp(lambda leaves: _call_with(func, a_v, k_v, sub, leaves), {n: sub.stat[n].var})
+    along = sub.stat[n].along if name in ("linear", "addmm") else None  # a convolution mixes neighbouring positions
+    out = Stat(mean, var, along if along is not None and along.axis != -1 else None)  # -1: the contracted axis
+    return [out], _vjp(lambda leaves: _call_with(func, a_v, k_v, sub, leaves), {n: sub.stat[n].var})
 
 
 def _call_with(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub, leaves: Mapping[int, Tensor]) -> Any:
@@ -161,12 +172,13 @@ def summed(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
     for n, c in coef.items():
         var = var + c * sub.stat[n].var
     shapes = {n: sub.stat[n].var.shape for n in coef}
+    along = mixed([(c * float(sub.stat[n].var.mean()), shapes[n], sub.stat[n].along) for n, c in coef.items()])
 
     def back(grads: list[Tensor | None]) -> list[Tensor | None]:
         g = grads[0]
         return [None if g is None or n not in coef else coef[n] * reduce_to(g, shapes[n]) for n in sub.stat]
 
-    return [Stat(mean, var)], back
+    return [Stat(mean, var, along)], back
 
 
 def reduce_to(g: Tensor, shape: torch.Size) -> Tensor:
@@ -197,7 +209,12 @@ def scaled(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     a_v, k_v = sub.map(args, kwargs, lambda n, t: sub.stat[n].var, lambda t: _double(t) ** 2)
     a_v = tuple(_squared(a) for a in a_v)
     mean, var = _floats(func(*a_m, **k_m))[0], _floats(func(*a_v, **k_v))[0]
-    return [Stat(mean, var)], _vjp(lambda leaves: _call_with(func, a_v, k_v, sub, leaves), {n: sub.stat[n].var})
+    along, name = sub.stat[n].along, getattr(func, "__name__", "")
+    if along is not None and name in CONTRACTIONS:  # it keeps positions apart unless it contracts over them
+        first = name != "__rmatmul__" and isinstance(args[0], Tensor) and sub.of(args[0]) == n
+        along = along if name != "einsum" and along.axis != (-1 if first else -2) else None
+    out = Stat(mean, var, along if along is not None and var.ndim >= -along.axis else None)
+    return [out], _vjp(lambda leaves: _call_with(func, a_v, k_v, sub, leaves), {n: sub.stat[n].var})
 
 
 def product(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -211,6 +228,9 @@ def product(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     a_s, a_q = tuple(_squared(x) for x in a_s), tuple(_squared(x) for x in a_q)
     mean = _floats(func(*a_m, **k_m))[0]
     var = (_floats(func(*a_s, **k_s))[0] - _floats(func(*a_q, **k_q))[0]).clamp_min(0)
+    sa, sb = sub.stat[a], sub.stat[b]
+    elementwise = getattr(func, "__name__", "") not in CONTRACTIONS
+    along = multiplied((sa.mean, sa.var, sa.along), (sb.mean, sb.var, sb.along)) if elementwise else None
     ids = {n: id(second[n]) for n in (a, b)}
 
     def back(grads: list[Tensor | None]) -> list[Tensor | None]:
@@ -227,7 +247,7 @@ def product(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
             out.append(None if got is None else got.double())
         return out
 
-    return [Stat(mean, var)], back
+    return [Stat(mean, var, along)], back
 
 
 def reduced(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
@@ -244,7 +264,21 @@ def reduced(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
     def back(grads: list[Tensor | None]) -> list[Tensor | None]:
         return [None if g is None else g / per for g in inner(grads)]
 
-    return [Stat(mean, var / per)], back
+    return [Stat(mean, var / per, _reduced_along(args, kwargs, sub.stat[n], mean.ndim))], back
+
+
+def _reduced_along(args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat, out_ndim: int) -> Along | None:
+    """A reduction over other axes keeps the correlation between positions; one over positions drops it."""
+    dim = operand(args, kwargs, 1, "dim")
+    if s.along is None or dim is None:
+        return None
+    ndim = s.mean.ndim
+    dims = {d % ndim for d in (dim if isinstance(dim, list | tuple) else (dim,))}
+    axis = s.along.at(ndim)
+    if axis in dims:
+        return None
+    kept = axis if out_ndim == ndim else axis - sum(d < axis for d in dims)
+    return Along(kept - out_ndim, s.along.rho)
 
 
 def elementwise(fn: Callable[[Tensor], Tensor], s: Stat) -> tuple[Stat, Back]:
@@ -265,7 +299,8 @@ def elementwise(fn: Callable[[Tensor], Tensor], s: Stat) -> tuple[Stat, Back]:
         m2.append((y * y * w).sum(-1))
         d2.append((d * d * w).sum(-1))
     mean, square, slope = (torch.cat(v)[inverse].reshape(s.mean.shape) for v in (m1, m2, d2))
-    return Stat(mean, (square - mean**2).clamp_min(0)), lambda grads: [None if grads[0] is None else grads[0] * slope]
+    out = Stat(mean, (square - mean**2).clamp_min(0), through(fn, s.mean, s.var, s.along))
+    return out, lambda grads: [None if grads[0] is None else grads[0] * slope]
 
 
 def normalized(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat) -> tuple[list[Stat | None], Back]:
@@ -298,7 +333,8 @@ def normalized(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat
         gamma, beta = gamma.reshape(view) if gamma.ndim else gamma, beta.reshape(view) if beta.ndim else beta
     normed_mean = ((mean - center) / scale.sqrt()).reshape(x.shape)
     normed_var = (var / scale).reshape(x.shape)
-    out = Stat(normed_mean * gamma + beta, normed_var * gamma**2)
+    along = s.along if name in ("layer_norm", "rms_norm") and s.along and s.along.at(x.ndim) < dims[0] else None
+    out = Stat(normed_mean * gamma + beta, normed_var * gamma**2, along)  # normalized over features: kept
     gain = ((1 / scale).expand_as(mean).reshape(x.shape) * gamma**2).broadcast_to(x.shape)
     return [out], lambda grads: [None if grads[0] is None else grads[0] * gain]
 
@@ -307,7 +343,16 @@ def dropout(args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat) -> tuple[lis
     p = float(operand(args, kwargs, 1, "p", 0.5))
     p = p if bool(operand(args, kwargs, 2, "training", True)) and p < 1 else 0.0
     out = Stat(s.mean, (s.var + s.mean**2) / (1 - p) - s.mean**2)
+    if s.along is not None and p > 0:  # independent masks: the covariance between positions stays, the variance grows
+        shrink = float(s.var.mean()) / max(float(out.var.mean()), 1e-300)
+        out.along = Along(s.along.axis, _unit_diagonal(s.along.rho * shrink))
     return [out], lambda grads: [None if grads[0] is None else grads[0] / (1 - p)]
+
+
+def _unit_diagonal(rho: Tensor) -> Tensor:
+    rho = rho.clone()
+    rho.fill_diagonal_(1.0)
+    return rho
 
 
 def lookup(args: tuple[Any, ...], kwargs: Any, out: Tensor) -> Stat:
@@ -329,7 +374,7 @@ def sampled(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
         def draw(n: int, t: Tensor) -> Tensor:
             if n not in leaves:
                 s = sub.stat[n]
-                z = torch.randn(s.mean.shape, generator=generator, dtype=torch.float64)
+                z = correlated(torch.randn(s.mean.shape, generator=generator, dtype=torch.float64), s.along)
                 leaves[n] = (s.mean + s.var.sqrt() * z).to(t.dtype).requires_grad_(grad)
             return leaves[n]
 
@@ -340,8 +385,8 @@ def sampled(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(0)
         samples = [[y.double() for y in run(g, False)[1]] for _ in range(SAMPLES)]
-    means = [torch.stack(ys).mean(0) for ys in zip(*samples, strict=True)]
-    variances = [torch.stack(ys).var(0, unbiased=False) for ys in zip(*samples, strict=True)]
+    stacks = [torch.stack(ys) for ys in zip(*samples, strict=True)]
+    means, variances = [y.mean(0) for y in stacks], [y.var(0, unbiased=False) for y in stacks]
 
     def back(grads: list[Tensor | None]) -> list[Tensor | None]:
         total: dict[int, Tensor] = {}
@@ -361,4 +406,4 @@ def sampled(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], sub: Sub,
                         total[n] = total[n] + gr.double() ** 2 if n in total else gr.double() ** 2
         return [total[n] / (SAMPLES // 2) if n in total else None for n in order]
 
-    return _aligned(outs, means, variances), back
+    return _aligned(outs, means, variances, [estimated(y) for y in stacks]), back

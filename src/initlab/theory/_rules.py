@@ -11,6 +11,7 @@ from torch import Tensor
 
 from initlab.init.structure import function_activation
 from initlab.theory._maps import (
+    CONTRACTIONS,
     LINEAR,
     Back,
     Stat,
@@ -43,7 +44,7 @@ MOVE = {
 AUGMENTED = {"__iadd__": "__add__", "__isub__": "__sub__", "__imul__": "__mul__", "__itruediv__": "__truediv__"}
 _ADDS = {"add", "__add__", "__radd__", "add_", "__iadd__", "sub", "__sub__", "__rsub__", "sub_", "__isub__"}
 _MULS = {"mul", "__mul__", "__rmul__", "mul_", "__imul__", "div", "__truediv__", "div_", "__itruediv__"}
-_MATMULS = {"matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "einsum"}
+_MATMULS = CONTRACTIONS
 _REDUCE = {"sum", "mean"}
 _UNARY = {"pow", "__pow__", "rsqrt", "sqrt", "exp", "log", "abs", "reciprocal", "square", "sin", "cos", "erf",
           "neg", "__neg__", "log1p", "expm1", "clamp", "clip", "sign"}  # fmt: skip
