@@ -22,6 +22,7 @@ positions, as before.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,11 +53,11 @@ class Along:
         """The axis as a non-negative index in a value of ``ndim`` dimensions."""
         return self.axis + ndim
 
-
-def _root(rho: Tensor) -> Tensor:
-    """A square root R of the correlation (R Rᵀ = rho, negative eigenvalues of an estimate clipped to 0)."""
-    values, vectors = torch.linalg.eigh((rho + rho.T) / 2)
-    return vectors * values.clamp_min(0).sqrt()
+    @functools.cached_property
+    def root(self) -> Tensor:
+        """A square root R of the correlation (R Rᵀ = rho; negative eigenvalues of an estimate clipped to 0)."""
+        values, vectors = torch.linalg.eigh((self.rho + self.rho.T) / 2)
+        return vectors * values.clamp_min(0).sqrt()
 
 
 def correlated(z: Tensor, along: Along | None) -> Tensor:
@@ -64,7 +65,7 @@ def correlated(z: Tensor, along: Along | None) -> Tensor:
     if along is None or z.ndim < -along.axis or z.shape[along.axis] != along.size:
         return z
     moved = z.movedim(along.axis, -1)
-    return (moved @ _root(along.rho).T).movedim(-1, along.axis)
+    return (moved @ along.root.T).movedim(-1, along.axis)
 
 
 def estimated(samples: Tensor) -> Along | None:
@@ -97,7 +98,7 @@ def through(fn: Callable[[Tensor], Tensor], mean: Tensor, var: Tensor, along: Al
     if not q > 0:
         return None
     z, w = normal_nodes(6, 8)
-    z1, z2, w2 = z[:, None], z[None, :], w[:, None] * w[None, :]
+    r = _GRID[:, None, None]
     s = q**0.5
     with torch.no_grad():
         f1 = fn(m + s * z).double()
@@ -105,9 +106,9 @@ def through(fn: Callable[[Tensor], Tensor], mean: Tensor, var: Tensor, along: Al
         spread = second - first**2
         if not spread > 0:
             return None
-        cross = [float((w2 * f1[:, None] * fn(m + s * (r * z1 + max(0.0, 1 - r * r) ** 0.5 * z2)).double()).sum())
-                 for r in _GRID.tolist()]  # fmt: skip
-    curve = (np.array(cross) - first**2) / spread
+        f2 = fn(m + s * (r * z[:, None] + (1 - r * r).clamp_min(0).sqrt() * z[None, :])).double()
+        cross = (w[:, None] * w[None, :] * f1[:, None] * f2).sum((1, 2))
+    curve = ((cross - first**2) / spread).numpy()
     rho = np.interp(along.rho.numpy(), _GRID.numpy(), curve)
     return Along(along.axis, _unit(torch.from_numpy(rho)))
 
