@@ -1,4 +1,5 @@
-"""The main job (issue 8): `initlab demo --quick` end to end, its eight measured claims, and the HTML report —
+"""The main job (issue 8): `initlab demo --quick` end to end, its eight measured claims (the ninth, depth
+transfer, is the full demo's only), and the HTML report —
 parsed, every image decoded, and opened in a real headless Chromium."""
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def test_quick_demo_prints_claims_and_the_report_path(demo: tuple[Path, str]) ->
     printed = " ".join(stdout.split())
     for title in ("Zero init cannot break symmetry", "Remedies rescue a deep ReLU net whose initialization makes"):
         assert title in printed
+    assert re.search(r"stays under CompleteP │ not run │ --quick leaves this claim out", printed), printed
     # the answer first: one row per activation, the best scheme with its seeds' spread and the theory's reason
     assert printed.index("Which initialization for which activation") < printed.index("Zero init cannot")
     assert re.search(r"relu │ 30, 0\.02 │ he_normal │ [\d.]+% \([\d.]+–[\d.]+%\) │ glorot_normal", printed), printed

@@ -1,4 +1,4 @@
-"""``initlab demo``: the curated sweep, eight measured claims and the report."""
+"""``initlab demo``: the curated sweep, nine measured claims and the report."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def demo_command(
     claims: str = typer.Option("", "--claims", help=f"Comma-separated claims to run (default: all): {CLAIMS}."),
     fmt: Format = FormatOption,
 ) -> None:
-    """Train deep nets under many initializations and remedies, judge eight claims, and write the HTML report."""
+    """Train deep nets under many initializations and remedies, judge nine claims, and write the HTML report."""
     from initlab.compare.demo import demo_spec, run_demo
     from initlab.compare.sweep.local import LocalPool
 
@@ -63,7 +63,7 @@ def demo_command(
     table.add_column("verdict")
     table.add_column("measured", overflow="fold")
     for i, claim in enumerate(result.claims, 1):
-        colour = {"reproduced": "green", "partly reproduced": "yellow"}.get(claim["verdict"], "red")
+        colour = {"reproduced": "green", "partly reproduced": "yellow", "not run": "dim"}.get(claim["verdict"], "red")
         table.add_row(str(i), claim["title"], f"[{colour}]{claim['verdict']}[/]", claim["summary"])
     stdout.print(table)
     split = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())

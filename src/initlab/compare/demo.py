@@ -1,6 +1,6 @@
 """The main job: a curated sweep that shows, with measured numbers, why initialization matters.
 
-Eight claims from the literature, each a comparison between runs of one sweep (run locally on all cores, into a
+Nine claims from the literature, each a comparison between runs of one sweep (run locally on all cores, into a
 run store), judged from the store alone and written back to it as a measured comparison; then the HTML report.
 
 1. zero (constant) init cannot break symmetry;
@@ -17,8 +17,11 @@ run store), judged from the store alone and written back to it as a measured com
    (Xiong et al. 2020; Wang et al. 2022), on the ``text`` data set, scored in held-out bits per character;
 8. *width* (µP): over MLP widths 64 → 1024, the learning rate with the lowest training loss after a fixed
    budget moves with width under the standard parametrization and stays put under µP (Yang et al. 2021,
-   Tensor Programs V, Fig. 1, qualitatively). Both always run on their own data (text; digits), whatever
-   ``data`` says: they are about architectures, not data sets.
+   Tensor Programs V, Fig. 1, qualitatively);
+9. *depth transfer* (CompleteP): over pre-LN transformer depths 2 → 16, the learning rate with the lowest
+   held-out loss after a fixed budget moves by ≥ 2 grid steps under the standard parametrization and by ≤ 1
+   under CompleteP (Dey et al. 2025, Fig. 1). The last three always run on their own data (text; digits),
+   whatever ``data`` says: they are about architectures, not data sets. ``--quick`` leaves the ninth out.
 
 ``claims`` selects a subset (``initlab demo --claims depth,width``).
 
@@ -41,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from initlab._errors import unknown_name
+from initlab.compare._lr_transfer import transfer
 from initlab.compare.data import TextDataset, load
 from initlab.compare.report.html import build_report
 from initlab.compare.report.recommend import Recommendation, recommend_store
@@ -67,6 +71,7 @@ class Settings:
     critical_depths: tuple[int, ...]
     lm_steps: int = 100  # the depth claim's budget: Adam steps of the 12-block language models
     lr_powers: tuple[int, ...] = tuple(range(-12, -4))  # the width claim's learning rates 2^k
+    transfer_depths: tuple[int, ...] = (2, 8, 16)  # the depth-transfer claim's depths (none: left out)
     bar: float = 0.8  # the test accuracy that counts as "trains": TRAINS × the best score measured on this data
 
     @classmethod
@@ -76,7 +81,7 @@ class Settings:
         small = data in ("digits", "mnist1d")  # Fashion-MNIST: fewer epochs, each one is many more steps
         if quick:
             return cls(epochs=6 if small else 1, seeds=(0, 1), critical_depths=(CRITICAL_DEPTH,), lm_steps=100,
-                       lr_powers=tuple(range(-12, -5)))  # fmt: skip
+                       lr_powers=tuple(range(-12, -5)), transfer_depths=())  # fmt: skip
         return cls(epochs=15 if small else 3, seeds=(0, 1, 2), critical_depths=(10, 20, CRITICAL_DEPTH), lm_steps=200)
 
 
@@ -113,6 +118,10 @@ def _roles(claim: str, settings: Settings) -> dict[str, dict[str, Any]]:
                 for d in settings.critical_depths for s in (*CRITICAL_SCHEMES, "lsuv")}  # fmt: skip
     if claim == "depth":
         return {role: {**TRANSFORMER, "max_steps": settings.lm_steps, **change} for role, change in DEPTH_ROLES.items()}
+    if claim == "depth_transfer":  # at its base depth CompleteP is the standard parametrization: the same runs
+        return {f"{p}@{d}@{k}": {**TRANSFER_LM, "depth": d, "lr": 2.0**k,
+                                 "parametrization": p if d != TRANSFER_BASE else "standard"}
+                for p in DEPTH_PARAMS for d in settings.transfer_depths for k in TRANSFER_POWERS}  # fmt: skip
     if claim == "width":
         return {f"{p}@{w}@{k}": {**WIDTH_MLP, "parametrization": p, "width": w, "lr": 2.0**k}
                 for p in PARAMETRIZATIONS for w in WIDTHS for k in settings.lr_powers}  # fmt: skip
@@ -138,6 +147,15 @@ WIDTH_MLP = {"data": "digits", "data_dir": "", "model": "mlp", "depth": 3, "acti
              "snapshots": False, "base_width": 64}  # fmt: skip
 WIDTHS = (64, 256, 1024)
 PARAMETRIZATIONS = ("standard", "mup")
+
+# Claim 9: CompleteP's depth transfer (Dey et al. 2025) at a size two cores afford: the pre-LN text transformer with
+# Xavier init (the standard parametrization) at depths 2, 8 and 16, Adam for 100 steps, learning rates 2^-9 … 2^-5
+# (every optimum measured lies inside: 2^-8 or 2^-7). --quick leaves it out (it would double quick's time).
+TRANSFER_BASE = 2
+TRANSFER_LM = {**TRANSFORMER, "norm_position": "pre", "scheme": "xavier_uniform", "max_steps": 100, "monitor": False,
+               "base_depth": TRANSFER_BASE}  # fmt: skip
+TRANSFER_POWERS = tuple(range(-9, -4))
+DEPTH_PARAMS = ("standard", "completep")
 
 HE_SCHEMES = ("he_normal", "glorot_normal", "torch_default")
 CRITICAL_SCHEMES = ("critical", "torch_default", "normal")
@@ -170,6 +188,8 @@ def demo_spec(quick: bool = False, data: str = "digits", data_dir: str = "", cla
     settings = Settings.of(quick, data)
     chosen = claim_ids(claims)
     points = [role for claim in CLAIMS if claim.id in chosen for role in _roles(claim.id, settings).values()]
+    if not points:  # only claims these settings leave out
+        return SweepSpec("demo-quick" if quick else "demo", ())
     return expand(_base(settings, data, data_dir), include=points, seeds=list(settings.seeds),
                   name="demo-quick" if quick else "demo")  # fmt: skip
 
@@ -396,38 +416,46 @@ def _unigram_bits() -> float:
     return data.unigram_bits
 
 
-def _best_lr(g: Mapping[str, RunGroup], param: str, width: int, powers: tuple[int, ...]) -> tuple[int, list[float],
-                                                                                                list[int]]:  # fmt: skip
-    """The grid's best learning-rate power (lowest median final training loss over seeds), the medians, and each
-    seed's best power."""
-    losses = [[math.inf if d or not ls else ls[-1] for ls, d in zip(grp.losses, grp.diverged, strict=True)]
-              for grp in (g[f"{param}@{width}@{k}"] for k in powers)]  # fmt: skip
-    medians = [statistics.median(seeds) for seeds in losses]
-    per_seed = [powers[int(np.argmin(column))] for column in zip(*losses, strict=True)]
-    return powers[int(np.argmin(medians))], medians, per_seed
+def _final_losses(g: Mapping[str, RunGroup], roles: Mapping[str, Mapping[int, list[str]]],
+                  final: Callable[[RunGroup], list[float]]) -> dict[str, dict[int, list[list[float]]]]:  # fmt: skip
+    """Per parametrization and size, per learning rate, each seed's final loss (``roles``: the grid's role names)."""
+    return {p: {size: [final(g[r]) for r in names] for size, names in by_size.items()} for p, by_size in roles.items()}
+
+
+def _train_loss(g: RunGroup) -> list[float]:
+    return [math.inf if d or not ls else ls[-1] for ls, d in zip(g.losses, g.diverged, strict=True)]
 
 
 def _width(g: Mapping[str, RunGroup], s: Settings) -> Verdict:
-    best = {p: {w: _best_lr(g, p, w, s.lr_powers) for w in WIDTHS} for p in PARAMETRIZATIONS}
-    moves = {p: max(abs(best[p][w][0] - best[p][WIDTHS[0]][0]) for w in WIDTHS) for p in PARAMETRIZATIONS}
+    roles = {p: {w: [f"{p}@{w}@{k}" for k in s.lr_powers] for w in WIDTHS} for p in PARAMETRIZATIONS}
+    result = transfer(_final_losses(g, roles, _train_loss), s.lr_powers)
+    moves = result.moves
     held = moves["standard"] >= 2 and moves["mup"] <= 1
     names = {"standard": "the standard parametrization", "mup": f"µP (base width {WIDTH_MLP['base_width']})"}
-
-    def where(p: str) -> str:
-        optima = ", ".join(f"2^{best[p][w][0]}" for w in WIDTHS)
-        seeds = "; ".join(",".join(f"2^{k}" for k in best[p][w][2]) for w in WIDTHS)
-        steps = f"{moves[p]} grid step" + "s" * (moves[p] != 1)
-        return f"{names[p]}: {optima} (moves {steps}; per seed {seeds})"
-
     text = (f"{WIDTH_MLP['depth']}-hidden-layer ReLU MLP on digits, He init, Adam for {WIDTH_MLP['epochs']} epochs, "
             f"learning rates 2^{s.lr_powers[0]} … 2^{s.lr_powers[-1]}; the lowest training loss at widths "
-            f"{', '.join(map(str, WIDTHS))} (median over {len(s.seeds)} seeds) is at " + "; ".join(map(where, best))
-            + ".")  # fmt: skip
-    evidence = {"powers": list(s.lr_powers), "widths": list(WIDTHS), "moves": moves,
-                "best": {p: {str(w): b[0] for w, b in best[p].items()} for p in best},
-                "median_loss": {p: {str(w): [round(x, 5) for x in b[1]] for w, b in best[p].items()} for p in best},
-                "best_per_seed": {p: {str(w): b[2] for w, b in best[p].items()} for p in best}}  # fmt: skip
-    return _verdict(held, 1), text, evidence
+            f"{', '.join(map(str, WIDTHS))} (median over {len(s.seeds)} seeds) is at "
+            + "; ".join(result.where(p, names[p]) for p in PARAMETRIZATIONS) + ".")  # fmt: skip
+    return _verdict(held, 1), text, result.evidence(s.lr_powers, "widths", "loss")
+
+
+def _depth_transfer(g: Mapping[str, RunGroup], s: Settings) -> Verdict:
+    roles = {p: {d: [f"{p}@{d}@{k}" for k in TRANSFER_POWERS] for d in s.transfer_depths} for p in DEPTH_PARAMS}
+    result = transfer(_final_losses(g, roles, _bits), TRANSFER_POWERS)
+    moves, deepest = result.moves, s.transfer_depths[-1]
+    held = [moves["standard"] >= 2, moves["completep"] <= 1]
+    direction = moves["standard"] > moves["completep"]  # the paper's contrast, short of its size
+    lowest = {p: min(result.best[p][deepest].medians) for p in DEPTH_PARAMS}
+    names = {"standard": "the standard parametrization", "completep": f"CompleteP (base depth {TRANSFER_BASE})"}
+    text = (f"pre-LN transformer language model (width {TRANSFER_LM['width']}), Xavier init, Adam for "
+            f"{TRANSFER_LM['max_steps']} steps, learning rates 2^{TRANSFER_POWERS[0]} … 2^{TRANSFER_POWERS[-1]}; the "
+            f"lowest held-out bits per character at depths {', '.join(map(str, s.transfer_depths))} (median over "
+            f"{len(s.seeds)} seeds) is at " + "; ".join(result.where(p, names[p]) for p in DEPTH_PARAMS) + ". The "
+            f"claim needs ≥ 2 grid steps under the standard parametrization and ≤ 1 under CompleteP. At depth "
+            f"{deepest} the best median is " + ", ".join(f"{p.replace('completep', 'CompleteP')} {lowest[p]:.3f}"
+            for p in DEPTH_PARAMS) + " bits per character.")  # fmt: skip
+    verdict = _verdict(sum(held), 2) if all(held) or direction else "not reproduced"
+    return verdict, text, result.evidence(TRANSFER_POWERS, "depths", "bits")
 
 
 def _depth_text(depth: float) -> str:
@@ -475,6 +503,12 @@ CLAIMS = (
         "Yang et al. 2021, Tensor Programs V, Fig. 1",
         _width,
     ),
+    Claim(
+        "depth_transfer",
+        "The best learning rate moves with depth under the standard parametrization and stays under CompleteP",
+        "Dey et al. 2025, CompleteP, Fig. 1; Yang et al. 2023, Tensor Programs VI",
+        _depth_transfer,
+    ),
 )
 
 
@@ -494,6 +528,10 @@ def judge(store: Store, quick: bool = False, data: str = "digits", data_dir: str
     for claim in (c for c in CLAIMS if c.id in chosen):
         roles = {role: [TrainConfig.from_dict({**base, **overrides, "seed": seed}) for seed in settings.seeds]
                  for role, overrides in _roles(claim.id, settings).items()}  # fmt: skip
+        if not roles:  # these settings leave the claim out: said, not recorded as a comparison
+            summary = "--quick leaves this claim out (it would double the quick demo's time): run the full demo"
+            results.append({"claim": claim.id, "title": claim.title, "verdict": "not run", "summary": summary})
+            continue
         missing = [c.run_id for configs in roles.values() for c in configs if c.run_id not in runs]
         if missing:
             summary = f"{len(missing)} of its runs did not finish ({', '.join(missing[:3])}…): see the store's errors"

@@ -204,6 +204,9 @@ def claim_figure(comparison: dict[str, Any], by_id: dict[str, _Run]) -> Figure |
         return plots.bits_figure(bits, evidence["unigram_bits"], comparison["title"])
     if comparison["claim"] == "width" and "median_loss" in evidence:
         return plots.lr_transfer_figure(evidence["powers"], evidence["median_loss"], comparison["title"])
+    if comparison["claim"] == "depth_transfer" and "median_bits" in evidence:
+        return plots.lr_transfer_figure(evidence["powers"], evidence["median_bits"], comparison["title"], "depth",
+                                        "held-out bits per character")  # fmt: skip
     runs = [by_id[i] for i in comparison["run_ids"] if i in by_id]
     if not runs:
         return None

@@ -180,25 +180,26 @@ def bits_figure(bits: dict[str, list[float]], unigram: float, title: str) -> Fig
     return fig
 
 
-def lr_transfer_figure(powers: list[int], losses: dict[str, dict[str, list[float]]], title: str) -> Figure:
-    """Tensor Programs V's Fig. 1: final training loss against log2 learning rate, a line per width, one panel per
-    parametrization; each width's best learning rate marked."""
+def lr_transfer_figure(powers: list[int], losses: dict[str, dict[str, list[float | None]]], title: str,
+                       size: str = "width", metric: str = "training loss") -> Figure:  # fmt: skip
+    """Tensor Programs V's Fig. 1: the final loss (``metric``) against log2 learning rate, a line per ``size``
+    (width or depth), one panel per parametrization; each size's best learning rate marked."""
     fig, axes = plt.subplots(1, len(losses), figsize=(5.2 * len(losses), 3.8), dpi=100, sharey=True)
     axes = np.atleast_1d(axes)
     for ax, (param, by_width) in zip(axes, losses.items(), strict=True):
         cmap = plt.get_cmap("viridis")
         for i, (width, values) in enumerate(by_width.items()):
             color = cmap(i / max(len(by_width) - 1, 1))
-            y = np.array([v if np.isfinite(v) else np.nan for v in values], dtype=float)
-            ax.plot(powers, y, color=color, marker=".", label=f"width {width}")
+            y = np.array([v if v is not None and np.isfinite(v) else np.nan for v in values], dtype=float)
+            ax.plot(powers, y, color=color, marker=".", label=f"{size} {width}")
             best = int(np.nanargmin(y))
             ax.scatter([powers[best]], [y[best]], color=color, marker="*", s=140, zorder=3, edgecolors="black")
         ax.set_yscale("log")
-        ax.set(xlabel="log2 learning rate", title={"mup": "µP"}.get(param, param))
+        ax.set(xlabel="log2 learning rate", title={"mup": "µP", "completep": "CompleteP"}.get(param, param))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=_SMALL, frameon=False)
-    axes[0].set_ylabel("training loss after the budget (log)")
-    fig.suptitle(title + " (★: each width's best learning rate)", fontsize=10)
+    axes[0].set_ylabel(f"{metric} after the budget (log)")
+    fig.suptitle(title + f" (★: each {size}'s best learning rate)", fontsize=10)
     fig.tight_layout()
     return fig
 
