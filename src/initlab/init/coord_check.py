@@ -3,17 +3,20 @@
 Build the model at several widths (or depths), train each a few steps on the same batch, and record the typical size
 of every layer's output, mean |x| per coordinate, at each step, by role: ``embedding`` (lookup tables' outputs),
 ``hidden`` (weight layers inside the network), ``branch`` (the last layer of each residual branch: what the branch
-adds to the stream), ``stream`` (each residual block's output) and ``readout`` (the layer that produces the model's
-output; the model's output itself where that is not a weight layer's). Under a parametrization that transfers
-across size (µP for width, CompleteP for depth), these do not grow or shrink with the size at any step: the slope
-of log mean|x| against log size stays near 0. Under the standard parametrization with Adam, the readout's (and the
-hidden layers') grow with width after the first update (slope ~1), and the residual stream with depth.
+adds to the stream), ``stream`` (each residual block's output), ``attention logits`` (q·kᵀ times the attention's
+scale, from the queries and keys of every ``scaled_dot_product_attention`` call) and ``readout`` (the layer that
+produces the model's output; the model's output itself where that is not a weight layer's). Under a
+parametrization that transfers across size (µP for width, CompleteP for depth), these do not grow or shrink with the
+size at any step: the slope of log mean|x| against log size stays near 0. Under the standard parametrization with
+Adam, the readout's (and the hidden layers') grow with width after the first update (slope ~1), the attention
+logits with width under 1/√d scaling, and the residual stream with depth.
 ``coord_check`` fits that slope per role and step and passes a role where |slope| ≤ ``tolerance`` at every step
-(over depths the ``branch`` role is shown but not judged: a depth parametrization scales it as m^-α by design);
+(attention logits: slope ≤ ``tolerance``, since µP's 1/d scaling makes their initial part shrink as d^-½ by design;
+over depths the ``branch`` role is shown but not judged: a depth parametrization scales it as m^-α by design);
 ``CoordCheck.figure()`` draws the curves (what the ``mup`` package plots).
 
-Roles come from the structure layer (:mod:`initlab.init.structure`), so any model works; attention logits are not
-measured yet (they are no module's output).
+Roles come from the structure layer (:mod:`initlab.init.structure`), so any model works; attention logits from a
+``TorchFunctionMode`` around the forward pass (they are no module's output).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from initlab._errors import fail
 from initlab._tables import Rows
@@ -33,7 +37,10 @@ from initlab.init._walk import structure_of
 
 __all__ = ["CoordCheck", "CoordRecord", "CoordSlope", "coord_check"]
 
-ROLES = ("embedding", "hidden", "branch", "stream", "readout")
+ROLES = ("embedding", "hidden", "branch", "stream", "attention logits", "readout")
+# Judged only against growth: under µP's 1/d attention the logits' random part at initialization is Θ(d^-½) by design
+# (Yang et al. 2021, §4), so they shrink with width until the learned part (Θ(1)) dominates; they must not grow.
+SHRINK_BY_DESIGN = ("attention logits",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +142,9 @@ def coord_check(
             points = [(r.size, r.mean_abs) for r in records if r.role == role and r.step == step and r.mean_abs > 0]
             if len(points) >= 2:
                 slope = float(np.polyfit(np.log([p[0] for p in points]), np.log([p[1] for p in points]), 1)[0])
-                rows.append(CoordSlope(role, step, slope, abs(slope) <= tolerance))
+                rows.append(
+                    CoordSlope(role, step, slope, (slope if role in SHRINK_BY_DESIGN else abs(slope)) <= tolerance)
+                )
     return CoordCheck(rows, "width" if widths is not None else "depth", list(sizes), tolerance, records)
 
 
@@ -173,7 +182,10 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor], optimizer: Callable[[n
     try:
         for step in range(1, steps + 1):
             seen.clear()
-            output = model(x)
+            with _Logits(seen.setdefault("attention logits", [])):
+                output = model(x)
+            if not seen["attention logits"]:
+                del seen["attention logits"]
             logits = getattr(output, "logits", output)
             if not any(role == "readout" for _, role in roles) and isinstance(logits, Tensor):
                 seen.setdefault("readout", []).append(float(logits.detach().abs().mean()))
@@ -185,6 +197,27 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor], optimizer: Callable[[n
         for handle in handles:
             handle.remove()
     return out
+
+
+class _Logits(TorchFunctionMode):
+    """mean |q·kᵀ × scale| of every ``scaled_dot_product_attention`` call (keys repeated to the queries' heads
+    where they have fewer, as grouped-query attention does)."""
+
+    def __init__(self, into: list[float]) -> None:
+        super().__init__()
+        self.into = into
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, k = args[0].detach(), args[1].detach()
+            scale = kwargs.get("scale", args[6] if len(args) > 6 else None)
+            if q.ndim >= 3 and k.ndim == q.ndim and q.shape[-3] % k.shape[-3] == 0:
+                k = k.repeat_interleave(q.shape[-3] // k.shape[-3], -3)
+            with torch.no_grad():
+                logits = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+            self.into.append(float(logits.abs().mean()))
+        return func(*args, **kwargs)
 
 
 def _roles(model: nn.Module, x: Tensor) -> list[tuple[nn.Module, str]]:
