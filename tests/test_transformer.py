@@ -197,6 +197,7 @@ def test_unknown_parametrizations_and_demo_claims_are_clear_errors(tmp_path) -> 
         TrainConfig(parametrization="mu")
     result = CliRunner().invoke(app, ["demo", "--claims", "depth,nope", "--out", str(tmp_path / "d")])
     assert result.exit_code == 2
-    assert "Error: unknown demo claim 'nope'. Accepted: critical, depth, glorot_vs_standard," in result.stderr
+    accepted = "Error: unknown demo claim 'nope'. Accepted: critical, depth, depth_transfer, glorot_vs_standard,"
+    assert accepted in result.stderr
     assert not (tmp_path / "d").exists()  # refused before any work
     assert demo_cmd.CLAIMS.split(", ") == [c.id for c in CLAIMS]  # the help text names the demo's own claims

@@ -14,7 +14,8 @@ from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
 from initlab.cli.sweep_cmd import SweepProgress, stopped_cleanly
 
 DATASETS = ("digits", "fashion-mnist", "mnist1d")  # initlab.compare.demo.DATASETS (a test keeps them equal)
-CLAIMS = "symmetry, vanishing, he_vs_glorot, glorot_vs_standard, remedies, critical, depth, width"  # demo.CLAIMS' ids
+# demo.CLAIMS' ids (a test keeps them equal)
+CLAIMS = "symmetry, vanishing, he_vs_glorot, glorot_vs_standard, remedies, critical, depth, width, depth_transfer"
 
 
 @user_errors
