@@ -46,10 +46,11 @@ def main() -> None:
         training = time.perf_counter() - start
         sweep, reporting = result.seconds["sweep"], result.seconds["judge"] + result.seconds["report"]
         limit = 90 if quick else 600
+        judged = [c for c in result.claims if c["verdict"] != "not run"]  # --quick leaves depth transfer out
         print(f"{name}: {len(spec.points)} runs, wall {wall:.1f} s (target <= {limit} s) = sweep {sweep:.1f} s "
               f"[training {training:.1f} s incl. pool start-up + monitoring {sweep - training:.1f} s] + reporting "
               f"{reporting:.1f} s [judging {result.seconds['judge']:.1f} s, report {result.seconds['report']:.1f} s]"
-              f"; {sum(c['verdict'] == 'reproduced' for c in result.claims)}/{len(result.claims)} claims "
+              f"; {sum(c['verdict'] == 'reproduced' for c in result.claims)}/{len(judged)} judged claims "
               f"reproduced; store {out / 'runs.db'}")  # fmt: skip
         with Store(out / "runs.db") as store:
             seconds = {r["id"]: r["seconds"] or 0.0 for r in store.runs("done")}
