@@ -122,16 +122,14 @@ def test_coord_check_over_depth_passes_completep_where_the_standard_parametrizat
 # -- the demo's depth-transfer claim (item 3): its runs and its judgement ------------------------------------
 def _grid(best: dict[tuple[str, int], int]) -> dict[str, object]:
     """Run groups of a made-up grid whose held-out bits are lowest at ``best[(param, depth)]`` for every seed."""
-    from initlab.compare import demo
+    from initlab.compare._demo_runs import TRANSFER_POWERS, RunGroup
 
     groups = {}
     for (param, depth), k0 in best.items():
-        for k in demo.TRANSFER_POWERS:
+        for k in TRANSFER_POWERS:
             bits = [3.0 + 0.1 * abs(k - k0) + 0.01 * seed for seed in range(3)]
             measures = [{"test_bits_per_char": b} for b in bits]
-            groups[f"{param}@{depth}@{k}"] = demo.RunGroup(
-                ["r"] * 3, [[]] * 3, [[]] * 3, [[]] * 3, measures, [False] * 3
-            )
+            groups[f"{param}@{depth}@{k}"] = RunGroup(["r"] * 3, [[]] * 3, [[]] * 3, [[]] * 3, measures, [False] * 3)
     return groups
 
 
@@ -144,12 +142,13 @@ def _grid(best: dict[tuple[str, int], int]) -> dict[str, object]:
 def test_the_depth_transfer_claim_is_judged_by_where_the_best_rate_lies(
     standard: tuple[int, ...], completep: tuple[int, ...], verdict: str
 ) -> None:
-    from initlab.compare import demo
+    from initlab.compare._claims import _depth_transfer
+    from initlab.compare._demo_runs import Settings
 
-    settings = demo.Settings.of(False, "digits")
+    settings = Settings.of(False, "digits")
     best = {("standard", d): k for d, k in zip(settings.transfer_depths, standard, strict=True)}
     best |= {("completep", d): k for d, k in zip(settings.transfer_depths, completep, strict=True)}
-    got, text, evidence = demo._depth_transfer(_grid(best), settings)
+    got, text, evidence = _depth_transfer(_grid(best), settings)
     assert got == verdict, text
     assert evidence["best"] == {
         p: {str(d): k for (q, d), k in best.items() if q == p} for p in ("standard", "completep")

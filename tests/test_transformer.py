@@ -188,6 +188,7 @@ def test_unknown_parametrizations_and_demo_claims_are_clear_errors(tmp_path) -> 
 
     from initlab.cli import demo_cmd
     from initlab.cli.main import app
+    from initlab.compare._demo_runs import CLAIM_IDS
     from initlab.compare.demo import CLAIMS
 
     with pytest.raises(
@@ -201,3 +202,4 @@ def test_unknown_parametrizations_and_demo_claims_are_clear_errors(tmp_path) -> 
     assert accepted in result.stderr
     assert not (tmp_path / "d").exists()  # refused before any work
     assert demo_cmd.CLAIMS.split(", ") == [c.id for c in CLAIMS]  # the help text names the demo's own claims
+    assert tuple(c.id for c in CLAIMS) == CLAIM_IDS  # the roles' list of claims is the judges' list
