@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import mup as mup_pkg
 import pytest
@@ -112,6 +113,26 @@ def test_mup_refuses_what_it_cannot_do() -> None:
         mup(mlp(64), mlp(32)).param_groups("lion", 0.1)
 
 
+Build = Callable[[int], nn.Module]
+
+
+def _standard_and_mup(net: Build, scheme: str, base: int, delta: int) -> tuple[Build, Build]:
+    """The coordinate check's two builders: ``net(width)`` initialized by ``scheme``, and the same under µP relative
+    to widths ``base`` and ``delta``."""
+
+    def standard(width: int) -> nn.Module:
+        model = net(width)
+        il.initialize(model, scheme)
+        return model
+
+    def mu(width: int) -> nn.Module:
+        model = standard(width)
+        model.mup = il.mup(model, net(base), net(delta))  # type: ignore[assignment]
+        return model
+
+    return standard, mu
+
+
 def test_coord_check_passes_mup_and_fails_the_standard_parametrization() -> None:
     """The coordinate check of Tensor Programs V over widths 64 → 2048 (an MLP, Adam at lr 1e-2, 4 steps, 2 seeds):
     under µP every role's mean |x| is flat in width (|slope| <= 0.15 at every step); under the standard
@@ -120,15 +141,7 @@ def test_coord_check_passes_mup_and_fails_the_standard_parametrization() -> None
     def mlp(width: int) -> nn.Module:
         return nn.Sequential(nn.Linear(32, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
 
-    def standard(width: int) -> nn.Module:
-        model = mlp(width)
-        il.initialize(model, "kaiming_normal")
-        return model
-
-    def mu(width: int) -> nn.Module:
-        model = standard(width)
-        model.mup = il.mup(model, mlp(64), mlp(128))  # type: ignore[assignment]
-        return model
+    standard, mu = _standard_and_mup(mlp, "kaiming_normal", 64, 128)
 
     g = torch.Generator().manual_seed(0)
     data = (torch.randn(64, 32, generator=g), torch.randint(0, 10, (64,), generator=g))
@@ -156,15 +169,7 @@ def test_coord_check_measures_attention_logits_flat_under_mup_and_growing_under_
     def lm(width: int) -> nn.Module:
         return TransformerLM(50, 16, width=width, depth=2, heads=4)
 
-    def standard(width: int) -> nn.Module:
-        model = lm(width)
-        il.initialize(model, "xavier_uniform")
-        return model
-
-    def mu(width: int) -> nn.Module:
-        model = standard(width)
-        model.mup = il.mup(model, lm(32), lm(64))  # type: ignore[assignment]
-        return model
+    standard, mu = _standard_and_mup(lm, "xavier_uniform", 32, 64)
 
     widths = [32, 64, 128, 256, 512]
     sp = il.coord_check(
