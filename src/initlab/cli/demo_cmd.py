@@ -12,10 +12,9 @@ from rich.table import Table
 
 from initlab.cli._common import Format, FormatOption, emit, stdout, user_errors
 from initlab.cli.sweep_cmd import SweepProgress, stopped_cleanly
+from initlab.compare._demo_runs import CLAIM_IDS, DATASETS  # torch-free: the CLI's start-up stays light
 
-DATASETS = ("digits", "fashion-mnist", "mnist1d")  # initlab.compare.demo.DATASETS (a test keeps them equal)
-# demo.CLAIMS' ids (a test keeps them equal)
-CLAIMS = "symmetry, vanishing, he_vs_glorot, glorot_vs_standard, remedies, critical, depth, width, depth_transfer"
+CLAIMS = ", ".join(CLAIM_IDS)
 
 
 @user_errors

@@ -182,10 +182,11 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor], optimizer: Callable[[n
     try:
         for step in range(1, steps + 1):
             seen.clear()
-            with _Logits(seen.setdefault("attention logits", [])):
+            logits_seen: list[float] = []
+            with _Logits(logits_seen):
                 output = model(x)
-            if not seen["attention logits"]:
-                del seen["attention logits"]
+            if logits_seen:
+                seen["attention logits"] = logits_seen
             logits = getattr(output, "logits", output)
             if not any(role == "readout" for _, role in roles) and isinstance(logits, Tensor):
                 seen.setdefault("readout", []).append(float(logits.detach().abs().mean()))

@@ -16,7 +16,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from initlab._quadrature import normal_nodes
 from initlab.init._operators import operand
-from initlab.theory._positions import Along, correlated, estimated, mixed, moved_along, multiplied, through
+from initlab.theory._positions import Along, correlated, diluted, estimated, mixed, moved_along, multiplied, through
 
 __all__ = ["CONTRACTIONS", "FILL_VALUE", "LINEAR", "Back", "Stat", "Sub"]
 
@@ -342,17 +342,9 @@ def normalized(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat
 def dropout(args: tuple[Any, ...], kwargs: dict[str, Any], s: Stat) -> tuple[list[Stat | None], Back]:
     p = float(operand(args, kwargs, 1, "p", 0.5))
     p = p if bool(operand(args, kwargs, 2, "training", True)) and p < 1 else 0.0
-    out = Stat(s.mean, (s.var + s.mean**2) / (1 - p) - s.mean**2)
-    if s.along is not None and p > 0:  # independent masks: the covariance between positions stays, the variance grows
-        shrink = float(s.var.mean()) / max(float(out.var.mean()), 1e-300)
-        out.along = Along(s.along.axis, _unit_diagonal(s.along.rho * shrink))
+    var = (s.var + s.mean**2) / (1 - p) - s.mean**2
+    out = Stat(s.mean, var, diluted(s.along, float(s.var.mean()), float(var.mean())))
     return [out], lambda grads: [None if grads[0] is None else grads[0] / (1 - p)]
-
-
-def _unit_diagonal(rho: Tensor) -> Tensor:
-    rho = rho.clone()
-    rho.fill_diagonal_(1.0)
-    return rho
 
 
 def lookup(args: tuple[Any, ...], kwargs: Any, out: Tensor) -> Stat:

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from initlab._quadrature import normal_nodes
 
-__all__ = ["Along", "correlated", "estimated", "mixed", "moved_along", "multiplied", "through"]
+__all__ = ["Along", "correlated", "diluted", "estimated", "mixed", "moved_along", "multiplied", "through"]
 
 _GRID = torch.linspace(-1.0, 1.0, 41, dtype=torch.float64)
 
@@ -111,6 +111,14 @@ def through(fn: Callable[[Tensor], Tensor], mean: Tensor, var: Tensor, along: Al
     curve = ((cross - first**2) / spread).numpy()
     rho = np.interp(along.rho.numpy(), _GRID.numpy(), curve)
     return Along(along.axis, _unit(torch.from_numpy(rho)))
+
+
+def diluted(along: Along | None, before: float, after: float) -> Along | None:
+    """Independent noise added to each element (dropout's masks): the covariance between positions stays, the
+    variance goes from ``before`` to ``after``, so each correlation shrinks by their ratio."""
+    if along is None or after == before:
+        return along
+    return Along(along.axis, _unit(along.rho * (before / max(after, 1e-300))))
 
 
 def _unit(rho: Tensor) -> Tensor:
